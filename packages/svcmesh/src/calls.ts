@@ -1,0 +1,32 @@
+// The calling surface shared by the mesh, bound clients, and handler contexts.
+import type { CallOptions } from "./client/caller.js";
+
+export interface MeshCalls {
+  call<T = unknown>(target: string, endpoint: string, payload?: unknown, opts?: CallOptions): Promise<T>;
+  client(target: string): MeshClient;
+}
+
+/** A client bound to one target: the same pipeline as `mesh.call`. */
+export interface MeshClient {
+  readonly target: string;
+  call<T = unknown>(endpoint: string, payload?: unknown, opts?: CallOptions): Promise<T>;
+}
+
+export function bindClient(calls: Pick<MeshCalls, "call">, target: string): MeshClient {
+  return {
+    target,
+    call: <T>(endpoint: string, payload?: unknown, opts?: CallOptions) => calls.call<T>(target, endpoint, payload, opts),
+  };
+}
+
+/** Calls made from inside a handler inherit what is left of the parent's deadline. */
+export function withinDeadline(calls: Pick<MeshCalls, "call">, parentDeadline: number): MeshCalls {
+  const inherited: MeshCalls = {
+    call<T>(target: string, endpoint: string, payload?: unknown, opts?: CallOptions): Promise<T> {
+      const own = opts?.deadline ?? (opts?.timeoutMs !== undefined ? Date.now() + opts.timeoutMs : parentDeadline);
+      return calls.call<T>(target, endpoint, payload, { ...opts, deadline: Math.min(own, parentDeadline) });
+    },
+    client: (target: string) => bindClient(inherited, target),
+  };
+  return inherited;
+}

@@ -1,0 +1,9 @@
+// The public API of svcmesh. Sibling packages may also use "svcmesh/internal".
+export { connect, Mesh, DEFAULT_SERVER, type ConnectOptions, type MeshDefaults } from "./mesh.js";
+export { MeshError, isMeshError, type MeshErrorOptions } from "./errors.js";
+export { ErrorCode, retryableCodes, isErrorCode } from "./codes.js";
+export type { CallOptions } from "./client/caller.js";
+export type { MeshCalls, MeshClient } from "./calls.js";
+export type { ServeOptions, EndpointSpec, ServiceHandle } from "./server/service.js";
+export type { HandlerContext } from "./server/context.js";
+export { parseTarget, type Target } from "./target.js";

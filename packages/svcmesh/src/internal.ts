@@ -1,0 +1,5 @@
+// For sibling packages (cli, examples, bench) only: not a stable API.
+export * from "./subjects.js";
+export * from "./wire.js";
+export { Registry, instanceFromInfo, MESH_METADATA_KEY } from "./registry.js";
+export { resolveRoute, type RunningInstance, type Route } from "./target.js";

@@ -1,0 +1,107 @@
+import { type ConnectionOptions, connect as natsConnect, type NatsConnection } from "nats";
+import type { Logger } from "pino";
+import { bindClient, type MeshCalls, type MeshClient } from "./calls.js";
+import { Caller, type CallOptions } from "./client/caller.js";
+import { RequestTransport } from "./client/transport.js";
+import { MeshError } from "./errors.js";
+import { defaultLogger } from "./logger.js";
+import { Registry, type RegistryOptions } from "./registry.js";
+import { type ServeOptions, type ServiceHandle, startService } from "./server/service.js";
+
+export const DEFAULT_SERVER = "nats://127.0.0.1:4222";
+
+export interface MeshDefaults {
+  /** Budget of a call that names none (ms). */
+  timeoutMs?: number;
+}
+
+export interface ConnectOptions {
+  /** NATS server URL(s); default `NATS_URL`, else nats://127.0.0.1:4222. */
+  servers?: string | string[];
+  /** This process's identity as a caller (shown to callees, used in logs). */
+  name: string;
+  logger?: Logger;
+  defaults?: MeshDefaults;
+  discovery?: Partial<RegistryOptions>;
+  /** Passed through to nats.js `connect()`; overrides the mesh's choices. */
+  nats?: Omit<ConnectionOptions, "servers" | "name">;
+}
+
+const DISCOVERY_DEFAULTS: RegistryOptions = { ttlMs: 10_000, jitterMs: 50, maxWaitMs: 1_000 };
+
+export async function connect(options: ConnectOptions): Promise<Mesh> {
+  if (typeof options?.name !== "string" || options.name.length === 0) {
+    throw new MeshError("BAD_REQUEST", "connect(): name is required (the caller's identity)");
+  }
+  const servers = options.servers ?? process.env.NATS_URL ?? DEFAULT_SERVER;
+  let nc: NatsConnection;
+  try {
+    nc = await natsConnect({
+      name: options.name,
+      servers,
+      // nc.request() is not used on the hot path; async stack traces would only cost CPU.
+      noAsyncTraces: true,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+      timeout: 2_000,
+      pingInterval: 5_000,
+      ...options.nats,
+    });
+  } catch (e) {
+    throw new MeshError("UNAVAILABLE", `cannot connect to NATS at ${String(servers)}: ${(e as Error).message}`, { cause: e });
+  }
+  return new Mesh(nc, options);
+}
+
+export class Mesh implements MeshCalls {
+  readonly name: string;
+  readonly logger: Logger;
+  private readonly registry: Registry;
+  private readonly transport: RequestTransport;
+  private readonly caller: Caller;
+  private readonly defaultTimeoutMs: number;
+  private readonly services = new Set<ServiceHandle>();
+  private closing: Promise<void> | undefined;
+
+  constructor(readonly nc: NatsConnection, options: ConnectOptions) {
+    this.name = options.name;
+    this.logger = options.logger ?? defaultLogger(options.name);
+    this.defaultTimeoutMs = options.defaults?.timeoutMs ?? 2_000;
+    this.registry = new Registry(nc, { ...DISCOVERY_DEFAULTS, ...options.discovery }, this.logger);
+    this.registry.start();
+    this.transport = new RequestTransport(nc, options.nats?.inboxPrefix ?? "_INBOX");
+    this.caller = new Caller(this.registry, this.transport, { callerName: this.name, defaultTimeoutMs: this.defaultTimeoutMs });
+  }
+
+  call<T = unknown>(target: string, endpoint: string, payload?: unknown, opts?: CallOptions): Promise<T> {
+    return this.caller.call(target, endpoint, payload, opts) as Promise<T>;
+  }
+
+  client(target: string): MeshClient {
+    this.caller.parse(target); // a bad target fails here, not on the first call
+    return bindClient(this, target);
+  }
+
+  async serve(spec: ServeOptions): Promise<ServiceHandle> {
+    if (this.closing) throw new MeshError("UNAVAILABLE", "serve(): the mesh connection is closing");
+    const handle = await startService({ nc: this.nc, logger: this.logger, calls: this, defaultTimeoutMs: this.defaultTimeoutMs }, spec);
+    this.services.add(handle);
+    return trackStop(handle, () => this.services.delete(handle));
+  }
+
+  /** Stops every service (draining in-flight requests), then drains the connection. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await Promise.allSettled([...this.services].map((s) => s.stop()));
+      this.registry.close();
+      this.transport.close("mesh connection closed");
+      if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
+    })();
+    return this.closing;
+  }
+}
+
+function trackStop(handle: ServiceHandle, onStopped: () => void): ServiceHandle {
+  const stop = handle.stop.bind(handle);
+  return Object.assign(handle, { stop: () => stop().finally(onStopped) });
+}

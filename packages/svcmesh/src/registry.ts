@@ -1,0 +1,167 @@
+// Discovery: which instances of a service are running, from the NATS services
+// protocol ($SRV.INFO), kept fresh by the instances' own start/stop announcements.
+import { type NatsConnection, RequestStrategy, type ServiceInfo, type Subscription } from "nats";
+import type { Logger } from "pino";
+import type { RunningInstance } from "./target.js";
+import { decodeBody } from "./wire.js";
+import { EVENTS_ROOT, SUBJECT_ROOT } from "./subjects.js";
+
+export const MESH_METADATA_KEY = "svcmesh";
+export const INSTANCE_STARTED = "instance_started";
+export const INSTANCE_STOPPED = "instance_stopped";
+
+export interface RegistryOptions {
+  /** How long a view is trusted before it is refreshed in the background. */
+  ttlMs: number;
+  /** How long a discovery query waits after the last answer for more answers. */
+  jitterMs: number;
+  /** Upper bound on one discovery query. */
+  maxWaitMs: number;
+}
+
+interface ServiceView {
+  instances: Map<string, RunningInstance>;
+  fetchedAt: number;
+  /** Bumped on every change, so cached routes know when to resolve again. */
+  generation: number;
+  refreshing: Promise<void> | undefined;
+}
+
+/** The announcement every instance publishes on start and stop. */
+export interface InstanceAnnouncement extends RunningInstance {
+  service: string;
+}
+
+export function instanceFromInfo(info: ServiceInfo): RunningInstance | undefined {
+  if (info.metadata?.[MESH_METADATA_KEY] === undefined) return undefined;
+  return {
+    id: info.id,
+    version: info.version,
+    endpoints: (info.endpoints ?? []).filter((e) => e.subject.startsWith(`${SUBJECT_ROOT}.`)).map((e) => e.name),
+  };
+}
+
+export class Registry {
+  private readonly views = new Map<string, ServiceView>();
+  private readonly subs: Subscription[] = [];
+  private generationSeq = 0;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly options: RegistryOptions,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Subscribes to announcements; call before the first lookup so no start is missed. */
+  start(): void {
+    for (const type of [INSTANCE_STARTED, INSTANCE_STOPPED]) {
+      this.subs.push(this.nc.subscribe(`${EVENTS_ROOT}.${type}.*`, {
+        callback: (err, msg) => {
+          if (err) return;
+          try {
+            this.onAnnouncement(type, decodeBody(msg.data) as InstanceAnnouncement);
+          } catch (e) {
+            this.logger.debug({ err: e, subject: msg.subject }, "ignoring malformed announcement");
+          }
+        },
+      }));
+    }
+  }
+
+  close(): void {
+    for (const s of this.subs) s.unsubscribe();
+    this.subs.length = 0;
+  }
+
+  /** The view if it is usable right now (possibly stale, in which case a refresh starts). */
+  peek(service: string, now: number): { generation: number } | undefined {
+    const view = this.views.get(service);
+    if (!view) return undefined;
+    if (now - view.fetchedAt > this.ttlFor(view)) {
+      if (view.instances.size === 0) return undefined; // an empty view is not worth trusting when stale
+      this.refresh(service, view);
+    }
+    return view;
+  }
+
+  /** Running instances of a service, querying the mesh when nothing usable is known. */
+  async running(service: string): Promise<{ instances: RunningInstance[]; generation: number }> {
+    let view = this.views.get(service);
+    if (!view || (view.instances.size === 0 && Date.now() - view.fetchedAt > this.ttlFor(view))) {
+      view = view ?? this.emptyView(service);
+      await this.refresh(service, view);
+    }
+    return { instances: [...view.instances.values()], generation: view.generation };
+  }
+
+  /** Forget what is known, e.g. after a call found nobody listening. */
+  invalidate(service: string): void {
+    const view = this.views.get(service);
+    if (view) view.fetchedAt = 0;
+  }
+
+  private ttlFor(view: ServiceView): number {
+    // A service nobody runs is asked about again soon; announcements usually beat this.
+    return view.instances.size === 0 ? Math.min(250, this.options.ttlMs) : this.options.ttlMs;
+  }
+
+  private emptyView(service: string): ServiceView {
+    const view: ServiceView = { instances: new Map(), fetchedAt: 0, generation: ++this.generationSeq, refreshing: undefined };
+    this.views.set(service, view);
+    return view;
+  }
+
+  private refresh(service: string, view: ServiceView): Promise<void> {
+    if (view.refreshing) return view.refreshing;
+    view.refreshing = this.query(service)
+      .then((found) => {
+        view.instances = found;
+        view.fetchedAt = Date.now();
+        view.generation = ++this.generationSeq;
+      })
+      .catch((e: unknown) => {
+        this.logger.warn({ err: e, service }, "discovery query failed; keeping the last view");
+      })
+      .finally(() => {
+        view.refreshing = undefined;
+      });
+    return view.refreshing;
+  }
+
+  private async query(service: string): Promise<Map<string, RunningInstance>> {
+    const found = new Map<string, RunningInstance>();
+    const client = this.nc.services.client({
+      strategy: RequestStrategy.JitterTimer,
+      maxWait: this.options.maxWaitMs,
+      jitter: this.options.jitterMs,
+    });
+    try {
+      for await (const info of await client.info(service)) {
+        const instance = instanceFromInfo(info);
+        if (instance) found.set(instance.id, instance);
+      }
+    } catch (e) {
+      // No responders ends the query with an error: that simply means nobody runs it.
+      if (!isNoResponders(e)) throw e;
+    }
+    return found;
+  }
+
+  private onAnnouncement(type: string, a: InstanceAnnouncement): void {
+    if (typeof a?.service !== "string" || typeof a.id !== "string") return;
+    const view = this.views.get(a.service);
+    if (!view) return; // never asked about: nothing to keep fresh
+    if (type === INSTANCE_STARTED) {
+      if (typeof a.version !== "string" || !Array.isArray(a.endpoints)) return;
+      view.instances.set(a.id, { id: a.id, version: a.version, endpoints: a.endpoints.filter((e) => typeof e === "string") });
+    } else if (!view.instances.delete(a.id)) {
+      return;
+    }
+    view.fetchedAt = Date.now();
+    view.generation = ++this.generationSeq;
+  }
+}
+
+function isNoResponders(e: unknown): boolean {
+  return typeof e === "object" && e !== null && (e as { code?: unknown }).code === "503";
+}

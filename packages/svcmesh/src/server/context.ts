@@ -1,0 +1,60 @@
+import type { Logger } from "pino";
+import { type MeshCalls, withinDeadline } from "../calls.js";
+import type { RequestMeta } from "../wire.js";
+
+/** What a serving instance shares with every request it handles. */
+export interface InstanceScope {
+  service: string;
+  version: string;
+  instance: string;
+  logger: Logger;
+  calls: MeshCalls;
+}
+
+/** The second argument of every handler. Logger and nested-call surface are made on first use. */
+export class HandlerContext {
+  readonly caller: string;
+  readonly deadline: number;
+  readonly requestId: string;
+  private childLogger: Logger | undefined;
+  private nested: MeshCalls | undefined;
+
+  constructor(
+    private readonly scope: InstanceScope,
+    readonly endpoint: string,
+    meta: RequestMeta,
+  ) {
+    this.caller = meta.caller;
+    this.deadline = meta.deadline;
+    this.requestId = meta.requestId;
+  }
+
+  get service(): string {
+    return this.scope.service;
+  }
+
+  get version(): string {
+    return this.scope.version;
+  }
+
+  /** The id of the instance handling this request. */
+  get instance(): string {
+    return this.scope.instance;
+  }
+
+  /** Milliseconds left before the caller gives up. */
+  get remainingMs(): number {
+    return Math.max(0, this.deadline - Date.now());
+  }
+
+  get logger(): Logger {
+    this.childLogger ??= this.scope.logger.child({ endpoint: this.endpoint, caller: this.caller, requestId: this.requestId });
+    return this.childLogger;
+  }
+
+  /** Calls to other services from this handler; they inherit this request's deadline. */
+  get mesh(): MeshCalls {
+    this.nested ??= withinDeadline(this.scope.calls, this.deadline);
+    return this.nested;
+  }
+}

@@ -1,0 +1,92 @@
+// One request through the callee's pipeline: decode → deadline → validate input →
+// handler → validate output → reply. Every failure becomes an error reply; nothing
+// a caller sends can take the instance down.
+import type { Msg } from "nats";
+import type { Logger } from "pino";
+import { MeshError, isMeshError } from "../errors.js";
+import { type Schema, describeIssues, schemaOrAny, summarizeIssues } from "../schema.js";
+import { ErrorReplyHeaders, asNatsHeaders, decodeBody, encodeBody, errorReplyBody, readRequestMeta } from "../wire.js";
+import { HandlerContext, type InstanceScope } from "./context.js";
+
+export type Handler = (input: any, ctx: HandlerContext) => unknown;
+
+export interface EndpointRuntime {
+  name: string;
+  input: Schema;
+  output: Schema;
+  checkOutput: boolean;
+  handler: Handler;
+}
+
+export function endpointRuntime(name: string, input: Schema | undefined, output: Schema | undefined, handler: Handler): EndpointRuntime {
+  return { name, input: schemaOrAny(input), output: schemaOrAny(output), checkOutput: output !== undefined, handler };
+}
+
+export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, msg: Msg, defaultTimeoutMs: number): Promise<void> {
+  const now = Date.now();
+  const meta = readRequestMeta(msg, now, defaultTimeoutMs);
+  if (meta.deadline <= now) {
+    return replyError(scope.logger, msg, new MeshError("TIMEOUT", `deadline passed before ${scope.service}.${ep.name} could start`));
+  }
+  let input: unknown;
+  try {
+    input = decodeBody(msg.data);
+  } catch {
+    return replyError(scope.logger, msg, new MeshError("BAD_REQUEST", `request body for ${scope.service}.${ep.name} is not valid msgpack`));
+  }
+  const parsed = ep.input.safeParse(input);
+  if (!parsed.success) {
+    const issues = summarizeIssues(parsed.error);
+    return replyError(scope.logger, msg, new MeshError("BAD_REQUEST", `invalid input for ${scope.service}.${ep.name}: ${describeIssues(issues)}`, { details: { issues } }));
+  }
+  let result: unknown;
+  try {
+    result = await ep.handler(parsed.data, new HandlerContext(scope, ep.name, meta));
+  } catch (e) {
+    return replyError(scope.logger, msg, handlerFailure(scope, ep, e));
+  }
+  if (ep.checkOutput) {
+    const checked = ep.output.safeParse(result);
+    if (!checked.success) {
+      const issues = summarizeIssues(checked.error);
+      scope.logger.error({ endpoint: ep.name, issues }, "handler returned output that does not match its schema");
+      return replyError(scope.logger, msg, new MeshError("BAD_RESPONSE", `${scope.service}.${ep.name} produced invalid output: ${describeIssues(issues)}`, { details: { issues } }));
+    }
+    result = checked.data;
+  }
+  if (!msg.reply) return;
+  let body: Uint8Array;
+  try {
+    body = encodeBody(result);
+  } catch (e) {
+    return replyError(scope.logger, msg, new MeshError("BAD_RESPONSE", `${scope.service}.${ep.name} returned a value msgpack cannot encode: ${(e as Error).message}`));
+  }
+  try {
+    msg.respond(body);
+  } catch (e) {
+    replyError(scope.logger, msg, replyFailure(scope, ep, e, body.length));
+  }
+}
+
+/** A MeshError thrown by a handler keeps its code; anything else is HANDLER_ERROR with its message only. */
+function handlerFailure(scope: InstanceScope, ep: EndpointRuntime, e: unknown): MeshError {
+  if (isMeshError(e)) return e;
+  scope.logger.error({ err: e, endpoint: ep.name }, "handler threw");
+  const message = e instanceof Error ? e.message : String(e);
+  return new MeshError("HANDLER_ERROR", message || "handler failed");
+}
+
+function replyFailure(scope: InstanceScope, ep: EndpointRuntime, e: unknown, size: number): MeshError {
+  const code = (e as { code?: string }).code;
+  const why = code === "MAX_PAYLOAD_EXCEEDED" ? `a reply of ${size} bytes exceeds the server's max_payload` : (e as Error).message;
+  return new MeshError("BAD_RESPONSE", `${scope.service}.${ep.name} could not reply: ${why}`);
+}
+
+export function replyError(logger: Logger, msg: Msg, error: MeshError): void {
+  if (!msg.reply) return;
+  try {
+    msg.respond(errorReplyBody(error), { headers: asNatsHeaders(new ErrorReplyHeaders(error.code, error.message)) });
+  } catch (e) {
+    logger.warn({ err: e, code: error.code }, "could not send error reply");
+  }
+}

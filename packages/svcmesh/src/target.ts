@@ -1,0 +1,80 @@
+// Target strings (`payments`, `payments@2`, `payments@^2.1`, `payments@2.1.0`) and
+// how one is resolved against the versions actually running.
+import semver from "semver";
+import { MeshError } from "./errors.js";
+import { exactLane, majorLane, validServiceName } from "./subjects.js";
+
+export interface Target {
+  /** The text the user wrote, for error messages. */
+  text: string;
+  service: string;
+  /** A semver range, or undefined for "the highest major running". */
+  range: string | undefined;
+}
+
+export interface RunningInstance {
+  id: string;
+  version: string;
+  endpoints: readonly string[];
+}
+
+/** Where a call to a target goes: one lane (subject prefix) and the endpoints served there. */
+export interface Route {
+  lane: string;
+  endpoints: ReadonlySet<string>;
+  versions: readonly string[];
+}
+
+export function parseTarget(text: string): Target {
+  if (typeof text !== "string" || text.length === 0) {
+    throw new MeshError("BAD_REQUEST", "target must be a non-empty string like \"payments@^2\"");
+  }
+  const at = text.indexOf("@");
+  const service = at < 0 ? text : text.slice(0, at);
+  const rangeText = at < 0 ? undefined : text.slice(at + 1);
+  if (!validServiceName(service)) {
+    throw new MeshError("BAD_REQUEST", `invalid service name in target ${JSON.stringify(text)}`);
+  }
+  if (rangeText !== undefined && semver.validRange(rangeText) === null) {
+    throw new MeshError("BAD_REQUEST", `invalid version range in target ${JSON.stringify(text)}`);
+  }
+  return { text, service, range: rangeText };
+}
+
+/**
+ * Picks the lane for a target. Among running versions that satisfy the range, the
+ * highest major wins. If every running instance of that major satisfies the range,
+ * the call goes to the major lane, load-balanced over all of them; otherwise to the
+ * exact lane of the highest satisfying version, so an instance outside the range is
+ * never reached.
+ */
+export function resolveRoute(target: Target, running: readonly RunningInstance[]): Route {
+  if (running.length === 0) {
+    throw new MeshError("NO_RESPONDERS", `no instance of ${target.service} is running`);
+  }
+  const matching = target.range === undefined
+    ? running
+    : running.filter((i) => semver.satisfies(i.version, target.range!, { includePrerelease: true }));
+  if (matching.length === 0) {
+    const versions = [...new Set(running.map((i) => i.version))].sort(semver.rcompare);
+    throw new MeshError("NOT_FOUND", `no running version of ${target.service} matches ${target.range} (running: ${versions.join(", ")})`, {
+      details: { service: target.service, range: target.range, running: versions },
+    });
+  }
+  const major = Math.max(...matching.map((i) => semver.major(i.version)));
+  const inMajor = matching.filter((i) => semver.major(i.version) === major);
+  const wholeMajor = running.filter((i) => semver.major(i.version) === major);
+  const versions = [...new Set(inMajor.map((i) => i.version))].sort(semver.rcompare);
+  if (inMajor.length === wholeMajor.length) {
+    return { lane: majorLane(target.service, major), endpoints: endpointsOf(inMajor), versions };
+  }
+  const best = versions[0]!;
+  const pinned = inMajor.filter((i) => i.version === best);
+  return { lane: exactLane(target.service, best), endpoints: endpointsOf(pinned), versions: [best] };
+}
+
+function endpointsOf(instances: readonly RunningInstance[]): ReadonlySet<string> {
+  const out = new Set<string>();
+  for (const i of instances) for (const e of i.endpoints) out.add(e);
+  return out;
+}
