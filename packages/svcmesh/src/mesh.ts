@@ -82,9 +82,9 @@ export class Mesh implements MeshCalls {
     return bindClient(this, target);
   }
 
-  async serve(spec: ServeOptions): Promise<ServiceHandle> {
+  async serve<I extends Record<string, unknown>, O extends Record<string, unknown>>(spec: ServeOptions<I, O>): Promise<ServiceHandle> {
     if (this.closing) throw new MeshError("UNAVAILABLE", "serve(): the mesh connection is closing");
-    const handle = await startService({ nc: this.nc, logger: this.logger, calls: this, defaultTimeoutMs: this.defaultTimeoutMs }, spec);
+    const handle = await startService({ nc: this.nc, logger: this.logger, calls: this, defaultTimeoutMs: this.defaultTimeoutMs }, spec as ServeOptions);
     this.services.add(handle);
     return trackStop(handle, () => this.services.delete(handle));
   }

@@ -35,7 +35,7 @@ export function parseTarget(text: string): Target {
   if (!validServiceName(service)) {
     throw new MeshError("BAD_REQUEST", `invalid service name in target ${JSON.stringify(text)}`);
   }
-  if (rangeText !== undefined && semver.validRange(rangeText) === null) {
+  if (rangeText !== undefined && (rangeText.trim() === "" || semver.validRange(rangeText) === null)) {
     throw new MeshError("BAD_REQUEST", `invalid version range in target ${JSON.stringify(text)}`);
   }
   return { text, service, range: rangeText };

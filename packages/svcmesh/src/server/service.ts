@@ -2,6 +2,7 @@
 // with stock tooling), one endpoint subscription per endpoint on the major lane in the
 // service-and-major queue group, plus the exact-version lane.
 import type { Msg, NatsConnection, Service, Subscription } from "nats";
+import type { z } from "zod";
 import semver from "semver";
 import type { Logger } from "pino";
 import type { MeshCalls } from "../calls.js";
@@ -13,18 +14,26 @@ import { encodeBody } from "../wire.js";
 import type { HandlerContext, InstanceScope } from "./context.js";
 import { type EndpointRuntime, type Handler, endpointRuntime, handleRequest, replyError } from "./endpoint.js";
 
-export interface EndpointSpec<I extends Schema = Schema, O extends Schema = Schema> {
+type InputOf<I> = I extends Schema ? z.output<I> : unknown;
+type OutputOf<O> = O extends Schema ? z.input<O> : unknown;
+
+/** One endpoint: zod schemas for input and output, and the handler they type. */
+export interface EndpointSpec<I = Schema | undefined, O = Schema | undefined> {
   input?: I;
   output?: O;
   description?: string;
-  handler: (input: Schema extends I ? any : I["_output"], ctx: HandlerContext) => unknown;
+  handler: (input: InputOf<I>, ctx: HandlerContext) => OutputOf<O> | Promise<OutputOf<O>>;
 }
 
-export interface ServeOptions {
+/**
+ * What `serve()` takes. The two maps are inferred from the endpoints object, so a
+ * handler's input is typed by its input schema and its return by its output schema.
+ */
+export interface ServeOptions<I = Record<string, unknown>, O = Record<string, unknown>> {
   name: string;
   version: string;
   description?: string;
-  endpoints: Record<string, EndpointSpec<any, any>>;
+  endpoints: { [K in keyof I]: EndpointSpec<I[K], K extends keyof O ? O[K] : undefined> } & { [K in keyof O]: { output?: O[K]; [more: string]: unknown } };
 }
 
 export interface ServiceHandle {
@@ -57,7 +66,7 @@ export function validateServeOptions(spec: ServeOptions): void {
   const names = Object.keys(spec.endpoints ?? {});
   if (names.length === 0) throw bad(`${spec.name} has no endpoints`);
   for (const name of names) {
-    const ep = spec.endpoints[name]!;
+    const ep = (spec.endpoints as Record<string, EndpointSpec>)[name]!;
     if (!validEndpointName(name)) throw bad(`invalid endpoint name ${JSON.stringify(name)}: use [A-Za-z0-9_-]+`);
     if (typeof ep?.handler !== "function") throw bad(`endpoint ${name} has no handler function`);
     if (ep.input !== undefined && !isSchema(ep.input)) throw bad(`endpoint ${name}: input must be a zod schema`);
@@ -86,7 +95,7 @@ class Instance implements ServiceHandle {
   constructor(private readonly deps: ServiceDeps, private readonly spec: ServeOptions) {
     this.name = spec.name;
     this.version = spec.version;
-    for (const [name, ep] of Object.entries(spec.endpoints)) {
+    for (const [name, ep] of Object.entries(spec.endpoints as Record<string, EndpointSpec>)) {
       this.endpoints.set(name, endpointRuntime(name, ep.input, ep.output, ep.handler as Handler));
     }
   }
@@ -112,7 +121,7 @@ class Instance implements ServiceHandle {
     const id = this.micro.info().id;
     this.scope = { service: this.name, version: this.version, instance: id, logger: this.deps.logger.child({ service: this.name, version: this.version, instance: id }), calls: this.deps.calls };
     for (const [name, ep] of this.endpoints) {
-      const spec = this.spec.endpoints[name]!;
+      const spec = (this.spec.endpoints as Record<string, EndpointSpec>)[name]!;
       this.micro.addEndpoint(name, {
         subject: `${lane}.${name}`,
         handler: (err, msg) => {

@@ -1,0 +1,307 @@
+// Serve and call against a real nats-server started for this file.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from "nats";
+import { connect, isMeshError, type Mesh, MeshError } from "svcmesh";
+import { decodeBody, encodeBody } from "svcmesh/internal";
+import { z } from "zod";
+import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/nats-server.ts";
+
+let server: NatsServer;
+const meshes: Mesh[] = [];
+
+async function mesh(name: string): Promise<Mesh> {
+  const m = await connect({ servers: server.url, name });
+  meshes.push(m);
+  return m;
+}
+
+async function codeOf(p: Promise<unknown>): Promise<MeshError> {
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(isMeshError(e), `expected a MeshError, got ${String(e)}`);
+    return e;
+  }
+  assert.fail("expected the call to fail");
+}
+
+const Claim = z.object({ claimId: z.string(), usd: z.number().positive() });
+const Txn = z.object({ txn: z.string(), by: z.string() });
+
+before(async () => {
+  server = await startNatsServer();
+});
+
+after(async () => {
+  await Promise.allSettled(meshes.map((m) => m.close()));
+  await server.stop();
+});
+
+describe("round trip", () => {
+  test("a call reaches the handler with caller and deadline, and returns its validated output", async () => {
+    const svcMesh = await mesh("payments-host");
+    const seen: { caller: string; remaining: number; requestId: string }[] = [];
+    await svcMesh.serve({
+      name: "rt-payments",
+      version: "2.1.0",
+      endpoints: {
+        reimburse: {
+          input: Claim,
+          output: Txn,
+          handler: async (req, ctx) => {
+            seen.push({ caller: ctx.caller, remaining: ctx.remainingMs, requestId: ctx.requestId });
+            return { txn: `T-${req.claimId}-${req.usd}`, by: ctx.instance };
+          },
+        },
+      },
+    });
+    const claims = await mesh("claims");
+    const out = await claims.call<{ txn: string; by: string }>("rt-payments@^2", "reimburse", { claimId: "C1", usd: 40 }, { timeoutMs: 1500 });
+    assert.equal(out.txn, "T-C1-40");
+    assert.ok(out.by.length > 0);
+    assert.equal(seen[0]!.caller, "claims");
+    assert.ok(seen[0]!.remaining > 1000 && seen[0]!.remaining <= 1500, `remaining ${seen[0]!.remaining}`);
+    assert.ok(seen[0]!.requestId.length > 0);
+    const client = claims.client("rt-payments@2.1.0");
+    assert.equal((await client.call<{ txn: string }>("reimburse", { claimId: "C2", usd: 10 })).txn, "T-C2-10");
+  });
+});
+
+describe("load balancing and versions", () => {
+  test("three instances share 300 calls fairly", async () => {
+    const counts = new Map<string, number>();
+    for (let i = 0; i < 3; i++) {
+      const host = await mesh(`lb-host-${i}`);
+      await host.serve({
+        name: "lb-echo",
+        version: "1.0.0",
+        endpoints: { echo: { handler: (req, ctx) => { counts.set(ctx.instance, (counts.get(ctx.instance) ?? 0) + 1); return req; } } },
+      });
+    }
+    const caller = await mesh("lb-caller");
+    const replies = await Promise.all(Array.from({ length: 300 }, (_, i) => caller.call("lb-echo", "echo", { i })));
+    assert.deepEqual(replies.map((r) => (r as { i: number }).i), Array.from({ length: 300 }, (_, i) => i));
+    assert.equal(counts.size, 3);
+    for (const [id, n] of counts) assert.ok(n >= 50 && n <= 150, `instance ${id} served ${n} of 300`);
+  });
+
+  test("v1 and v2 side by side route by target; a bare name goes to v2", async () => {
+    const host = await mesh("ver-host");
+    for (const version of ["1.3.0", "2.0.0", "2.1.0"]) {
+      await host.serve({ name: "ver", version, endpoints: { which: { handler: (_req, ctx) => ctx.version } } });
+    }
+    const caller = await mesh("ver-caller");
+    assert.equal(await caller.call("ver@1", "which"), "1.3.0");
+    assert.equal(await caller.call("ver@^2.1", "which"), "2.1.0");
+    assert.equal(await caller.call("ver@2.0.0", "which"), "2.0.0");
+    const bare = new Set(await Promise.all(Array.from({ length: 40 }, () => caller.call("ver", "which"))));
+    assert.deepEqual([...bare].sort(), ["2.0.0", "2.1.0"]);
+    assert.equal((await codeOf(caller.call("ver@3", "which"))).code, "NOT_FOUND");
+    assert.equal((await codeOf(caller.call("ver@2", "nope"))).code, "NOT_FOUND");
+  });
+
+  test("a version that starts later is found without restarting the caller", async () => {
+    const caller = await mesh("late-caller");
+    const host = await mesh("late-host");
+    await host.serve({ name: "late", version: "1.0.0", endpoints: { which: { handler: (_r, ctx) => ctx.version } } });
+    assert.equal(await caller.call("late", "which"), "1.0.0");
+    assert.equal((await codeOf(caller.call("late@2", "which"))).code, "NOT_FOUND");
+    await host.serve({ name: "late", version: "2.0.0", endpoints: { which: { handler: (_r, ctx) => ctx.version } } });
+    await sleep(50); // the start announcement travels through the server
+    assert.equal(await caller.call("late@2", "which"), "2.0.0");
+    assert.equal(await caller.call("late", "which"), "2.0.0");
+  });
+});
+
+describe("failures carry their codes", () => {
+  let caller: Mesh;
+  let raw: NatsConnection;
+  let calls = 0;
+
+  before(async () => {
+    const host = await mesh("err-host");
+    await host.serve({
+      name: "err",
+      version: "1.0.0",
+      endpoints: {
+        reimburse: { input: Claim, output: Txn, handler: (req) => { calls++; return { txn: req.claimId, by: "x" }; } },
+        boom: { handler: () => { throw new Error("ledger is locked"); } },
+        deny: { handler: () => { throw new MeshError("FORBIDDEN", "clerks only"); } },
+        slow: { handler: async () => { await sleep(300); return "late"; } },
+        wrongOutput: { output: Txn, handler: () => ({ txn: 42 }) as never }, // wrong on purpose
+        echo: { handler: (req) => req },
+      },
+    });
+    caller = await mesh("err-caller");
+    raw = await natsConnect({ servers: server.url });
+  });
+
+  after(async () => {
+    await raw.close();
+  });
+
+  test("nobody listening fails fast with NO_RESPONDERS", async () => {
+    const started = Date.now();
+    const e = await codeOf(caller.call("ghost", "anything", {}, { timeoutMs: 5000 }));
+    assert.equal(e.code, "NO_RESPONDERS");
+    assert.ok(Date.now() - started < 2500, "must not wait for the timeout");
+  });
+
+  test("invalid input is BAD_REQUEST with the zod issues in details", async () => {
+    const e = await codeOf(caller.call("err", "reimburse", { claimId: 7, usd: -1 }));
+    assert.equal(e.code, "BAD_REQUEST");
+    const issues = (e.details as { issues: { path: string[] }[] }).issues;
+    assert.deepEqual(issues.map((i) => i.path.join(".")).sort(), ["claimId", "usd"]);
+  });
+
+  test("a handler that throws gives HANDLER_ERROR with its message and no stack", async () => {
+    const e = await codeOf(caller.call("err", "boom"));
+    assert.equal(e.code, "HANDLER_ERROR");
+    assert.equal(e.message, "ledger is locked");
+    assert.equal(e.details, undefined);
+    assert.ok(!JSON.stringify(e).includes("at "), "no remote stack travels");
+  });
+
+  test("a MeshError thrown by a handler keeps its code", async () => {
+    const e = await codeOf(caller.call("err", "deny"));
+    assert.equal(e.code, "FORBIDDEN");
+    assert.equal(e.message, "clerks only");
+  });
+
+  test("a slow handler gives TIMEOUT", async () => {
+    const e = await codeOf(caller.call("err", "slow", undefined, { timeoutMs: 100 }));
+    assert.equal(e.code, "TIMEOUT");
+  });
+
+  test("output that breaks its schema is BAD_RESPONSE", async () => {
+    assert.equal((await codeOf(caller.call("err", "wrongOutput"))).code, "BAD_RESPONSE");
+  });
+
+  test("an oversized payload is BAD_REQUEST and the connection survives", async () => {
+    const e = await codeOf(caller.call("err", "echo", "x".repeat(2 * 1024 * 1024)));
+    assert.equal(e.code, "BAD_REQUEST");
+    assert.equal(await caller.call("err", "echo", "small"), "small");
+  });
+
+  test("raw garbage gets an error reply and the service keeps serving", async () => {
+    const before = calls;
+    const garbage = [new Uint8Array([0xc1]), new Uint8Array([0x92, 0x01]), new TextEncoder().encode("{not msgpack"), new Uint8Array([0xdc, 0xff, 0xff])];
+    for (const bytes of garbage) {
+      const reply = await raw.request("svc.err.v1.reimburse", bytes, { timeout: 1000 });
+      assert.equal(reply.headers?.get("Mesh-Error-Code"), "BAD_REQUEST");
+    }
+    // valid msgpack of the wrong shape, and headers that make no sense
+    const h = natsHeaders();
+    h.set("Mesh-Deadline", "not-a-number");
+    h.set("Mesh-Caller", "");
+    const wrong = await raw.request("svc.err.v1.reimburse", encodeBody([1, 2, 3]), { timeout: 1000, headers: h });
+    assert.equal(wrong.headers?.get("Mesh-Error-Code"), "BAD_REQUEST");
+    assert.equal(calls, before, "the handler never saw bad input");
+    const ok = await raw.request("svc.err.v1.reimburse", encodeBody({ claimId: "R1", usd: 1 }), { timeout: 1000 });
+    assert.deepEqual(decodeBody(ok.data), { txn: "R1", by: "x" });
+    assert.equal((await caller.call<{ txn: string }>("err", "reimburse", { claimId: "C9", usd: 3 })).txn, "C9");
+  });
+
+  test("a request whose deadline has passed is answered TIMEOUT without running the handler", async () => {
+    const before = calls;
+    const h = natsHeaders();
+    h.set("Mesh-Deadline", String(Date.now() - 10));
+    const reply = await raw.request("svc.err.v1.reimburse", encodeBody({ claimId: "L1", usd: 1 }), { timeout: 1000, headers: h });
+    assert.equal(reply.headers?.get("Mesh-Error-Code"), "TIMEOUT");
+    assert.equal(calls, before);
+  });
+
+  test("an unknown endpoint on the exact-version lane is NOT_FOUND", async () => {
+    const reply = await raw.request("svc.err.1_0_0.nope", encodeBody({}), { timeout: 1000 });
+    assert.equal(reply.headers?.get("Mesh-Error-Code"), "NOT_FOUND");
+  });
+
+  test("bad call arguments fail as BAD_REQUEST without throwing synchronously", async () => {
+    assert.equal((await codeOf(caller.call("Not A Name", "x"))).code, "BAD_REQUEST");
+    assert.equal((await codeOf(caller.call("err", "echo", 1, { timeoutMs: -5 }))).code, "BAD_REQUEST");
+    assert.equal((await codeOf(caller.call("err", "echo", () => 1))).code, "BAD_REQUEST");
+  });
+
+  test("a cancelled call rejects at once", async () => {
+    const ac = new AbortController();
+    const p = caller.call("err", "slow", undefined, { signal: ac.signal, timeoutMs: 5000 });
+    ac.abort();
+    const e = await codeOf(p);
+    assert.equal(e.retryable, false);
+  });
+});
+
+describe("serve() refuses bad definitions", () => {
+  test("names, versions, endpoints and schemas are checked", async () => {
+    const host = await mesh("bad-serve");
+    const bad = [
+      { name: "Bad Name", version: "1.0.0", endpoints: { a: { handler: () => 1 } } },
+      { name: "events", version: "1.0.0", endpoints: { a: { handler: () => 1 } } },
+      { name: "ok", version: "one", endpoints: { a: { handler: () => 1 } } },
+      { name: "ok", version: "1.0.0", endpoints: {} },
+      { name: "ok", version: "1.0.0", endpoints: { "a.b": { handler: () => 1 } } },
+      { name: "ok", version: "1.0.0", endpoints: { a: {} } },
+      { name: "ok", version: "1.0.0", endpoints: { a: { input: { not: "zod" }, handler: () => 1 } } },
+    ];
+    for (const spec of bad) {
+      const e = await codeOf(host.serve(spec as never));
+      assert.equal(e.code, "BAD_REQUEST", JSON.stringify(spec));
+    }
+  });
+});
+
+describe("graceful stop", () => {
+  test("stop() during in-flight calls loses none of them", async () => {
+    const host = await mesh("drain-host");
+    let started = 0;
+    const svc = await host.serve({
+      name: "drain",
+      version: "1.0.0",
+      endpoints: { work: { input: z.number(), handler: async (req) => { started++; await sleep(200); return req * 2; } } },
+    });
+    const caller = await mesh("drain-caller");
+    const calls = Array.from({ length: 20 }, (_, i) => caller.call<number>("drain", "work", i, { timeoutMs: 3000 }));
+    const until = Date.now() + 2000;
+    while (started < 20 && Date.now() < until) await sleep(5);
+    assert.equal(started, 20, "all requests reached the handler before stop");
+    await svc.stop();
+    assert.equal(svc.inFlight, 0);
+    assert.deepEqual(await Promise.all(calls), Array.from({ length: 20 }, (_, i) => i * 2));
+    assert.equal((await codeOf(caller.call("drain", "work", 1, { timeoutMs: 500 }))).code, "NO_RESPONDERS");
+  });
+});
+
+describe("discovery", () => {
+  test("the stock nats.js services client sees instances, versions, endpoints and JSON Schemas", async () => {
+    const host = await mesh("disc-host");
+    await host.serve({ name: "disc", version: "2.1.0", description: "reimbursements", endpoints: { reimburse: { input: Claim, output: Txn, handler: () => ({ txn: "t", by: "b" }) } } });
+    await host.serve({ name: "disc", version: "2.1.0", endpoints: { reimburse: { input: Claim, output: Txn, handler: () => ({ txn: "t", by: "b" }) } } });
+    const nc = await natsConnect({ servers: server.url });
+    try {
+      const client = nc.services.client();
+      const infos = [];
+      for await (const info of await client.info("disc")) infos.push(info);
+      assert.equal(infos.length, 2);
+      for (const info of infos) {
+        assert.equal(info.version, "2.1.0");
+        const ep = info.endpoints.find((e) => e.name === "reimburse")!;
+        assert.equal(ep.subject, "svc.disc.v2.reimburse");
+        assert.equal(ep.queue_group, "svc-disc-v2");
+        const schema = JSON.parse(ep.metadata!["input_schema"]!);
+        assert.equal(schema.type, "object");
+        assert.deepEqual(Object.keys(schema.properties).sort(), ["claimId", "usd"]);
+        assert.deepEqual(schema.required.sort(), ["claimId", "usd"]);
+      }
+      const pings = [];
+      for await (const p of await client.ping("disc")) pings.push(p);
+      assert.equal(pings.length, 2);
+      await host.call("disc", "reimburse", { claimId: "a", usd: 1 });
+      let served = 0;
+      for await (const s of await client.stats("disc")) served += s.endpoints!.reduce((n, e) => n + e.num_requests, 0);
+      assert.equal(served, 1);
+    } finally {
+      await nc.close();
+    }
+  });
+});

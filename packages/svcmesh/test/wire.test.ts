@@ -1,0 +1,32 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { ErrorCode, MeshError, isMeshError, retryableCodes } from "svcmesh";
+import { RequestHeaders, callerHeaderLine, decodeBody, encodeBody, headerValue } from "svcmesh/internal";
+
+test("bodies round-trip through msgpack; empty is undefined", () => {
+  const v = { claimId: "C1", usd: 40.5, tags: ["a"], nested: { ok: true } };
+  assert.deepEqual(decodeBody(encodeBody(v)), v);
+  assert.equal(encodeBody(undefined).length, 0);
+  assert.equal(decodeBody(new Uint8Array(0)), undefined);
+  assert.throws(() => decodeBody(new Uint8Array([0xc1])));
+});
+
+test("request headers are a valid NATS header block", () => {
+  const text = new TextDecoder().decode(new RequestHeaders(callerHeaderLine("claims"), 1234, "abc.1").encode());
+  assert.equal(text, "NATS/1.0\r\nMesh-Caller: claims\r\nMesh-Deadline: 1234\r\nMesh-Request-Id: abc.1\r\n\r\n");
+});
+
+test("header values never carry CR/LF and stay bounded", () => {
+  assert.equal(headerValue("a\r\nb\nc"), "a b c");
+  assert.ok(headerValue("x".repeat(5000)).length <= 1024);
+});
+
+test("every code has a retryable entry and MeshError is recognised by brand", () => {
+  for (const code of Object.values(ErrorCode)) assert.equal(typeof retryableCodes[code], "boolean");
+  const e = new MeshError("TIMEOUT", "late");
+  assert.ok(isMeshError(e));
+  assert.equal(e.retryable, true);
+  assert.ok(!isMeshError(new Error("x")));
+  assert.ok(!isMeshError({ code: "TIMEOUT" }));
+  assert.deepEqual(JSON.parse(JSON.stringify(new MeshError("BAD_REQUEST", "no", { details: { a: 1 } }))), { code: "BAD_REQUEST", message: "no", details: { a: 1 } });
+});
