@@ -69,15 +69,59 @@ export interface RequestMeta {
   requestId: string;
 }
 
+const textDecoder = new TextDecoder();
+
+/**
+ * The raw header block of a received message. nats.js decodes headers into a map
+ * with an array filter per lookup (~1.9 µs for our three); scanning the block
+ * ourselves costs ~0.3 µs. We read the block from nats.js 2.x's MsgImpl fields
+ * (`_msg.hdr`, `_rdata`; services-framework messages wrap one as `.msg`), and fall
+ * back to the public API if those ever change.
+ */
+export function rawHeaderText(msg: Msg): string | undefined | null {
+  const inner = ((msg as unknown as { msg?: unknown }).msg ?? msg) as { _msg?: { hdr?: unknown }; _rdata?: unknown };
+  const hdr = inner._msg?.hdr;
+  if (typeof hdr !== "number" || !(inner._rdata instanceof Uint8Array)) return null; // internals changed
+  return hdr > -1 ? textDecoder.decode(inner._rdata.subarray(0, hdr)) : undefined;
+}
+
+/** The value of `key` in a NATS header block, or "" (first occurrence, exact key). */
+export function headerFromBlock(block: string, key: string): string {
+  let pos = block.indexOf("\r\n");
+  while (pos >= 0) {
+    pos += 2;
+    const end = block.indexOf("\r\n", pos);
+    const lineEnd = end < 0 ? block.length : end;
+    if (block.startsWith(key, pos) && block.charCodeAt(pos + key.length) === 58 /* : */) {
+      return block.slice(pos + key.length + 1, lineEnd).trim();
+    }
+    pos = end;
+  }
+  return "";
+}
+
 /** Reads request metadata; missing values get safe defaults so raw NATS clients can call too. */
 export function readRequestMeta(msg: Msg, now: number, defaultTimeoutMs: number): RequestMeta {
-  const h = msg.headers;
-  if (!h) return { caller: "", deadline: now + defaultTimeoutMs, requestId: "" };
-  const deadline = Number(h.get(Header.deadline));
+  const block = rawHeaderText(msg);
+  let caller: string, deadlineText: string, requestId: string;
+  if (block === undefined) {
+    return { caller: "", deadline: now + defaultTimeoutMs, requestId: "" };
+  } else if (block === null) {
+    const h = msg.headers;
+    if (!h) return { caller: "", deadline: now + defaultTimeoutMs, requestId: "" };
+    caller = h.get(Header.caller);
+    deadlineText = h.get(Header.deadline);
+    requestId = h.get(Header.requestId);
+  } else {
+    caller = headerFromBlock(block, Header.caller);
+    deadlineText = headerFromBlock(block, Header.deadline);
+    requestId = headerFromBlock(block, Header.requestId);
+  }
+  const deadline = Number(deadlineText);
   return {
-    caller: h.get(Header.caller),
-    deadline: Number.isFinite(deadline) && deadline > 0 ? deadline : now + defaultTimeoutMs,
-    requestId: h.get(Header.requestId),
+    caller,
+    deadline: deadlineText !== "" && Number.isFinite(deadline) && deadline > 0 ? deadline : now + defaultTimeoutMs,
+    requestId,
   };
 }
 

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from "nats";
 import { connect, isMeshError, type Mesh, MeshError } from "svcmesh";
-import { decodeBody, encodeBody } from "svcmesh/internal";
+import { decodeBody, encodeBody, rawHeaderText, readRequestMeta } from "svcmesh/internal";
 import { z } from "zod";
 import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/nats-server.ts";
 
@@ -210,6 +210,21 @@ describe("failures carry their codes", () => {
     const reply = await raw.request("svc.err.v1.reimburse", encodeBody({ claimId: "L1", usd: 1 }), { timeout: 1000, headers: h });
     assert.equal(reply.headers?.get("Mesh-Error-Code"), "TIMEOUT");
     assert.equal(calls, before);
+  });
+
+  test("request metadata is read from the raw header block of real messages (the fast path)", async () => {
+    const sub = raw.subscribe("wire.fastpath", { max: 2 });
+    const h = natsHeaders();
+    h.set("Mesh-Caller", "raw-client");
+    h.set("Mesh-Deadline", "4102444800000");
+    raw.publish("wire.fastpath", encodeBody(1), { headers: h });
+    raw.publish("wire.fastpath", encodeBody(2));
+    const got = [];
+    for await (const m of sub) got.push(m);
+    assert.equal(typeof rawHeaderText(got[0]!), "string", "nats.js internals changed: update rawHeaderText");
+    assert.deepEqual(readRequestMeta(got[0]!, 0, 1000), { caller: "raw-client", deadline: 4102444800000, requestId: "" });
+    assert.equal(rawHeaderText(got[1]!), undefined);
+    assert.deepEqual(readRequestMeta(got[1]!, 5, 1000), { caller: "", deadline: 1005, requestId: "" });
   });
 
   test("an unknown endpoint on the exact-version lane is NOT_FOUND", async () => {

@@ -30,3 +30,14 @@ test("every code has a retryable entry and MeshError is recognised by brand", ()
   assert.ok(!isMeshError({ code: "TIMEOUT" }));
   assert.deepEqual(JSON.parse(JSON.stringify(new MeshError("BAD_REQUEST", "no", { details: { a: 1 } }))), { code: "BAD_REQUEST", message: "no", details: { a: 1 } });
 });
+
+test("header blocks are scanned like nats.js reads them", async () => {
+  const { headerFromBlock } = await import("svcmesh/internal");
+  const block = "NATS/1.0\r\nMesh-Caller-Extra: no\r\nMesh-Caller:  claims \r\nMesh-Deadline: 99\r\nMesh-Caller: second\r\n\r\n";
+  assert.equal(headerFromBlock(block, "Mesh-Caller"), "claims");
+  assert.equal(headerFromBlock(block, "Mesh-Deadline"), "99");
+  assert.equal(headerFromBlock(block, "Mesh-Request-Id"), "");
+  assert.equal(headerFromBlock("NATS/1.0 503\r\n\r\n", "Mesh-Caller"), "");
+  assert.equal(headerFromBlock("", "Mesh-Caller"), "");
+  assert.equal(headerFromBlock("NATS/1.0\r\nMesh-Caller: x", "Mesh-Caller"), "x");
+});

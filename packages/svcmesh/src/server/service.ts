@@ -125,7 +125,7 @@ class Instance implements ServiceHandle {
       this.micro.addEndpoint(name, {
         subject: `${lane}.${name}`,
         handler: (err, msg) => {
-          if (!err) this.dispatch(ep, msg);
+          if (!err) void this.dispatch(ep, msg);
         },
         metadata: {
           input_schema: jsonSchemaText(spec.input, "input"),
@@ -164,20 +164,20 @@ class Instance implements ServiceHandle {
   private dispatchExact(lane: string, msg: Msg): void {
     const name = msg.subject.slice(lane.length + 1);
     const ep = this.endpoints.get(name);
-    if (ep) this.dispatch(ep, msg);
+    if (ep) void this.dispatch(ep, msg);
     else replyError(this.scope.logger, msg, new MeshError("NOT_FOUND", `${this.name}@${this.version} has no endpoint ${JSON.stringify(name)}`));
   }
 
-  private dispatch(ep: EndpointRuntime, msg: Msg): void {
+  private async dispatch(ep: EndpointRuntime, msg: Msg): Promise<void> {
     this.active++;
-    handleRequest(this.scope, ep, msg, this.deps.defaultTimeoutMs)
-      .catch((e: unknown) => {
-        this.scope.logger.error({ err: e, endpoint: ep.name }, "request failed outside the handler");
-        replyError(this.scope.logger, msg, new MeshError("HANDLER_ERROR", "internal error while handling the request"));
-      })
-      .finally(() => {
-        if (--this.active === 0 && this.idle) this.idle();
-      });
+    try {
+      await handleRequest(this.scope, ep, msg, this.deps.defaultTimeoutMs);
+    } catch (e) {
+      this.scope.logger.error({ err: e, endpoint: ep.name }, "request failed outside the handler");
+      replyError(this.scope.logger, msg, new MeshError("HANDLER_ERROR", "internal error while handling the request"));
+    } finally {
+      if (--this.active === 0 && this.idle) this.idle();
+    }
   }
 
   private announce(type: string): void {
