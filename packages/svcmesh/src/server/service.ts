@@ -22,7 +22,9 @@ export interface EndpointSpec<I = Schema | undefined, O = Schema | undefined> {
   input?: I;
   output?: O;
   description?: string;
-  handler: (input: InputOf<I>, ctx: HandlerContext) => OutputOf<O> | Promise<OutputOf<O>>;
+  // Method syntax on purpose: endpoint objects declared apart from serve() with
+  // annotated handlers must still be accepted.
+  handler(input: InputOf<I>, ctx: HandlerContext): OutputOf<O> | Promise<OutputOf<O>>;
 }
 
 /**
