@@ -1,0 +1,43 @@
+// One short-lived mesh connection per command: fail fast, never reconnect, always close.
+import { connect, isMeshError, type Mesh } from "svcmesh";
+import { CliError } from "./errors.js";
+import { type GlobalOptions, servers } from "./options.js";
+
+/** How long connecting may take before the CLI gives up. */
+export const CONNECT_TIMEOUT_MS = 2_000;
+/** How long closing (draining) may take before the connection is dropped. */
+const CLOSE_TIMEOUT_MS = 2_000;
+
+export const DEFAULT_CLIENT_NAME = "svcmesh-cli";
+
+export async function withMesh<T>(globals: GlobalOptions, name: string, fn: (mesh: Mesh) => Promise<T>): Promise<T> {
+  const mesh = await open(globals, name);
+  try {
+    return await fn(mesh);
+  } finally {
+    await close(mesh);
+  }
+}
+
+async function open(globals: GlobalOptions, name: string): Promise<Mesh> {
+  const list = servers(globals.server);
+  if (list.length === 0) throw new CliError("no NATS server given (--server or NATS_URL)");
+  try {
+    return await connect({
+      servers: list,
+      name,
+      nats: { maxReconnectAttempts: 0, reconnect: false, timeout: CONNECT_TIMEOUT_MS, waitOnFirstConnect: false },
+    });
+  } catch (e) {
+    // The library already words this as "cannot connect to NATS at <url>: <reason>".
+    throw new CliError(isMeshError(e) ? e.message : `cannot connect to NATS at ${list.join(",")}: ${(e as Error).message}`);
+  }
+}
+
+async function close(mesh: Mesh): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), CLOSE_TIMEOUT_MS)));
+  const result = await Promise.race([mesh.close().catch(() => undefined), timeout]);
+  clearTimeout(timer);
+  if (result === "timeout" && !mesh.nc.isClosed()) await mesh.nc.close().catch(() => undefined);
+}
