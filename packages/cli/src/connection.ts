@@ -26,6 +26,7 @@ async function open(globals: GlobalOptions, name: string): Promise<Mesh> {
     return await connect({
       servers: list,
       name,
+      logLevel: "silent", // library logs would mix with command output
       nats: { maxReconnectAttempts: 0, reconnect: false, timeout: CONNECT_TIMEOUT_MS, waitOnFirstConnect: false },
     });
   } catch (e) {

@@ -1,13 +1,7 @@
 // Finds running svcmesh instances with the NATS services protocol ($SRV.INFO), the
 // same way stock NATS tooling does, and groups them by service and version.
-import type { Mesh } from "svcmesh";
+import { type NatsConnection, RequestStrategy, type ServiceInfo } from "nats";
 import { instanceFromInfo } from "svcmesh/internal";
-
-// nats.js types reached through the library's own connection, so the CLI needs no
-// direct dependency on nats.js.
-type NatsConnection = Mesh["nc"];
-type ServiceClientOptions = NonNullable<Parameters<NatsConnection["services"]["client"]>[0]>;
-type ServiceInfo = Parameters<typeof instanceFromInfo>[0];
 
 /** After an answer, how long to wait for more before the listing is complete. */
 export const DISCOVERY_JITTER_MS = 200;
@@ -25,7 +19,7 @@ export interface ServiceGroup {
 
 export async function discover(nc: NatsConnection, maxWaitMs = DISCOVERY_MAX_WAIT_MS): Promise<ServiceGroup[]> {
   const client = nc.services.client({
-    strategy: "jitterTimer" as ServiceClientOptions["strategy"], // RequestStrategy.JitterTimer
+    strategy: RequestStrategy.JitterTimer,
     jitter: Math.min(DISCOVERY_JITTER_MS, maxWaitMs),
     maxWait: maxWaitMs,
   });

@@ -4,9 +4,6 @@ import { CommanderError } from "commander";
 import { ExitCode, describeFailure } from "./errors.js";
 import { buildProgram } from "./program.js";
 
-// The library logs with pino to stdout, which would mix with command output.
-process.env.SVCMESH_LOG_LEVEL ??= "silent";
-
 const program = buildProgram();
 try {
   await program.parseAsync(process.argv);

@@ -20,7 +20,10 @@ export interface ConnectOptions {
   servers?: string | string[];
   /** This process's identity as a caller (shown to callees, used in logs). */
   name: string;
+  /** A pino logger; by default one is made at `logLevel`. */
   logger?: Logger;
+  /** Level of the default logger: default SVCMESH_LOG_LEVEL, else "info". */
+  logLevel?: string;
   defaults?: MeshDefaults;
   discovery?: Partial<RegistryOptions>;
   /** Passed through to nats.js `connect()`; overrides the mesh's choices. */
@@ -65,7 +68,7 @@ export class Mesh implements MeshCalls {
 
   constructor(readonly nc: NatsConnection, options: ConnectOptions) {
     this.name = options.name;
-    this.logger = options.logger ?? defaultLogger(options.name);
+    this.logger = options.logger ?? defaultLogger(options.name, options.logLevel);
     this.defaultTimeoutMs = options.defaults?.timeoutMs ?? 2_000;
     this.registry = new Registry(nc, { ...DISCOVERY_DEFAULTS, ...options.discovery }, this.logger);
     this.registry.start();
