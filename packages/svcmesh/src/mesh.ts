@@ -87,9 +87,12 @@ export class Mesh implements MeshCalls {
 
   async serve<I extends Record<string, unknown>, O extends Record<string, unknown>>(spec: ServeOptions<I, O>): Promise<ServiceHandle> {
     if (this.closing) throw new MeshError("UNAVAILABLE", "serve(): the mesh connection is closing");
-    const handle = await startService({ nc: this.nc, logger: this.logger, calls: this, defaultTimeoutMs: this.defaultTimeoutMs }, spec as ServeOptions);
+    const handle = await startService(
+      { nc: this.nc, logger: this.logger, calls: this, defaultTimeoutMs: this.defaultTimeoutMs, onStopped: (h) => this.services.delete(h) },
+      spec as ServeOptions,
+    );
     this.services.add(handle);
-    return trackStop(handle, () => this.services.delete(handle));
+    return handle;
   }
 
   /** Stops every service (draining in-flight requests), then drains the connection. */
@@ -102,9 +105,4 @@ export class Mesh implements MeshCalls {
     })();
     return this.closing;
   }
-}
-
-function trackStop(handle: ServiceHandle, onStopped: () => void): ServiceHandle {
-  const stop = handle.stop.bind(handle);
-  return Object.assign(handle, { stop: () => stop().finally(onStopped) });
 }

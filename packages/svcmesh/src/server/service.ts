@@ -54,6 +54,7 @@ export interface ServiceDeps {
   logger: Logger;
   calls: MeshCalls;
   defaultTimeoutMs: number;
+  onStopped?: (handle: ServiceHandle) => void;
 }
 
 export function validateServeOptions(spec: ServeOptions): void {
@@ -161,6 +162,7 @@ class Instance implements ServiceHandle {
     // Draining unsubscribes, then still hands over what already reached this client.
     await Promise.allSettled([this.micro?.stop(), nc.isClosed() ? undefined : this.exactSub?.drain()]);
     if (this.active > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+    this.deps.onStopped?.(this);
   }
 
   private dispatchExact(lane: string, msg: Msg): void {
