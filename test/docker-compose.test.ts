@@ -1,0 +1,307 @@
+// docker/docker-compose.yml without a Docker engine: its shape is checked statically,
+// then the same topology is run with native processes: the three NATS nodes with the
+// compose file's own nats-server flags (hosts and ports mapped to loopback), the example
+// services and the one-shot client with the compose commands and environment.
+// Needs `pnpm build` (the commands run packages/examples/dist).
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { isAbsolute, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { after, describe, test } from "node:test";
+import { parse } from "yaml";
+import { serviceNames } from "../packages/examples/src/catalog.ts";
+import { freePort, natsServerBinary, sleep } from "./helpers/nats-server.ts";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+const composeText = readFileSync(join(root, "docker/docker-compose.yml"), "utf8");
+
+interface ComposeService {
+  image?: string;
+  build?: { context?: string; dockerfile?: string } | string;
+  command?: string[] | string;
+  environment?: Record<string, string | number | boolean | null> | string[];
+  depends_on?: string[] | Record<string, unknown>;
+  volumes?: string[];
+}
+interface Compose {
+  services: Record<string, ComposeService>;
+  volumes?: Record<string, unknown>;
+}
+
+const compose = parse(composeText, { merge: true }) as Compose;
+const services = Object.entries(compose.services ?? {});
+
+function commandOf(s: ComposeService): string[] {
+  if (Array.isArray(s.command)) return s.command.map(String);
+  return typeof s.command === "string" ? s.command.split(/\s+/).filter(Boolean) : [];
+}
+
+function envOf(s: ComposeService): Record<string, string> {
+  const env: Record<string, string> = {};
+  if (Array.isArray(s.environment)) {
+    for (const kv of s.environment) {
+      const i = kv.indexOf("=");
+      if (i > 0) env[kv.slice(0, i)] = kv.slice(i + 1);
+    }
+  } else {
+    for (const [k, v] of Object.entries(s.environment ?? {})) if (v !== null) env[k] = String(v);
+  }
+  return env;
+}
+
+function dependsOn(s: ComposeService): string[] {
+  return Array.isArray(s.depends_on) ? s.depends_on : Object.keys(s.depends_on ?? {});
+}
+
+// nats-server's flags as the compose commands may spell them (`--f v`, `--f=v`, `-f v`).
+const ALIASES: Record<string, string> = {
+  n: "server_name", name: "server_name", p: "port", m: "http_port", a: "addr", net: "addr",
+  js: "jetstream", sd: "store_dir",
+};
+const BOOLEAN = new Set(["jetstream", "D", "V", "DV", "T"]);
+
+interface Flag {
+  name: string;
+  value: string | undefined;
+  /** Index of the argument holding the value (to rewrite it), or of the flag itself. */
+  at: number;
+  inline: boolean;
+}
+
+function parseFlags(args: readonly string[]): Map<string, Flag> {
+  const flags = new Map<string, Flag>();
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    assert.ok(arg.startsWith("-"), `unexpected argument ${JSON.stringify(arg)} in ${args.join(" ")}`);
+    const eq = arg.indexOf("=");
+    const raw = (eq < 0 ? arg : arg.slice(0, eq)).replace(/^--?/, "");
+    const name = ALIASES[raw] ?? raw;
+    if (eq >= 0) flags.set(name, { name, value: arg.slice(eq + 1), at: i, inline: true });
+    else if (BOOLEAN.has(name)) flags.set(name, { name, value: undefined, at: i, inline: true });
+    else flags.set(name, { name, value: args[++i], at: i, inline: false });
+  }
+  return flags;
+}
+
+const natsNodes = services.filter(([, s]) => /^nats:2\.9(\b|$|-)/.test(s.image ?? ""));
+const nodeNames = natsNodes.map(([n]) => n);
+const nodeFlags = new Map(natsNodes.map(([n, s]) => [n, parseFlags(commandOf(s))]));
+const flag = (node: string, name: string) => nodeFlags.get(node)!.get(name)?.value;
+const clientPort = (node: string) => Number(flag(node, "port") ?? 4222);
+const clusterPort = (node: string) => Number(new URL(flag(node, "cluster")!).port);
+
+/** Compose services that run the workspace's image (built from docker/Dockerfile). */
+const appServices = services.filter(([, s]) => s.build !== undefined);
+
+/** The example service a compose service runs, if it runs service.js <name>. */
+function exampleOf(s: ComposeService): string | undefined {
+  const cmd = commandOf(s);
+  const i = cmd.findIndex((a) => a.endsWith("packages/examples/dist/service.js"));
+  return i >= 0 ? cmd[i + 1] : undefined;
+}
+
+describe("docker-compose.yml", () => {
+  test("has three NATS 2.9 nodes, each named, clustered and with JetStream on its own volume", () => {
+    assert.equal(natsNodes.length, 3, `nats services: ${nodeNames.join(", ")}`);
+    const names = nodeNames.map((n) => flag(n, "server_name"));
+    assert.deepEqual(names, nodeNames, "each node's server_name is its compose service name");
+    const clusterNames = new Set(nodeNames.map((n) => flag(n, "cluster_name")));
+    assert.equal(clusterNames.size, 1, "one cluster name for all nodes");
+    assert.ok([...clusterNames][0], "cluster_name is set");
+    const volumes = new Set<string>();
+    for (const [n, s] of natsNodes) {
+      assert.ok(nodeFlags.get(n)!.has("jetstream"), `${n} runs JetStream`);
+      const store = flag(n, "store_dir");
+      assert.ok(store && isAbsolute(store), `${n} has a store_dir`);
+      const mount = (s.volumes ?? []).map((v) => v.split(":")).find(([, target]) => store.startsWith(target!));
+      assert.ok(mount, `${n}'s store_dir ${store} is on a volume`);
+      assert.ok(Object.hasOwn(compose.volumes ?? {}, mount[0]!), `volume ${mount[0]} is declared`);
+      volumes.add(mount[0]!);
+      assert.ok(Number.isInteger(clusterPort(n)) && clusterPort(n) > 0, `${n} listens for routes`);
+    }
+    assert.equal(volumes.size, 3, "every node has its own store volume");
+  });
+
+  test("every node's routes are exactly the other two nodes' cluster ports", () => {
+    for (const n of nodeNames) {
+      const routes = (flag(n, "routes") ?? "").split(",").map((r) => new URL(r.trim()));
+      const others = nodeNames.filter((o) => o !== n);
+      assert.deepEqual(routes.map((u) => u.hostname).sort(), [...others].sort(), `${n} routes`);
+      for (const u of routes) assert.equal(Number(u.port), clusterPort(u.hostname), `${n} → ${u.hostname} uses its cluster port`);
+    }
+  });
+
+  test("runs every example service (payments twice), built from docker/Dockerfile", () => {
+    assert.ok(serviceNames.length >= 3, `examples: ${serviceNames.join(", ")}`);
+    for (const name of serviceNames) {
+      const running = appServices.filter(([, s]) => exampleOf(s) === name).map(([n]) => n);
+      assert.ok(running.length >= (name === "payments" ? 2 : 1), `compose services running ${name}: ${running.join(", ") || "none"}`);
+    }
+    const unknown = appServices.map(([, s]) => exampleOf(s)).filter((e) => e !== undefined && !(serviceNames as string[]).includes(e));
+    assert.deepEqual(unknown, [], "no compose service runs an example that does not exist");
+    for (const [n, s] of appServices) {
+      const build = typeof s.build === "string" ? { context: s.build } : s.build!;
+      assert.equal(resolve(root, "docker", build.context ?? "."), resolve(root), `${n} builds from the repository root`);
+      assert.equal(build.dockerfile, "docker/Dockerfile", n);
+      const script = commandOf(s).find((a) => a.endsWith(".js"));
+      assert.ok(script && existsSync(join(root, script)), `${n}'s script ${script} exists (after pnpm build)`);
+    }
+    const dockerfile = readFileSync(join(root, "docker/Dockerfile"), "utf8");
+    assert.match(dockerfile, /^FROM node:20\b/m);
+    assert.match(dockerfile, /npm install -g pnpm@12\b/);
+    assert.match(dockerfile, /^WORKDIR \/app$/m);
+    assert.match(dockerfile, /pnpm install --frozen-lockfile/);
+    assert.match(dockerfile, /pnpm build/);
+  });
+
+  test("every app service's NATS_URL lists all three nodes, and it starts after them", () => {
+    const cluster = nodeNames.map((n) => `nats://${n}:${clientPort(n)}`).sort();
+    assert.ok(appServices.length > 0);
+    for (const [n, s] of appServices) {
+      const url = envOf(s).NATS_URL ?? "";
+      assert.deepEqual(url.split(",").map((u) => u.trim()).sort(), cluster, `${n} NATS_URL`);
+      for (const node of nodeNames) assert.ok(dependsOn(s).includes(node), `${n} depends on ${node}`);
+    }
+  });
+
+  test("depends_on and volumes name things the file declares", () => {
+    for (const [n, s] of services) {
+      for (const d of dependsOn(s)) assert.ok(Object.hasOwn(compose.services, d), `${n} depends on unknown service ${d}`);
+      for (const v of s.volumes ?? []) {
+        const source = v.split(":")[0]!;
+        if (!source.startsWith(".") && !source.startsWith("/")) assert.ok(Object.hasOwn(compose.volumes ?? {}, source), `${n} mounts undeclared volume ${source}`);
+      }
+    }
+  });
+});
+
+// ---- the same topology, natively ----
+
+const procs: ChildProcess[] = [];
+const dirs: string[] = [];
+
+after(async () => {
+  for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+  await sleep(100);
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+interface Started {
+  proc: ChildProcess;
+  output: () => string;
+  exit: Promise<number | null>;
+}
+
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Started {
+  const proc = spawn(cmd, args, { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
+  procs.push(proc);
+  let out = "";
+  const keep = (d: Buffer) => (out = (out + d.toString()).slice(-20_000));
+  proc.stdout!.on("data", keep);
+  proc.stderr!.on("data", keep);
+  const exit = new Promise<number | null>((resolve) => proc.on("close", (code) => resolve(code)));
+  return { proc, output: () => out, exit };
+}
+
+async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function pollJson(url: string, ok: (body: Record<string, unknown>) => boolean, timeoutMs: number): Promise<Record<string, unknown>> {
+  const end = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < end) {
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1_000) });
+      last = await res.json();
+      if (ok(last as Record<string, unknown>)) return last as Record<string, unknown>;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(200);
+  }
+  assert.fail(`${url} did not reach the expected state within ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
+}
+
+test("the compose topology works: cluster forms, services join across nodes, the client's story succeeds", async () => {
+  const bin = natsServerBinary();
+  const ports = new Map<string, { client: number; cluster: number; http: number }>();
+  for (const n of nodeNames) ports.set(n, { client: await freePort(), cluster: await freePort(), http: await freePort() });
+  const dir = mkdtempSync(join(tmpdir(), "svcmesh-compose-"));
+  dirs.push(dir);
+
+  // The compose flags, with container hosts and ports mapped to loopback.
+  const mapUrl = (u: string, kind: "client" | "cluster") => {
+    const url = new URL(u.trim());
+    const p = ports.get(url.hostname) ?? assert.fail(`${u} names no NATS node of the compose file`);
+    return `${url.protocol}//127.0.0.1:${p[kind]}`;
+  };
+  const nodes = natsNodes.map(([n, s]) => {
+    const args = [...commandOf(s)];
+    const p = ports.get(n)!;
+    const rewrite: Record<string, (v: string) => string> = {
+      port: () => String(p.client),
+      http_port: () => String(p.http),
+      cluster: (v) => `${new URL(v).protocol}//127.0.0.1:${p.cluster}`,
+      routes: (v) => v.split(",").map((r) => mapUrl(r, "cluster")).join(","),
+      store_dir: (v) => join(dir, n, v),
+    };
+    for (const f of parseFlags(args).values()) {
+      const fn = rewrite[f.name];
+      if (!fn || f.value === undefined) continue;
+      const value = fn(f.value);
+      args[f.at] = f.inline ? `${args[f.at]!.slice(0, args[f.at]!.indexOf("=") + 1)}${value}` : value;
+    }
+    return { name: n, started: run(bin, ["--addr", "127.0.0.1", ...args], process.env) };
+  });
+
+  for (const { name } of nodes) {
+    const { http } = ports.get(name)!;
+    await pollJson(`http://127.0.0.1:${http}/routez`, (b) => b.num_routes === 2, 20_000);
+  }
+  // JetStream forms one meta group over the three nodes.
+  const jsz = await pollJson(`http://127.0.0.1:${ports.get(nodeNames[0]!)!.http}/jsz`, (b) => {
+    const meta = b.meta_cluster as { leader?: string; cluster_size?: number } | undefined;
+    return Boolean(meta?.leader) && meta?.cluster_size === 3;
+  }, 30_000);
+  assert.ok(nodeNames.includes(String((jsz.meta_cluster as { leader: string }).leader)), JSON.stringify(jsz.meta_cluster));
+
+  const mapEnv = (s: ComposeService): NodeJS.ProcessEnv => {
+    const env = envOf(s);
+    const nats = env.NATS_URL!.split(",").map((u) => mapUrl(u, "client")).join(",");
+    return { ...process.env, ...env, NATS_URL: nats, SVCMESH_DEMO_WAIT_MS: "30000" };
+  };
+  const command = (s: ComposeService) => {
+    const [cmd, ...args] = commandOf(s);
+    assert.equal(cmd, "node");
+    return args;
+  };
+  const servers = appServices.filter(([, s]) => exampleOf(s) !== undefined);
+  const clients = appServices.filter(([, s]) => exampleOf(s) === undefined);
+  assert.deepEqual(clients.map(([n]) => n), ["demo-client"]);
+  const running = servers.map(([n, s]) => ({ name: n, started: run(process.execPath, command(s), mapEnv(s)) }));
+
+  const [clientName, clientSpec] = clients[0]!;
+  const client = run(process.execPath, command(clientSpec), mapEnv(clientSpec));
+  const code = await within(60_000, clientName, client.exit);
+  const report = () => `${clientName} output:\n${client.output()}\n` + running.map((r) => `--- ${r.name}\n${r.started.output().slice(-2_000)}`).join("\n");
+  assert.equal(code, 0, report());
+  assert.match(client.output(), /^found 2 instance\(s\) of payments$/m, report());
+  const counts = [...client.output().matchAll(/instance \S+\s+served (\d+) claims?$/gm)].map((m) => Number(m[1]));
+  assert.equal(counts.length, 2, report());
+  assert.ok(counts.every((c) => c > 0), report());
+  assert.match(client.output(), /C-1003 .*FORBIDDEN/, report());
+
+  // Services stop gracefully, as `docker compose down` asks them to (SIGTERM).
+  for (const r of running) r.started.proc.kill("SIGTERM");
+  for (const r of running) assert.equal(await within(15_000, `${r.name} stopping`, r.started.exit), 0, `${r.name}:\n${r.started.output()}`);
+  for (const { started } of nodes) started.proc.kill("SIGTERM");
+  await within(15_000, "nats nodes stopping", Promise.all(nodes.map((n) => n.started.exit)));
+});
