@@ -62,7 +62,7 @@ export function serveAuth(mesh: Mesh): Promise<ServiceHandle> {
         input: VerifyInput,
         output: VerifyOutput,
         description: "checks a claimant's id and token",
-        handler: (req: z.output<typeof VerifyInput>, ctx) => {
+        handler: (req, ctx) => {
           const result = verify(req);
           if (!result.verified) ctx.logger.info({ claimantId: req.claimantId, reason: result.reason }, "identity check failed");
           return result;

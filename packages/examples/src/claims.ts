@@ -41,7 +41,7 @@ export function serveClaims(mesh: Mesh): Promise<ServiceHandle> {
         input: SubmitInput,
         output: SubmitOutput,
         description: "verifies the claimant, then reimburses the claim",
-        handler: async (claim: z.output<typeof SubmitInput>, ctx): Promise<ClaimReceipt> => {
+        handler: async (claim, ctx): Promise<ClaimReceipt> => {
           const who = await ctx.mesh.call<VerifyResult>(AUTH_TARGET, "verify", { claimantId: claim.claimantId, token: claim.token } satisfies VerifyRequest);
           if (!who.verified) {
             ctx.logger.warn({ claimId: claim.claimId, claimantId: claim.claimantId, reason: who.reason }, "claim refused");

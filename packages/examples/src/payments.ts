@@ -37,7 +37,7 @@ export function servePayments(mesh: Mesh): Promise<ServiceHandle> {
         input: ReimburseInput,
         output: ReimburseOutput,
         description: "reimburses a claim in USD",
-        handler: (req: z.output<typeof ReimburseInput>, ctx): Reimbursement => {
+        handler: (req, ctx) => {
           const usd = Math.round(req.usd * 100) / 100;
           ctx.logger.info({ claimId: req.claimId, usd }, "reimbursed");
           return { txn: `T-${req.claimId}`, claimId: req.claimId, usd, servedBy: ctx.instance, host, pid: process.pid };
