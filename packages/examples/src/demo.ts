@@ -66,7 +66,8 @@ async function fail(e: unknown, exitCode = 1): Promise<never> {
 
 async function main(): Promise<void> {
   const overallMs = envInt("SVCMESH_DEMO_TIMEOUT_MS", 120_000);
-  setTimeout(() => void fail(new Error(`the demo did not finish within ${formatMs(overallMs)}`)), overallMs).unref();
+  // Not unref()ed: the demo ends through process.exit on every path, or through this.
+  setTimeout(() => void fail(new Error(`the demo did not finish within ${formatMs(overallMs)}`)), overallMs);
 
   say("svcmesh demo: lost-package claims  (client → claims → auth, payments)");
   say();
