@@ -136,11 +136,12 @@ describe("the story", () => {
 });
 
 describe("when payments is down", () => {
-  test("claims fails with the nested call's code, after the claimant was verified", async () => {
+  test("claims answers UNAVAILABLE naming the missing dependency, after the claimant was verified", async () => {
     await handles.get("payments-1")!.stop();
     await handles.get("payments-2")!.stop();
     const e = await failure(client.call(CLAIMS_TARGET, "submit", claim({ claimId: "C-2" })));
-    assert.equal(e.code, "NO_RESPONDERS", e.message);
+    assert.equal(e.code, "UNAVAILABLE", e.message);
+    assert.equal((e.details as { dependency: { code: string } }).dependency.code, "NO_RESPONDERS");
     // auth still answers: the refusal for a bad claimant comes before payments is needed
     assert.equal((await failure(client.call(CLAIMS_TARGET, "submit", claim({ token: "nope" })))).code, "FORBIDDEN");
   });

@@ -68,6 +68,30 @@ describe("round trip", () => {
   });
 });
 
+describe("nested calls", () => {
+  test("inherit what is left of the parent's deadline, and a missing dependency is UNAVAILABLE, not NO_RESPONDERS", async () => {
+    const host = await mesh("nest-host");
+    const seen: number[] = [];
+    await host.serve({ name: "nest-inner", version: "1.0.0", endpoints: { deadline: { handler: (_r, ctx) => { seen.push(ctx.deadline); return ctx.deadline; } } } });
+    await host.serve({
+      name: "nest-outer",
+      version: "1.0.0",
+      endpoints: {
+        relay: { handler: async (_r, ctx) => ({ parent: ctx.deadline, child: await ctx.mesh.call<number>("nest-inner", "deadline", undefined, { timeoutMs: 60_000 }) }) },
+        orphan: { handler: (_r, ctx) => ctx.mesh.call("nest-missing", "anything") },
+      },
+    });
+    const caller = await mesh("nest-caller");
+    const out = await caller.call<{ parent: number; child: number }>("nest-outer", "relay", undefined, { timeoutMs: 1234 });
+    assert.equal(out.child, out.parent, "a longer own timeout cannot extend the parent's deadline");
+    assert.deepEqual(seen, [out.parent]);
+    const e = await codeOf(caller.call("nest-outer", "orphan"));
+    assert.equal(e.code, "UNAVAILABLE");
+    assert.equal((e.details as { dependency: { code: string } }).dependency.code, "NO_RESPONDERS");
+    assert.equal(await caller.call("nest-outer", "relay").then(() => "ok"), "ok", "the caller still reaches nest-outer");
+  });
+});
+
 describe("load balancing and versions", () => {
   test("three instances share 300 calls fairly", async () => {
     const counts = new Map<string, number>();

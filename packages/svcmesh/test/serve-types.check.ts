@@ -27,3 +27,24 @@ export async function typedEndpoints(mesh: Mesh): Promise<void> {
     },
   });
 }
+
+// Literal outputs need `as const`: TypeScript widens literals while it infers the
+// endpoint map (reverse mapped types), before the output schema can type the return.
+export async function literalOutputs(mesh: Mesh): Promise<void> {
+  await mesh.serve({
+    name: "literal",
+    version: "1.0.0",
+    endpoints: {
+      pay: {
+        input: z.object({ claimId: z.string() }),
+        output: z.object({ status: z.enum(["paid", "refused"]), txn: z.string() }),
+        handler: async (req) => ({ status: "paid" as const, txn: req.claimId }),
+      },
+      widened: {
+        output: z.object({ status: z.enum(["paid", "refused"]) }),
+        // @ts-expect-error without `as const` the literal widens to string
+        handler: async () => ({ status: "paid" }),
+      },
+    },
+  });
+}

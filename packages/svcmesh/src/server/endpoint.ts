@@ -68,9 +68,21 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
   }
 }
 
+/**
+ * Codes about the path to a service. Thrown by a handler they come from one of its own
+ * calls, and passed on as they are they would make this service look down (and make
+ * its callers forget a good discovery view), so they travel as UNAVAILABLE.
+ */
+const PATH_CODES: ReadonlySet<string> = new Set(["NO_RESPONDERS", "CIRCUIT_OPEN"]);
+
 /** A MeshError thrown by a handler keeps its code; anything else is HANDLER_ERROR with its message only. */
 function handlerFailure(scope: InstanceScope, ep: EndpointRuntime, e: unknown): MeshError {
-  if (isMeshError(e)) return e;
+  if (isMeshError(e)) {
+    if (!PATH_CODES.has(e.code)) return e;
+    return new MeshError("UNAVAILABLE", `${scope.service}.${ep.name} depends on a service that failed: ${e.code}: ${e.message}`, {
+      details: { dependency: { code: e.code, message: e.message, details: e.details } },
+    });
+  }
   scope.logger.error({ err: e, endpoint: ep.name }, "handler threw");
   const message = e instanceof Error ? e.message : String(e);
   return new MeshError("HANDLER_ERROR", message || "handler failed");
