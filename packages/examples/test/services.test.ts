@@ -2,8 +2,9 @@
 // nats-server started for this file.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { connect, isMeshError, type Mesh, type MeshError, type ServiceHandle } from "svcmesh";
+import type { Mesh, ServiceHandle } from "svcmesh";
 import { type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
+import { meshFailure, meshPool } from "../../../test/helpers/mesh.ts";
 import { AUTH_TARGET, claimants, type VerifyResult, verify } from "../src/auth.ts";
 import { catalog, serviceNames } from "../src/catalog.ts";
 import { CLAIMS_TARGET, type ClaimReceipt } from "../src/claims.ts";
@@ -11,25 +12,13 @@ import { PAYMENTS_TARGET, type Reimbursement } from "../src/payments.ts";
 import { deviations, runStory } from "../src/story.ts";
 
 let server: NatsServer;
-const meshes: Mesh[] = [];
+const pool = meshPool(() => server.url);
+const mesh = pool.open;
 const handles = new Map<string, ServiceHandle>();
 let client: Mesh;
 
-async function mesh(name: string): Promise<Mesh> {
-  const m = await connect({ servers: server.url, name });
-  meshes.push(m);
-  return m;
-}
 
-async function failure(p: Promise<unknown>): Promise<MeshError> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(isMeshError(e), `expected a MeshError, got ${String(e)}`);
-    return e;
-  }
-  assert.fail("expected the call to fail");
-}
+const failure = meshFailure;
 
 const token = (id: string) => claimants.get(id)!.token;
 const claim = (over: Record<string, unknown> = {}) => ({
@@ -46,7 +35,7 @@ before(async () => {
 });
 
 after(async () => {
-  await Promise.allSettled(meshes.map((m) => m.close()));
+  await pool.closeAll();
   await server?.stop();
 });
 

@@ -2,29 +2,18 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from "nats";
-import { connect, isMeshError, type Mesh, MeshError } from "svcmesh";
+import { type Mesh, MeshError } from "svcmesh";
 import { decodeBody, encodeBody, rawHeaderText, readRequestMeta } from "svcmesh/internal";
 import { z } from "zod";
 import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/nats-server.ts";
+import { meshFailure, meshPool } from "../../../test/helpers/mesh.ts";
 
 let server: NatsServer;
-const meshes: Mesh[] = [];
+const pool = meshPool(() => server.url);
+const mesh = pool.open;
 
-async function mesh(name: string): Promise<Mesh> {
-  const m = await connect({ servers: server.url, name });
-  meshes.push(m);
-  return m;
-}
 
-async function codeOf(p: Promise<unknown>): Promise<MeshError> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(isMeshError(e), `expected a MeshError, got ${String(e)}`);
-    return e;
-  }
-  assert.fail("expected the call to fail");
-}
+const codeOf = meshFailure;
 
 const Claim = z.object({ claimId: z.string(), usd: z.number().positive() });
 const Txn = z.object({ txn: z.string(), by: z.string() });
@@ -34,7 +23,7 @@ before(async () => {
 });
 
 after(async () => {
-  await Promise.allSettled(meshes.map((m) => m.close()));
+  await pool.closeAll();
   await server.stop();
 });
 
