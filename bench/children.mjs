@@ -1,0 +1,60 @@
+// Forked child processes (callers, services) with an IPC channel. Every child is
+// tracked until it exits, so run.mjs can kill whatever is left on error or SIGINT.
+import { fork } from "node:child_process";
+
+const live = new Set();
+
+/** Extra node flags for every child, e.g. BENCH_NODE_ARGS="--trace-gc" (NODE_OPTIONS refuses some). */
+const EXTRA_ARGS = (process.env.BENCH_NODE_ARGS ?? "").split(/\s+/).filter(Boolean);
+
+/** Forks bench/<script> with args; execArgv lets a run add e.g. --cpu-prof. */
+export function forkChild(script, args, execArgv = []) {
+  const child = fork(new URL(script, import.meta.url), args, {
+    execArgv: [...EXTRA_ARGS, ...execArgv],
+    // svcmesh logs through pino on stdout; keep the table readable.
+    env: { ...process.env, SVCMESH_LOG_LEVEL: process.env.SVCMESH_LOG_LEVEL ?? "warn" },
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+  live.add(child);
+  child.once("exit", () => live.delete(child));
+  return child;
+}
+
+/** The first message from the child carrying `key`; rejects if it exits or is too slow. */
+export function nextMessage(child, key, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const onMessage = (m) => {
+      if (m && typeof m === "object" && key in m) done(undefined, m);
+    };
+    const onExit = (code, signal) => done(new Error(`child ${child.pid} exited (${signal ?? code}) before sending "${key}"`));
+    const timer = setTimeout(() => done(new Error(`child ${child.pid} sent no "${key}" within ${timeoutMs} ms`)), timeoutMs);
+    function done(err, m) {
+      clearTimeout(timer);
+      child.off("message", onMessage);
+      child.off("exit", onExit);
+      if (err) reject(err);
+      else resolve(m);
+    }
+    child.on("message", onMessage);
+    child.once("exit", onExit);
+  });
+}
+
+/** Resolves when the child has exited; SIGKILLs it if it takes longer than graceMs. */
+export function exited(child, graceMs) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+    child.once("exit", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/** Last resort (finally blocks, signal handlers): SIGKILL every child, resolve once they are reaped. */
+export function killAll() {
+  const gone = [...live].map((child) => exited(child, 1_000));
+  for (const child of live) child.kill("SIGKILL");
+  return Promise.all(gone);
+}

@@ -1,0 +1,58 @@
+// CPU accounting for one measured window, from /proc: how much CPU each of our three
+// processes (caller, service, nats-server) spent per call, and how many cores
+// everything else on the machine took meanwhile. The 2 cores are shared with other
+// work (builds, tests), so a row that lost to a busy neighbour must be visible as such.
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+
+const TICK_MS = (() => {
+  try {
+    return 1000 / Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }));
+  } catch {
+    return 10; // CLK_TCK is 100 on every Linux we run on
+  }
+})();
+
+/** Busy ticks of the whole machine (steal included: the hypervisor took that CPU). */
+function systemBusyTicks() {
+  const [user, nice, system, , , irq, softirq, steal] = readFileSync("/proc/stat", "utf8").split("\n", 1)[0].trim().split(/\s+/).slice(1).map(Number);
+  return user + nice + system + irq + softirq + steal;
+}
+
+/** utime + stime of a process (fields 14 and 15 of /proc/<pid>/stat, counted after the `(comm)`). */
+function processTicks(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(fields[11]) + Number(fields[12]);
+  } catch {
+    return NaN; // already gone
+  }
+}
+
+/** A point-in-time reading; pids is { caller, service, server }. */
+export function cpuSnapshot(pids) {
+  return {
+    at: performance.now(),
+    system: systemBusyTicks(),
+    procs: Object.fromEntries(Object.entries(pids).map(([role, pid]) => [role, processTicks(pid)])),
+  };
+}
+
+/** CPU µs per call for each process, and cores used by everything else, between two snapshots. */
+export function cpuWindow(a, b, calls) {
+  if (!a || !b || calls === 0) return null;
+  const perCallUs = {};
+  let ours = 0;
+  for (const role of Object.keys(a.procs)) {
+    const ticks = b.procs[role] - a.procs[role];
+    if (!Number.isFinite(ticks)) {
+      perCallUs[role] = null; // the process was gone at one of the snapshots
+      continue;
+    }
+    ours += ticks;
+    perCallUs[role] = Math.round(((ticks * TICK_MS * 1000) / calls) * 10) / 10;
+  }
+  const otherMs = (b.system - a.system - ours) * TICK_MS;
+  return { perCallUs, otherCores: Math.max(0, Math.round((otherMs / (b.at - a.at)) * 100) / 100) };
+}

@@ -1,0 +1,52 @@
+// Row "ceiling": the cheapest correct request-reply nats.js allows (NATS-NOTES §7). One
+// wildcard reply subscription, publish() with a reply subject, a Map of pending calls
+// and one coarse timeout sweep, so there is no per-call timer, inbox or async trace.
+import { connect, createInbox } from "nats";
+import { TIMEOUT_MS, claim, pack, unpack } from "../contract.mjs";
+import { SUBJECT } from "./responder.mjs";
+
+export { serve } from "./responder.mjs";
+
+const SWEEP_MS = 50;
+
+export async function caller(url) {
+  const nc = await connect({ servers: url, name: "bench-ceiling", noAsyncTraces: true });
+  const prefix = createInbox() + ".";
+  const pending = new Map();
+  let seq = 0;
+
+  nc.subscribe(prefix + "*", {
+    callback: (err, msg) => {
+      if (err) return;
+      const token = msg.subject.slice(prefix.length);
+      const p = pending.get(token);
+      if (!p) return; // late reply after a timeout
+      pending.delete(token);
+      // The server answers "no responders" with a 503 status on our reply subject.
+      if (msg.headers?.code === 503) p.reject(new Error("no responders"));
+      else p.resolve(unpack(msg.data));
+    },
+  });
+
+  const sweep = setInterval(() => {
+    const now = Date.now();
+    for (const [token, p] of pending) {
+      if (p.deadline > now) continue;
+      pending.delete(token);
+      p.reject(new Error("timeout"));
+    }
+  }, SWEEP_MS);
+
+  return {
+    call: () =>
+      new Promise((resolve, reject) => {
+        const token = (seq++).toString(36);
+        pending.set(token, { resolve, reject, deadline: Date.now() + TIMEOUT_MS });
+        nc.publish(SUBJECT, pack(claim), { reply: prefix + token });
+      }),
+    close: () => {
+      clearInterval(sweep);
+      return nc.close();
+    },
+  };
+}

@@ -1,0 +1,26 @@
+// Row "svcmesh": the library as users write it. mesh.serve with zod input and output
+// schemas, and a bound client whose calls go through the full call pipeline.
+import { connect } from "svcmesh";
+import { TIMEOUT_MS, claim, claimSchema, decide, decisionSchema } from "../contract.mjs";
+
+export async function serve(url) {
+  const mesh = await connect({ servers: url, name: "payments" });
+  await mesh.serve({
+    name: "payments",
+    version: "2.1.0",
+    endpoints: {
+      reimburse: { input: claimSchema, output: decisionSchema, handler: async (c) => decide(c) },
+    },
+  });
+  return { close: () => mesh.close() };
+}
+
+export async function caller(url) {
+  const mesh = await connect({ servers: url, name: "claims" });
+  const payments = mesh.client("payments@^2");
+  const opts = { timeoutMs: TIMEOUT_MS };
+  return {
+    call: () => payments.call("reimburse", claim, opts),
+    close: () => mesh.close(),
+  };
+}
