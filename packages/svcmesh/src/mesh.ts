@@ -72,8 +72,13 @@ export class Mesh implements MeshCalls {
     this.defaultTimeoutMs = options.defaults?.timeoutMs ?? 2_000;
     this.registry = new Registry(nc, { ...DISCOVERY_DEFAULTS, ...options.discovery }, this.logger);
     this.registry.start();
-    this.transport = new RequestTransport(nc, options.nats?.inboxPrefix ?? "_INBOX");
-    this.caller = new Caller(this.registry, this.transport, { callerName: this.name, defaultTimeoutMs: this.defaultTimeoutMs });
+    this.transport = new RequestTransport(nc, {
+      inboxPrefix: options.nats?.inboxPrefix ?? "_INBOX",
+      callerName: this.name,
+      // svc.<name>.<lane>.<endpoint>: nobody listened, so ask discovery again next time.
+      onNoResponders: (subject) => this.registry.invalidate(subject.split(".")[1]!),
+    });
+    this.caller = new Caller(this.registry, this.transport, this.defaultTimeoutMs);
   }
 
   call<T = unknown>(target: string, endpoint: string, payload?: unknown, opts?: CallOptions): Promise<T> {

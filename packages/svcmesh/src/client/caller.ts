@@ -1,10 +1,10 @@
 // The caller side of a call: target → route → request → reply. Interceptors
 // (policy, rate limit, breaker, retry, trace) wrap `send` in pipeline order.
-import { MeshError, isMeshError } from "../errors.js";
+import { MeshError } from "../errors.js";
 import type { Registry } from "../registry.js";
 import { parseTarget, resolveRoute, type Route, type Target } from "../target.js";
 import { validEndpointName } from "../subjects.js";
-import { RequestHeaders, callerHeaderLine, decodeReply, encodeBody } from "../wire.js";
+import { encodeBody } from "../wire.js";
 import type { RequestTransport } from "./transport.js";
 
 export interface CallOptions {
@@ -16,31 +16,25 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
-export interface CallerOptions {
-  callerName: string;
-  defaultTimeoutMs: number;
-}
-
 interface CachedRoute {
   route: Route;
   generation: number;
+  /** Subjects per endpoint, so the hot path builds no strings. */
+  subjects: Map<string, string>;
 }
 
 /** Bounds the caches keyed by user-supplied strings. */
 const MAX_CACHED_TARGETS = 1024;
 
 export class Caller {
-  private readonly callerLine: string;
   private readonly targets = new Map<string, Target>();
   private readonly routes = new Map<string, CachedRoute>();
 
   constructor(
     private readonly registry: Registry,
     private readonly transport: RequestTransport,
-    private readonly options: CallerOptions,
-  ) {
-    this.callerLine = callerHeaderLine(options.callerName);
-  }
+    private readonly defaultTimeoutMs: number,
+  ) {}
 
   parse(text: string): Target {
     let t = this.targets.get(text);
@@ -52,44 +46,50 @@ export class Caller {
     return t;
   }
 
-  async call(targetText: string, endpoint: string, payload: unknown, opts: CallOptions | undefined): Promise<unknown> {
-    const target = this.parse(targetText);
-    const now = Date.now();
-    const deadline = deadlineOf(opts, now, this.options.defaultTimeoutMs);
-    if (deadline <= now) throw new MeshError("TIMEOUT", `deadline for ${target.text}.${endpoint} passed before the call was sent`);
-    const route = this.cachedRoute(target, now) ?? (await this.resolve(target));
-    if (!route.endpoints.has(endpoint)) throw unknownEndpoint(target, endpoint, route);
-    const subject = `${route.lane}.${endpoint}`;
+  /** Not async on purpose: a call with a cached route costs one promise, the transport's. */
+  call(targetText: string, endpoint: string, payload: unknown, opts: CallOptions | undefined): Promise<unknown> {
+    try {
+      const target = this.parse(targetText);
+      const now = Date.now();
+      const deadline = deadlineOf(opts, now, this.defaultTimeoutMs);
+      if (deadline <= now) throw new MeshError("TIMEOUT", `deadline for ${target.text}.${endpoint} passed before the call was sent`);
+      const cached = this.cachedRoute(target, now);
+      if (cached) return this.send(cached, target, endpoint, payload, deadline, opts?.signal);
+      return this.resolve(target).then((fresh) => this.send(fresh, target, endpoint, payload, deadline, opts?.signal));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  private send(route: CachedRoute, target: Target, endpoint: string, payload: unknown, deadline: number, signal: AbortSignal | undefined): Promise<unknown> {
+    let subject = route.subjects.get(endpoint);
+    if (subject === undefined) {
+      if (!route.route.endpoints.has(endpoint)) throw unknownEndpoint(target, endpoint, route.route);
+      subject = `${route.route.lane}.${endpoint}`;
+      route.subjects.set(endpoint, subject);
+    }
     let body: Uint8Array;
     try {
       body = encodeBody(payload);
     } catch (e) {
       throw new MeshError("BAD_REQUEST", `payload for ${subject} cannot be encoded as msgpack: ${(e as Error).message}`, { cause: e });
     }
-    const token = this.transport.nextToken();
-    const headers = new RequestHeaders(this.callerLine, deadline, this.transport.requestId(token));
-    const msg = await this.transport.send(subject, token, body, { headers, deadline, signal: opts?.signal });
-    try {
-      return decodeReply(msg, subject);
-    } catch (e) {
-      if (isMeshError(e) && e.code === "NO_RESPONDERS") this.registry.invalidate(target.service);
-      throw e;
-    }
+    return this.transport.send(subject, body, deadline, signal);
   }
 
-  private cachedRoute(target: Target, now: number): Route | undefined {
+  private cachedRoute(target: Target, now: number): CachedRoute | undefined {
     const cached = this.routes.get(target.text);
     if (!cached) return undefined;
     const view = this.registry.peek(target.service, now);
-    return view && view.generation === cached.generation ? cached.route : undefined;
+    return view && view.generation === cached.generation ? cached : undefined;
   }
 
-  private async resolve(target: Target): Promise<Route> {
+  private async resolve(target: Target): Promise<CachedRoute> {
     const { instances, generation } = await this.registry.running(target.service);
-    const route = resolveRoute(target, instances);
+    const cached: CachedRoute = { route: resolveRoute(target, instances), generation, subjects: new Map() };
     if (this.routes.size >= MAX_CACHED_TARGETS) this.routes.clear();
-    this.routes.set(target.text, { route, generation });
-    return route;
+    this.routes.set(target.text, cached);
+    return cached;
   }
 }
 

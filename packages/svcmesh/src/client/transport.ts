@@ -1,16 +1,17 @@
 // The end of the call chain and the only client code that touches NATS. Replies are
 // correlated by hand: one wildcard subscription on a private inbox, a map of pending
 // calls, and one coarse timer sweep instead of a timer per call (nc.request() spends
-// about half its CPU on per-call timers and async stack traces).
+// about half its CPU on per-call timers and async stack traces). Each call is one
+// promise, settled with the decoded reply or the MeshError it carries.
 import { type Msg, type NatsConnection, nuid, type Subscription } from "nats";
-import { MeshError } from "../errors.js";
-import { type EncodedHeaders, asNatsHeaders } from "../wire.js";
+import { MeshError, isMeshError } from "../errors.js";
+import { RequestHeaderWriter, asNatsHeaders, decodeReply } from "../wire.js";
 
 /** How often pending calls are checked against their deadlines. */
 const SWEEP_MS = 10;
 
 interface Pending {
-  resolve(msg: Msg): void;
+  resolve(value: unknown): void;
   reject(e: MeshError): void;
   deadline: number;
   subject: string;
@@ -18,10 +19,11 @@ interface Pending {
   onAbort: (() => void) | undefined;
 }
 
-export interface SendOptions {
-  headers: EncodedHeaders;
-  deadline: number;
-  signal?: AbortSignal | undefined;
+export interface TransportOptions {
+  inboxPrefix: string;
+  callerName: string;
+  /** Told when a subject had nobody listening, so discovery can look again. */
+  onNoResponders?: (subject: string) => void;
 }
 
 export class RequestTransport {
@@ -29,37 +31,30 @@ export class RequestTransport {
   private readonly prefix: string;
   private readonly pending = new Map<string, Pending>();
   private readonly sub: Subscription;
+  private readonly headers: RequestHeaderWriter;
   private seq = 0;
   private sweeper: NodeJS.Timeout | undefined;
 
-  constructor(private readonly nc: NatsConnection, inboxPrefix: string) {
-    this.prefix = `${inboxPrefix}.${this.id}.`;
+  constructor(private readonly nc: NatsConnection, private readonly options: TransportOptions) {
+    this.prefix = `${options.inboxPrefix}.${this.id}.`;
+    this.headers = new RequestHeaderWriter(options.callerName);
     this.sub = nc.subscribe(`${this.prefix}*`, { callback: (_err, msg) => this.onReply(msg) });
   }
 
-  /** A fresh reply token; it doubles as the request id, unique across the mesh. */
-  nextToken(): string {
-    return (this.seq++).toString(36);
-  }
-
-  /** Request ids are `<connection nuid>.<token>`. */
-  requestId(token: string): string {
-    return `${this.id}.${token}`;
-  }
-
-  send(subject: string, token: string, body: Uint8Array, opts: SendOptions): Promise<Msg> {
-    if (opts.signal?.aborted) return Promise.reject(abortError(subject, opts.signal));
-    return new Promise<Msg>((resolve, reject) => {
-      const p: Pending = { resolve, reject, deadline: opts.deadline, subject, signal: opts.signal, onAbort: undefined };
+  /** Sends one request; the reply token doubles as the request id (`<nuid>.<token>`), unique across the mesh. */
+  send(subject: string, body: Uint8Array, deadline: number, signal: AbortSignal | undefined): Promise<unknown> {
+    if (signal?.aborted) return Promise.reject(abortError(subject, signal));
+    const token = (this.seq++).toString(36);
+    return new Promise<unknown>((resolve, reject) => {
+      const p: Pending = { resolve, reject, deadline, subject, signal, onAbort: undefined };
       try {
-        this.nc.publish(subject, body, { reply: this.prefix + token, headers: asNatsHeaders(opts.headers) });
+        this.nc.publish(subject, body, { reply: this.prefix + token, headers: asNatsHeaders(this.headers.next(deadline, `${this.id}.${token}`)) });
       } catch (e) {
         reject(publishError(e, subject));
         return;
       }
-      if (opts.signal) {
-        const signal = opts.signal;
-        p.onAbort = () => this.settle(token, undefined, abortError(subject, signal));
+      if (signal) {
+        p.onAbort = () => this.fail(token, abortError(subject, signal));
         signal.addEventListener("abort", p.onAbort, { once: true });
       }
       this.pending.set(token, p);
@@ -69,9 +64,7 @@ export class RequestTransport {
 
   /** Fails every pending call (connection closing). */
   close(reason: string): void {
-    for (const token of [...this.pending.keys()]) {
-      this.settle(token, undefined, new MeshError("UNAVAILABLE", reason));
-    }
+    for (const token of [...this.pending.keys()]) this.fail(token, new MeshError("UNAVAILABLE", reason));
     this.sub.unsubscribe();
   }
 
@@ -79,17 +72,30 @@ export class RequestTransport {
     return this.pending.size;
   }
 
-  private onReply(msg: Msg): void {
-    this.settle(msg.subject.slice(this.prefix.length), msg, undefined);
-  }
-
-  private settle(token: string, msg: Msg | undefined, error: MeshError | undefined): void {
+  private take(token: string): Pending | undefined {
     const p = this.pending.get(token);
-    if (!p) return; // late reply after a timeout or cancel
+    if (!p) return undefined; // late reply after a timeout or cancel
     this.pending.delete(token);
     if (p.onAbort) p.signal!.removeEventListener("abort", p.onAbort);
-    if (msg) p.resolve(msg);
-    else p.reject(error!);
+    return p;
+  }
+
+  private onReply(msg: Msg): void {
+    const p = this.take(msg.subject.slice(this.prefix.length));
+    if (!p) return;
+    let value: unknown;
+    try {
+      value = decodeReply(msg, p.subject);
+    } catch (e) {
+      if (isMeshError(e) && e.code === "NO_RESPONDERS") this.options.onNoResponders?.(p.subject);
+      p.reject(e as MeshError);
+      return;
+    }
+    p.resolve(value);
+  }
+
+  private fail(token: string, error: MeshError): void {
+    this.take(token)?.reject(error);
   }
 
   private sweep(): void {
@@ -100,9 +106,7 @@ export class RequestTransport {
     }
     const now = Date.now();
     for (const [token, p] of this.pending) {
-      if (p.deadline <= now) {
-        this.settle(token, undefined, new MeshError("TIMEOUT", `no reply from ${p.subject} before the deadline`));
-      }
+      if (p.deadline <= now) this.fail(token, new MeshError("TIMEOUT", `no reply from ${p.subject} before the deadline`));
     }
   }
 }

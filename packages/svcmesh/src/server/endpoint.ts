@@ -22,49 +22,60 @@ export function endpointRuntime(name: string, input: Schema | undefined, output:
   return { name, input: schemaOrAny(input), output: schemaOrAny(output), checkOutput: output !== undefined, handler };
 }
 
-export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, msg: Msg, defaultTimeoutMs: number): Promise<void> {
-  const now = Date.now();
-  const meta = readRequestMeta(msg, now, defaultTimeoutMs);
-  if (meta.deadline <= now) {
-    return replyError(scope.logger, msg, new MeshError("TIMEOUT", `deadline passed before ${scope.service}.${ep.name} could start`));
-  }
-  let input: unknown;
+/**
+ * Handles one request and never rejects: whatever goes wrong becomes an error reply.
+ * `settled` runs once at the end (in-flight accounting for graceful stop).
+ */
+export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, msg: Msg, defaultTimeoutMs: number, settled: () => void): Promise<void> {
   try {
-    input = decodeBody(msg.data);
-  } catch {
-    return replyError(scope.logger, msg, new MeshError("BAD_REQUEST", `request body for ${scope.service}.${ep.name} is not valid msgpack`));
-  }
-  const parsed = ep.input.safeParse(input);
-  if (!parsed.success) {
-    const issues = summarizeIssues(parsed.error);
-    return replyError(scope.logger, msg, new MeshError("BAD_REQUEST", `invalid input for ${scope.service}.${ep.name}: ${describeIssues(issues)}`, { details: { issues } }));
-  }
-  let result: unknown;
-  try {
-    result = await ep.handler(parsed.data, new HandlerContext(scope, ep.name, meta));
-  } catch (e) {
-    return replyError(scope.logger, msg, handlerFailure(scope, ep, e));
-  }
-  if (ep.checkOutput) {
-    const checked = ep.output.safeParse(result);
-    if (!checked.success) {
-      const issues = summarizeIssues(checked.error);
-      scope.logger.error({ endpoint: ep.name, issues }, "handler returned output that does not match its schema");
-      return replyError(scope.logger, msg, new MeshError("BAD_RESPONSE", `${scope.service}.${ep.name} produced invalid output: ${describeIssues(issues)}`, { details: { issues } }));
+    const now = Date.now();
+    const meta = readRequestMeta(msg, now, defaultTimeoutMs);
+    if (meta.deadline <= now) {
+      return replyError(scope.logger, msg, new MeshError("TIMEOUT", `deadline passed before ${scope.service}.${ep.name} could start`));
     }
-    result = checked.data;
-  }
-  if (!msg.reply) return;
-  let body: Uint8Array;
-  try {
-    body = encodeBody(result);
+    let input: unknown;
+    try {
+      input = decodeBody(msg.data);
+    } catch {
+      return replyError(scope.logger, msg, new MeshError("BAD_REQUEST", `request body for ${scope.service}.${ep.name} is not valid msgpack`));
+    }
+    const parsed = ep.input.safeParse(input);
+    if (!parsed.success) {
+      const issues = summarizeIssues(parsed.error);
+      return replyError(scope.logger, msg, new MeshError("BAD_REQUEST", `invalid input for ${scope.service}.${ep.name}: ${describeIssues(issues)}`, { details: { issues } }));
+    }
+    let result: unknown;
+    try {
+      result = await ep.handler(parsed.data, new HandlerContext(scope, ep.name, meta));
+    } catch (e) {
+      return replyError(scope.logger, msg, handlerFailure(scope, ep, e));
+    }
+    if (ep.checkOutput) {
+      const checked = ep.output.safeParse(result);
+      if (!checked.success) {
+        const issues = summarizeIssues(checked.error);
+        scope.logger.error({ endpoint: ep.name, issues }, "handler returned output that does not match its schema");
+        return replyError(scope.logger, msg, new MeshError("BAD_RESPONSE", `${scope.service}.${ep.name} produced invalid output: ${describeIssues(issues)}`, { details: { issues } }));
+      }
+      result = checked.data;
+    }
+    if (!msg.reply) return;
+    let body: Uint8Array;
+    try {
+      body = encodeBody(result);
+    } catch (e) {
+      return replyError(scope.logger, msg, new MeshError("BAD_RESPONSE", `${scope.service}.${ep.name} returned a value msgpack cannot encode: ${(e as Error).message}`));
+    }
+    try {
+      msg.respond(body);
+    } catch (e) {
+      replyError(scope.logger, msg, replyFailure(scope, ep, e, body.length));
+    }
   } catch (e) {
-    return replyError(scope.logger, msg, new MeshError("BAD_RESPONSE", `${scope.service}.${ep.name} returned a value msgpack cannot encode: ${(e as Error).message}`));
-  }
-  try {
-    msg.respond(body);
-  } catch (e) {
-    replyError(scope.logger, msg, replyFailure(scope, ep, e, body.length));
+    scope.logger.error({ err: e, endpoint: ep.name }, "request failed outside the handler");
+    replyError(scope.logger, msg, new MeshError("HANDLER_ERROR", "internal error while handling the request"));
+  } finally {
+    settled();
   }
 }
 

@@ -128,7 +128,7 @@ class Instance implements ServiceHandle {
       this.micro.addEndpoint(name, {
         subject: `${lane}.${name}`,
         handler: (err, msg) => {
-          if (!err) void this.dispatch(ep, msg);
+          if (!err) this.dispatch(ep, msg);
         },
         metadata: {
           input_schema: jsonSchemaText(spec.input, "input"),
@@ -168,21 +168,18 @@ class Instance implements ServiceHandle {
   private dispatchExact(lane: string, msg: Msg): void {
     const name = msg.subject.slice(lane.length + 1);
     const ep = this.endpoints.get(name);
-    if (ep) void this.dispatch(ep, msg);
+    if (ep) this.dispatch(ep, msg);
     else replyError(this.scope.logger, msg, new MeshError("NOT_FOUND", `${this.name}@${this.version} has no endpoint ${JSON.stringify(name)}`));
   }
 
-  private async dispatch(ep: EndpointRuntime, msg: Msg): Promise<void> {
+  private dispatch(ep: EndpointRuntime, msg: Msg): void {
     this.active++;
-    try {
-      await handleRequest(this.scope, ep, msg, this.deps.defaultTimeoutMs);
-    } catch (e) {
-      this.scope.logger.error({ err: e, endpoint: ep.name }, "request failed outside the handler");
-      replyError(this.scope.logger, msg, new MeshError("HANDLER_ERROR", "internal error while handling the request"));
-    } finally {
-      if (--this.active === 0 && this.idle) this.idle();
-    }
+    void handleRequest(this.scope, ep, msg, this.deps.defaultTimeoutMs, this.settled);
   }
+
+  private readonly settled = (): void => {
+    if (--this.active === 0 && this.idle) this.idle();
+  };
 
   private announce(type: string): void {
     const a: InstanceAnnouncement = { service: this.name, id: this.id, version: this.version, endpoints: [...this.endpoints.keys()] };
