@@ -57,10 +57,11 @@ export class RequestHeaderWriter implements EncodedHeaders {
   /** Sets the block for the next publish; `requestId` must be ASCII (ours are nuid.base36). */
   next(deadline: number, requestId: string): EncodedHeaders {
     const tail = `${deadline}\r\n${Header.requestId}: ${requestId}\r\n\r\n`;
-    const head = this.head;
-    const out = new Uint8Array(head.length + tail.length);
-    out.set(head);
-    for (let i = 0, j = head.length; i < tail.length; i++, j++) out[j] = tail.charCodeAt(i);
+    // allocUnsafe slices Node's buffer pool (4× cheaper than new Uint8Array here); every
+    // byte is written below, and a slice is never handed out twice.
+    const out = Buffer.allocUnsafe(this.head.length + tail.length);
+    out.set(this.head);
+    out.write(tail, this.head.length, "latin1");
     this.block = out;
     return this;
   }
@@ -84,77 +85,78 @@ const LF = 10;
 const CR = 13;
 
 /**
- * The raw header block of a received message. nats.js decodes headers into a map
- * with an array filter per lookup (~1.9 µs for our three); scanning the bytes
- * ourselves is several times cheaper. We read the block from nats.js 2.x's MsgImpl
- * fields (`_msg.hdr`, `_rdata`; services-framework messages wrap one as `.msg`), and
- * return null, meaning "use the public API", if those ever change.
+ * Where the raw header block of a received message lies: bytes [0, end) of `bytes`.
+ * nats.js decodes headers into a map with an array filter per lookup (~1.9 µs for our
+ * three); scanning the bytes ourselves is several times cheaper. We read nats.js 2.x's
+ * MsgImpl fields (`_msg.hdr`, `_rdata`; services-framework messages wrap one as
+ * `.msg`) and say null, meaning "use the public API", if those ever change.
  */
-export function rawHeaderBlock(msg: Msg): Uint8Array | undefined | null {
+function rawHeaders(msg: Msg): { bytes: Uint8Array; end: number } | undefined | null {
   const inner = ((msg as unknown as { msg?: unknown }).msg ?? msg) as { _msg?: { hdr?: unknown }; _rdata?: unknown };
   const hdr = inner._msg?.hdr;
   if (typeof hdr !== "number" || !(inner._rdata instanceof Uint8Array)) return null;
-  return hdr > -1 ? inner._rdata.subarray(0, hdr) : undefined;
+  return hdr > -1 ? { bytes: inner._rdata, end: hdr } : undefined;
 }
 
-function keyAt(block: Uint8Array, pos: number, key: Uint8Array): boolean {
-  if (pos + key.length > block.length) return false;
-  for (let i = 0; i < key.length; i++) if (block[pos + i] !== key[i]) return false;
+/** The raw header block of a received message, or undefined (none) or null (internals changed). */
+export function rawHeaderBlock(msg: Msg): Uint8Array | undefined | null {
+  const raw = rawHeaders(msg);
+  return raw ? raw.bytes.subarray(0, raw.end) : raw;
+}
+
+function keyAt(bytes: Uint8Array, pos: number, end: number, key: Uint8Array): boolean {
+  if (pos + key.length > end) return false;
+  for (let i = 0; i < key.length; i++) if (bytes[pos + i] !== key[i]) return false;
   return true;
 }
 
-/** The trimmed text of block[start, end); short ASCII values skip the TextDecoder. */
-function textOf(block: Uint8Array, start: number, end: number): string {
-  while (start < end && block[start] === 32) start++;
-  while (end > start && block[end - 1] === 32) end--;
-  for (let i = start; i < end; i++) {
-    if (block[i]! > 127) return textDecoder.decode(block.subarray(start, end));
-  }
-  return String.fromCharCode.apply(null, block.subarray(start, end) as unknown as number[]);
+/** Start of the header line after the one at `pos` (the status line at 0), or -1. */
+function lineAfter(bytes: Uint8Array, pos: number, end: number): number {
+  const lf = bytes.indexOf(LF, pos);
+  return lf < 0 || lf + 1 >= end ? -1 : lf + 1;
 }
 
-/** Calls `visit(lineStart, lineEnd)` for every header line after the status line. */
-function forEachLine(block: Uint8Array, visit: (start: number, end: number) => boolean | void): void {
-  let pos = block.indexOf(LF) + 1;
-  while (pos > 0 && pos < block.length) {
-    let end = block.indexOf(CR, pos);
-    if (end < 0) end = block.length;
-    if (visit(pos, end) === true) return;
-    pos = block.indexOf(LF, end) + 1;
-  }
+function lineEnd(bytes: Uint8Array, pos: number, end: number): number {
+  const cr = bytes.indexOf(CR, pos);
+  return cr < 0 || cr > end ? end : cr;
+}
+
+/** The trimmed UTF-8 text of bytes[start, end), without a subarray for Buffers. */
+function textOf(bytes: Uint8Array, start: number, end: number): string {
+  while (start < end && bytes[start] === 32) start++;
+  while (end > start && bytes[end - 1] === 32) end--;
+  return bytes instanceof Buffer ? bytes.toString("utf8", start, end) : textDecoder.decode(bytes.subarray(start, end));
 }
 
 /** The value of `key` (exact, first occurrence) in a NATS header block, or "". */
 export function headerFromBlock(block: Uint8Array, key: string): string {
   const k = textEncoder.encode(`${key}:`);
-  let value = "";
-  forEachLine(block, (start, end) => {
-    if (!keyAt(block, start, k)) return false;
-    value = textOf(block, start + k.length, end);
-    return true;
-  });
-  return value;
+  for (let pos = lineAfter(block, 0, block.length); pos > 0; pos = lineAfter(block, pos, block.length)) {
+    if (keyAt(block, pos, block.length, k)) return textOf(block, pos + k.length, lineEnd(block, pos, block.length));
+  }
+  return "";
 }
 
 /** Reads request metadata; missing values get safe defaults so raw NATS clients can call too. */
 export function readRequestMeta(msg: Msg, now: number, defaultTimeoutMs: number): RequestMeta {
   const meta: RequestMeta = { caller: "", deadline: 0, requestId: "" };
   let deadlineText = "";
-  const block = rawHeaderBlock(msg);
-  if (block === null) {
+  const raw = rawHeaders(msg);
+  if (raw === null) {
     const h = msg.headers;
     if (h) {
       meta.caller = h.get(Header.caller);
       deadlineText = h.get(Header.deadline);
       meta.requestId = h.get(Header.requestId);
     }
-  } else if (block !== undefined) {
-    forEachLine(block, (start, end) => {
-      if (block[start] !== 77 /* M */) return;
-      if (keyAt(block, start, DEADLINE_KEY)) deadlineText ||= textOf(block, start + DEADLINE_KEY.length, end);
-      else if (keyAt(block, start, CALLER_KEY)) meta.caller ||= textOf(block, start + CALLER_KEY.length, end);
-      else if (keyAt(block, start, REQUEST_ID_KEY)) meta.requestId ||= textOf(block, start + REQUEST_ID_KEY.length, end);
-    });
+  } else if (raw !== undefined) {
+    const { bytes, end } = raw;
+    for (let pos = lineAfter(bytes, 0, end); pos > 0; pos = lineAfter(bytes, pos, end)) {
+      if (bytes[pos] !== 77 /* M */) continue;
+      if (keyAt(bytes, pos, end, DEADLINE_KEY)) deadlineText ||= textOf(bytes, pos + DEADLINE_KEY.length, lineEnd(bytes, pos, end));
+      else if (keyAt(bytes, pos, end, CALLER_KEY)) meta.caller ||= textOf(bytes, pos + CALLER_KEY.length, lineEnd(bytes, pos, end));
+      else if (keyAt(bytes, pos, end, REQUEST_ID_KEY)) meta.requestId ||= textOf(bytes, pos + REQUEST_ID_KEY.length, lineEnd(bytes, pos, end));
+    }
   }
   const deadline = Number(deadlineText);
   meta.deadline = deadlineText !== "" && Number.isFinite(deadline) && deadline > 0 ? deadline : now + defaultTimeoutMs;
