@@ -3,3 +3,6 @@ export * from "./subjects.js";
 export * from "./wire.js";
 export { Registry, instanceFromInfo, MESH_METADATA_KEY } from "./registry.js";
 export { resolveRoute, type RunningInstance, type Route } from "./target.js";
+export * from "./pipeline.js";
+export * from "./settings.js";
+export { MeshError, isMeshError, toMeshError } from "./errors.js";

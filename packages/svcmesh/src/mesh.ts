@@ -93,7 +93,7 @@ export class Mesh implements MeshCalls {
   async serve<I extends Record<string, unknown>, O extends Record<string, unknown>>(spec: ServeOptions<I, O>): Promise<ServiceHandle> {
     if (this.closing) throw new MeshError("UNAVAILABLE", "serve(): the mesh connection is closing");
     const handle = await startService(
-      { nc: this.nc, logger: this.logger, calls: this, defaultTimeoutMs: this.defaultTimeoutMs, onStopped: (h) => this.services.delete(h) },
+      { nc: this.nc, registry: this.registry, logger: this.logger, calls: this, defaultTimeoutMs: this.defaultTimeoutMs, onStopped: (h) => this.services.delete(h) },
       spec as ServeOptions,
     );
     this.services.add(handle);

@@ -7,7 +7,7 @@ import semver from "semver";
 import type { Logger } from "pino";
 import type { MeshCalls } from "../calls.js";
 import { MeshError } from "../errors.js";
-import { INSTANCE_STARTED, INSTANCE_STOPPED, type InstanceAnnouncement, MESH_METADATA_KEY } from "../registry.js";
+import { INSTANCE_STARTED, INSTANCE_STOPPED, type InstanceAnnouncement, MESH_METADATA_KEY, type Registry } from "../registry.js";
 import { type Schema, isSchema, jsonSchemaText } from "../schema.js";
 import { EVENTS_ROOT, exactLane, majorLane, queueGroup, validEndpointName, validServiceName } from "../subjects.js";
 import { encodeBody } from "../wire.js";
@@ -51,6 +51,8 @@ export interface ServiceHandle {
 
 export interface ServiceDeps {
   nc: NatsConnection;
+  /** Discovery, e.g. to know how many instances of this service share a limit. */
+  registry: Registry;
   logger: Logger;
   calls: MeshCalls;
   defaultTimeoutMs: number;
