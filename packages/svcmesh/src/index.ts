@@ -2,7 +2,8 @@
 export { connect, Mesh, DEFAULT_SERVER, type ConnectOptions, type MeshDefaults } from "./mesh.js";
 export { MeshError, isMeshError, type MeshErrorOptions } from "./errors.js";
 export { ErrorCode, retryableCodes, isErrorCode } from "./codes.js";
-export type { CallOptions } from "./client/caller.js";
+export type { CallOptions, Fallback } from "./client/caller.js";
+export type { CallSettingsInput, RetrySettings, BreakerSettings, RateLimit } from "./settings.js";
 export type { MeshCalls, MeshClient } from "./calls.js";
 export type { ServeOptions, EndpointSpec, ServiceHandle } from "./server/service.js";
 export type { HandlerContext } from "./server/context.js";

@@ -6,3 +6,4 @@ export { resolveRoute, type RunningInstance, type Route } from "./target.js";
 export * from "./pipeline.js";
 export * from "./settings.js";
 export { MeshError, isMeshError, toMeshError } from "./errors.js";
+export { createRetryInterceptor, shouldRetry, neverSent, type RetryInterceptor, type RetryExhausted } from "./interceptors/retry.js";

@@ -2,6 +2,8 @@ import { type ConnectionOptions, connect as natsConnect, type NatsConnection } f
 import type { Logger } from "pino";
 import { bindClient, type MeshCalls, type MeshClient } from "./calls.js";
 import { Caller, type CallOptions } from "./client/caller.js";
+import { createRetryInterceptor } from "./interceptors/retry.js";
+import { type CallSettings, CallSettingsInput, DEFAULT_CALL_SETTINGS, mergeCallSettings } from "./settings.js";
 import { RequestTransport } from "./client/transport.js";
 import { MeshError } from "./errors.js";
 import { defaultLogger } from "./logger.js";
@@ -10,10 +12,8 @@ import { type ServeOptions, type ServiceHandle, startService } from "./server/se
 
 export const DEFAULT_SERVER = "nats://127.0.0.1:4222";
 
-export interface MeshDefaults {
-  /** Budget of a call that names none (ms). */
-  timeoutMs?: number;
-}
+/** Settings for every call (timeout, retry, breaker); see settings.ts for the defaults. */
+export type MeshDefaults = CallSettingsInput;
 
 export interface ConnectOptions {
   /** NATS server URL(s); default `NATS_URL`, else nats://127.0.0.1:4222. */
@@ -25,6 +25,8 @@ export interface ConnectOptions {
   /** Level of the default logger: default SVCMESH_LOG_LEVEL, else "info". */
   logLevel?: string;
   defaults?: MeshDefaults;
+  /** Per target service, over `defaults`. */
+  services?: Record<string, CallSettingsInput>;
   discovery?: Partial<RegistryOptions>;
   /** Passed through to nats.js `connect()`; overrides the mesh's choices. */
   nats?: Omit<ConnectionOptions, "servers" | "name">;
@@ -36,6 +38,9 @@ export async function connect(options: ConnectOptions): Promise<Mesh> {
   if (typeof options?.name !== "string" || options.name.length === 0) {
     throw new MeshError("BAD_REQUEST", "connect(): name is required (the caller's identity)");
   }
+  // Bad settings fail before anything connects.
+  checkSettings(options.defaults, "defaults");
+  for (const [name, layer] of Object.entries(options.services ?? {})) checkSettings(layer, `services.${name}`);
   const servers = options.servers ?? process.env.NATS_URL ?? DEFAULT_SERVER;
   let nc: NatsConnection;
   try {
@@ -64,21 +69,38 @@ export class Mesh implements MeshCalls {
   private readonly caller: Caller;
   private readonly defaultTimeoutMs: number;
   private readonly services = new Set<ServiceHandle>();
+  private readonly settingsByService = new Map<string, CallSettings>();
   private closing: Promise<void> | undefined;
 
   constructor(readonly nc: NatsConnection, options: ConnectOptions) {
     this.name = options.name;
     this.logger = options.logger ?? defaultLogger(options.name, options.logLevel);
-    this.defaultTimeoutMs = options.defaults?.timeoutMs ?? 2_000;
+    const defaults = mergeCallSettings(DEFAULT_CALL_SETTINGS, options.defaults);
+    this.defaultTimeoutMs = defaults.timeoutMs;
+    const settingsFor = (service: string): CallSettings => {
+      let s = this.settingsByService.get(service);
+      if (!s) {
+        s = mergeCallSettings(defaults, options.services?.[service]);
+        this.settingsByService.set(service, s);
+      }
+      return s;
+    };
     this.registry = new Registry(nc, { ...DISCOVERY_DEFAULTS, ...options.discovery }, this.logger);
     this.registry.start();
     this.transport = new RequestTransport(nc, {
       inboxPrefix: options.nats?.inboxPrefix ?? "_INBOX",
       callerName: this.name,
-      // svc.<name>.<lane>.<endpoint>: nobody listened, so ask discovery again next time.
-      onNoResponders: (subject) => this.registry.invalidate(subject.split(".")[1]!),
+      onFailure: (code, subject) => {
+        // svc.<name>.<lane>.<endpoint>: nobody listened, so ask discovery again next time.
+        if (code === "NO_RESPONDERS") this.registry.invalidate(subject.split(".")[1]!);
+      },
     });
-    this.caller = new Caller(this.registry, this.transport, this.defaultTimeoutMs);
+    const retry = createRetryInterceptor({ settingsFor: (ctx) => this.caller.settings(ctx).retry });
+    this.caller = new Caller(this.registry, this.transport, {
+      callerName: this.name,
+      settingsFor,
+      interceptors: [retry.interceptor],
+    });
   }
 
   call<T = unknown>(target: string, endpoint: string, payload?: unknown, opts?: CallOptions): Promise<T> {
@@ -110,4 +132,15 @@ export class Mesh implements MeshCalls {
     })();
     return this.closing;
   }
+}
+
+/** Settings from code are checked like the policy document will be: whole, with clear errors. */
+function checkSettings(layer: unknown, where: string): CallSettingsInput | undefined {
+  if (layer === undefined) return undefined;
+  const parsed = CallSettingsInput.strict().safeParse(layer);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${[where, ...i.path].join(".")}: ${i.message}`).join("; ");
+    throw new MeshError("BAD_REQUEST", `connect(): invalid settings: ${issues}`, { details: { issues: parsed.error.issues } });
+  }
+  return parsed.data;
 }

@@ -2,6 +2,8 @@
 // protocol ($SRV.INFO), kept fresh by the instances' own start/stop announcements.
 import { type NatsConnection, RequestStrategy, type ServiceInfo, type Subscription } from "nats";
 import type { Logger } from "pino";
+import { z } from "zod";
+import { RateLimit } from "./settings.js";
 import type { RunningInstance } from "./target.js";
 import { decodeBody } from "./wire.js";
 import { EVENTS_ROOT, SUBJECT_ROOT } from "./subjects.js";
@@ -32,13 +34,34 @@ export interface InstanceAnnouncement extends RunningInstance {
   service: string;
 }
 
+/** Metadata keys instances publish in $SRV.INFO. */
+export const Metadata = {
+  /** Endpoint: "true" when a retry after a timeout is safe. */
+  idempotent: "idempotent",
+  /** Service: JSON of the per-caller rate limits. */
+  rateLimits: "rate_limits",
+} as const;
+
 export function instanceFromInfo(info: ServiceInfo): RunningInstance | undefined {
   if (info.metadata?.[MESH_METADATA_KEY] === undefined) return undefined;
+  const endpoints = (info.endpoints ?? []).filter((e) => e.subject.startsWith(`${SUBJECT_ROOT}.`));
   return {
     id: info.id,
     version: info.version,
-    endpoints: (info.endpoints ?? []).filter((e) => e.subject.startsWith(`${SUBJECT_ROOT}.`)).map((e) => e.name),
+    endpoints: endpoints.map((e) => e.name),
+    idempotent: endpoints.filter((e) => e.metadata?.[Metadata.idempotent] === "true").map((e) => e.name),
+    rateLimits: parseRateLimits(info.metadata[Metadata.rateLimits]),
   };
+}
+
+function parseRateLimits(text: string | undefined): Record<string, RateLimit> | undefined {
+  if (!text) return undefined;
+  try {
+    const parsed = z.record(z.string(), RateLimit).safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export class Registry {
@@ -154,10 +177,14 @@ export class Registry {
     if (type === INSTANCE_STARTED) {
       if (typeof a.version !== "string" || !Array.isArray(a.endpoints)) return;
       view.instances.set(a.id, { id: a.id, version: a.version, endpoints: a.endpoints.filter((e) => typeof e === "string") });
+      // The announcement names the endpoints but not their metadata (idempotency, limits):
+      // route at once, and let the next lookup refresh from $SRV.INFO in the background.
+      view.fetchedAt = 0;
     } else if (!view.instances.delete(a.id)) {
       return;
+    } else {
+      view.fetchedAt = Date.now();
     }
-    view.fetchedAt = Date.now();
     view.generation = ++this.generationSeq;
   }
 }

@@ -2,6 +2,7 @@
 // how one is resolved against the versions actually running.
 import semver from "semver";
 import { MeshError } from "./errors.js";
+import type { RateLimit } from "./settings.js";
 import { exactLane, majorLane, validServiceName } from "./subjects.js";
 
 export interface Target {
@@ -16,12 +17,20 @@ export interface RunningInstance {
   id: string;
   version: string;
   endpoints: readonly string[];
+  /** Endpoints this instance declares idempotent (safe to retry after a timeout). */
+  idempotent?: readonly string[];
+  /** The service's per-caller rate limits as this instance publishes them. */
+  rateLimits?: Readonly<Record<string, RateLimit>>;
 }
 
 /** Where a call to a target goes: one lane (subject prefix) and the endpoints served there. */
 export interface Route {
   lane: string;
+  major: number;
   endpoints: ReadonlySet<string>;
+  /** Endpoints every instance on the lane declares idempotent. */
+  idempotent: ReadonlySet<string>;
+  rateLimits: Readonly<Record<string, RateLimit>> | undefined;
   versions: readonly string[];
 }
 
@@ -65,16 +74,16 @@ export function resolveRoute(target: Target, running: readonly RunningInstance[]
   const inMajor = matching.filter((i) => semver.major(i.version) === major);
   const wholeMajor = running.filter((i) => semver.major(i.version) === major);
   const versions = [...new Set(inMajor.map((i) => i.version))].sort(semver.rcompare);
-  if (inMajor.length === wholeMajor.length) {
-    return { lane: majorLane(target.service, major), endpoints: endpointsOf(inMajor), versions };
-  }
+  if (inMajor.length === wholeMajor.length) return routeOver(majorLane(target.service, major), major, inMajor, versions);
   const best = versions[0]!;
-  const pinned = inMajor.filter((i) => i.version === best);
-  return { lane: exactLane(target.service, best), endpoints: endpointsOf(pinned), versions: [best] };
+  return routeOver(exactLane(target.service, best), major, inMajor.filter((i) => i.version === best), [best]);
 }
 
-function endpointsOf(instances: readonly RunningInstance[]): ReadonlySet<string> {
-  const out = new Set<string>();
-  for (const i of instances) for (const e of i.endpoints) out.add(e);
-  return out;
+function routeOver(lane: string, major: number, instances: readonly RunningInstance[], versions: readonly string[]): Route {
+  const endpoints = new Set<string>();
+  for (const i of instances) for (const e of i.endpoints) endpoints.add(e);
+  // Idempotent only if every instance that may receive the call says so.
+  const idempotent = new Set([...endpoints].filter((e) => instances.every((i) => !i.endpoints.includes(e) || i.idempotent?.includes(e))));
+  const newest = [...instances].sort((a, b) => semver.rcompare(a.version, b.version))[0];
+  return { lane, major, endpoints, idempotent, rateLimits: newest?.rateLimits, versions };
 }

@@ -1,11 +1,24 @@
-// The caller side of a call: target → route → request → reply. Interceptors
-// (policy, rate limit, breaker, retry, trace) wrap `send` in pipeline order.
-import { MeshError } from "../errors.js";
+// The caller side of a call: target → context → pipeline (pipeline.ts) → transport.
+// The terminal step resolves the route per attempt (so a retry can find an instance
+// that appeared during backoff), encodes once, and sends.
+import type { ErrorCode } from "../codes.js";
+import { MeshError, isMeshError } from "../errors.js";
+import { type CallContext, type Interceptor, type Next, compose } from "../pipeline.js";
 import type { Registry } from "../registry.js";
+import { type CallSettings, type RetrySettings, mergeCallSettings } from "../settings.js";
 import { parseTarget, resolveRoute, type Route, type Target } from "../target.js";
 import { validEndpointName } from "../subjects.js";
 import { encodeBody } from "../wire.js";
 import type { RequestTransport } from "./transport.js";
+
+export interface Fallback {
+  /** The codes that trigger the fallback. */
+  codes: readonly ErrorCode[];
+  /** The value to return instead... */
+  value?: unknown;
+  /** ...or a function of the error that produces it (wins over `value`). */
+  compute?: (error: MeshError) => unknown;
+}
 
 export interface CallOptions {
   /** Budget for this call; ignored when `deadline` is given. */
@@ -14,13 +27,26 @@ export interface CallOptions {
   deadline?: number;
   /** Cancels the call; it then fails with TIMEOUT (not retryable). */
   signal?: AbortSignal;
+  /** Retry settings for this call only. */
+  retry?: Partial<RetrySettings>;
+  /** What to return instead of failing with one of the chosen codes. */
+  fallback?: Fallback;
 }
 
 interface CachedRoute {
   route: Route;
   generation: number;
+  key: string;
   /** Subjects per endpoint, so the hot path builds no strings. */
   subjects: Map<string, string>;
+}
+
+export interface CallerOptions {
+  callerName: string;
+  /** Settings for calls to `service`: defaults ← per-service settings (policy later). */
+  settingsFor(service: string): CallSettings;
+  /** Interceptors in pipeline order (see pipeline.ts). */
+  interceptors: readonly Interceptor[];
 }
 
 /** Bounds the caches keyed by user-supplied strings. */
@@ -29,12 +55,17 @@ const MAX_CACHED_TARGETS = 1024;
 export class Caller {
   private readonly targets = new Map<string, Target>();
   private readonly routes = new Map<string, CachedRoute>();
+  private readonly pipeline: Next;
+  /** Per-call settings reach interceptors through this map, never as fields on ctx. */
+  private readonly callOverrides = new WeakMap<CallContext, CallSettings>();
 
   constructor(
     private readonly registry: Registry,
     private readonly transport: RequestTransport,
-    private readonly defaultTimeoutMs: number,
-  ) {}
+    private readonly options: CallerOptions,
+  ) {
+    this.pipeline = compose(options.interceptors, (ctx) => this.send(ctx));
+  }
 
   parse(text: string): Target {
     let t = this.targets.get(text);
@@ -46,35 +77,73 @@ export class Caller {
     return t;
   }
 
-  /** Not async on purpose: a call with a cached route costs one promise, the transport's. */
+  /** Settings in force for one call (per-call overrides included). */
+  settings(ctx: CallContext): CallSettings {
+    return this.callOverrides.get(ctx) ?? this.options.settingsFor(ctx.target.service);
+  }
+
+  /** Not async on purpose: a call with a cached route and no failure costs few promises. */
   call(targetText: string, endpoint: string, payload: unknown, opts: CallOptions | undefined): Promise<unknown> {
+    let result: Promise<unknown>;
     try {
       const target = this.parse(targetText);
       const now = Date.now();
-      const deadline = deadlineOf(opts, now, this.defaultTimeoutMs);
+      const base = this.options.settingsFor(target.service);
+      const deadline = deadlineOf(opts, now, base.timeoutMs);
       if (deadline <= now) throw new MeshError("TIMEOUT", `deadline for ${target.text}.${endpoint} passed before the call was sent`);
       const cached = this.cachedRoute(target, now);
-      if (cached) return this.send(cached, target, endpoint, payload, deadline, opts?.signal);
-      return this.resolve(target).then((fresh) => this.send(fresh, target, endpoint, payload, deadline, opts?.signal));
+      result = cached
+        ? this.start(target, endpoint, payload, deadline, opts, cached, base)
+        : this.resolve(target).then(
+            (fresh) => this.start(target, endpoint, payload, deadline, opts, fresh, base),
+            // Nobody runs it yet: still go through the pipeline, so retries can wait for one.
+            (e: unknown) => (isMeshError(e) && e.code === "NO_RESPONDERS" ? this.start(target, endpoint, payload, deadline, opts, undefined, base) : Promise.reject(e)),
+          );
     } catch (e) {
-      return Promise.reject(e);
+      result = Promise.reject(e);
     }
+    return opts?.fallback ? withFallback(result, opts.fallback) : result;
   }
 
-  private send(route: CachedRoute, target: Target, endpoint: string, payload: unknown, deadline: number, signal: AbortSignal | undefined): Promise<unknown> {
-    let subject = route.subjects.get(endpoint);
+  private start(target: Target, endpoint: string, payload: unknown, deadline: number, opts: CallOptions | undefined, cached: CachedRoute | undefined, base: CallSettings): Promise<unknown> {
+    if (cached && !cached.route.endpoints.has(endpoint)) throw unknownEndpoint(target, endpoint, cached.route);
+    const ctx: CallContext = {
+      caller: this.options.callerName,
+      target,
+      endpoint,
+      payload,
+      deadline,
+      signal: opts?.signal,
+      key: cached?.key ?? target.service,
+      idempotent: cached?.route.idempotent.has(endpoint) ?? false,
+      attempt: 0,
+      attemptDeadline: deadline,
+    };
+    if (opts?.retry) this.callOverrides.set(ctx, mergeCallSettings(base, { retry: opts.retry }));
+    return this.pipeline(ctx);
+  }
+
+  /** The terminal step, once per attempt. */
+  private send(ctx: CallContext): Promise<unknown> {
+    const cached = this.cachedRoute(ctx.target, Date.now());
+    if (cached) return this.sendOn(cached, ctx);
+    return this.resolve(ctx.target).then((fresh) => this.sendOn(fresh, ctx));
+  }
+
+  private sendOn(route: CachedRoute, ctx: CallContext): Promise<unknown> {
+    let subject = route.subjects.get(ctx.endpoint);
     if (subject === undefined) {
-      if (!route.route.endpoints.has(endpoint)) throw unknownEndpoint(target, endpoint, route.route);
-      subject = `${route.route.lane}.${endpoint}`;
-      route.subjects.set(endpoint, subject);
+      if (!route.route.endpoints.has(ctx.endpoint)) return Promise.reject(unknownEndpoint(ctx.target, ctx.endpoint, route.route));
+      subject = `${route.route.lane}.${ctx.endpoint}`;
+      route.subjects.set(ctx.endpoint, subject);
     }
     let body: Uint8Array;
     try {
-      body = encodeBody(payload);
+      body = encodeBody(ctx.payload);
     } catch (e) {
-      throw new MeshError("BAD_REQUEST", `payload for ${subject} cannot be encoded as msgpack: ${(e as Error).message}`, { cause: e });
+      return Promise.reject(new MeshError("BAD_REQUEST", `payload for ${subject} cannot be encoded as msgpack: ${(e as Error).message}`, { cause: e }));
     }
-    return this.transport.send(subject, body, deadline, signal);
+    return this.transport.send(subject, body, ctx.attemptDeadline, ctx.signal);
   }
 
   private cachedRoute(target: Target, now: number): CachedRoute | undefined {
@@ -86,11 +155,19 @@ export class Caller {
 
   private async resolve(target: Target): Promise<CachedRoute> {
     const { instances, generation } = await this.registry.running(target.service);
-    const cached: CachedRoute = { route: resolveRoute(target, instances), generation, subjects: new Map() };
+    const route = resolveRoute(target, instances);
+    const cached: CachedRoute = { route, generation, key: `${target.service}.v${route.major}`, subjects: new Map() };
     if (this.routes.size >= MAX_CACHED_TARGETS) this.routes.clear();
     this.routes.set(target.text, cached);
     return cached;
   }
+}
+
+function withFallback(result: Promise<unknown>, fallback: Fallback): Promise<unknown> {
+  return result.then(undefined, (e: unknown) => {
+    if (!isMeshError(e) || !fallback.codes.includes(e.code)) throw e;
+    return fallback.compute ? fallback.compute(e) : fallback.value;
+  });
 }
 
 function deadlineOf(opts: CallOptions | undefined, now: number, defaultTimeoutMs: number): number {

@@ -22,8 +22,8 @@ interface Pending {
 export interface TransportOptions {
   inboxPrefix: string;
   callerName: string;
-  /** Told when a subject had nobody listening, so discovery can look again. */
-  onNoResponders?: (subject: string) => void;
+  /** Told when a request found nobody listening or timed out (mesh events, discovery refresh). */
+  onFailure?: (code: "NO_RESPONDERS" | "TIMEOUT", subject: string) => void;
 }
 
 export class RequestTransport {
@@ -87,7 +87,7 @@ export class RequestTransport {
     try {
       value = decodeReply(msg, p.subject);
     } catch (e) {
-      if (isMeshError(e) && e.code === "NO_RESPONDERS") this.options.onNoResponders?.(p.subject);
+      if (isMeshError(e) && e.code === "NO_RESPONDERS") this.options.onFailure?.("NO_RESPONDERS", p.subject);
       p.reject(e as MeshError);
       return;
     }
@@ -106,7 +106,10 @@ export class RequestTransport {
     }
     const now = Date.now();
     for (const [token, p] of this.pending) {
-      if (p.deadline <= now) this.fail(token, new MeshError("TIMEOUT", `no reply from ${p.subject} before the deadline`));
+      if (p.deadline <= now) {
+        this.fail(token, new MeshError("TIMEOUT", `no reply from ${p.subject} before the deadline`));
+        this.options.onFailure?.("TIMEOUT", p.subject);
+      }
     }
   }
 }
@@ -120,5 +123,6 @@ function publishError(e: unknown, subject: string): MeshError {
   if (code === "MAX_PAYLOAD_EXCEEDED") {
     return new MeshError("BAD_REQUEST", `request to ${subject} exceeds the server's max_payload`, { cause: e });
   }
-  return new MeshError("UNAVAILABLE", `could not send to ${subject}: ${(e as Error).message}`, { cause: e });
+  // Nothing left this process, so a retry cannot run the handler twice (see retry.ts).
+  return new MeshError("UNAVAILABLE", `could not send to ${subject}: ${(e as Error).message}`, { cause: e, details: { subject, neverSent: true } });
 }
