@@ -2,6 +2,7 @@ import { type ConnectionOptions, connect as natsConnect, type NatsConnection } f
 import type { Logger } from "pino";
 import { bindClient, type MeshCalls, type MeshClient } from "./calls.js";
 import { Caller, type CallOptions } from "./client/caller.js";
+import { createRateLimitInterceptor } from "./interceptors/rate-limit.js";
 import { createRetryInterceptor } from "./interceptors/retry.js";
 import { type CallSettings, CallSettingsInput, DEFAULT_CALL_SETTINGS, mergeCallSettings } from "./settings.js";
 import { RequestTransport } from "./client/transport.js";
@@ -95,11 +96,13 @@ export class Mesh implements MeshCalls {
         if (code === "NO_RESPONDERS") this.registry.invalidate(subject.split(".")[1]!);
       },
     });
+    const rateLimit = createRateLimitInterceptor();
     const retry = createRetryInterceptor({ settingsFor: (ctx) => this.caller.settings(ctx).retry });
     this.caller = new Caller(this.registry, this.transport, {
       callerName: this.name,
       settingsFor,
-      interceptors: [retry.interceptor],
+      // The order is pipeline.ts's: rate limit → breaker → retry → transport.
+      interceptors: [rateLimit.interceptor, retry.interceptor],
     });
   }
 

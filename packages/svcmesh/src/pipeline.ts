@@ -7,6 +7,7 @@
 // Local throttling sits outside the breaker, so it never counts as a remote failure;
 // the breaker wraps retry, so one logical call is one breaker sample; every attempt
 // gets its own deadline inside retry; transport is the only code that touches NATS.
+import type { RateLimit } from "./settings.js";
 import type { Target } from "./target.js";
 
 /** One call as it travels through the interceptors. Interceptors never add fields. */
@@ -26,6 +27,8 @@ export interface CallContext {
   readonly key: string;
   /** Whether the callee declared the endpoint idempotent (from discovery), if known. */
   readonly idempotent: boolean;
+  /** The limit the callee publishes for this caller (its name, else "*"), if any. */
+  readonly rateLimit: RateLimit | undefined;
   /** 1-based; set by the retry interceptor before each attempt. */
   attempt: number;
   /** Deadline of the current attempt (≤ deadline); set by the retry interceptor. */

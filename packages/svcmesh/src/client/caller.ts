@@ -5,7 +5,7 @@ import type { ErrorCode } from "../codes.js";
 import { MeshError, isMeshError } from "../errors.js";
 import { type CallContext, type Interceptor, type Next, compose } from "../pipeline.js";
 import type { Registry } from "../registry.js";
-import { type CallSettings, type RetrySettings, mergeCallSettings } from "../settings.js";
+import { type CallSettings, type RateLimit, type RetrySettings, mergeCallSettings } from "../settings.js";
 import { parseTarget, resolveRoute, type Route, type Target } from "../target.js";
 import { validEndpointName } from "../subjects.js";
 import { encodeBody } from "../wire.js";
@@ -37,6 +37,8 @@ interface CachedRoute {
   route: Route;
   generation: number;
   key: string;
+  /** This caller's limit at the target, as the callee publishes it. */
+  rateLimit: RateLimit | undefined;
   /** Subjects per endpoint, so the hot path builds no strings. */
   subjects: Map<string, string>;
 }
@@ -116,6 +118,7 @@ export class Caller {
       signal: opts?.signal,
       key: cached?.key ?? target.service,
       idempotent: cached?.route.idempotent.has(endpoint) ?? false,
+      rateLimit: cached?.rateLimit,
       attempt: 0,
       attemptDeadline: deadline,
     };
@@ -156,7 +159,9 @@ export class Caller {
   private async resolve(target: Target): Promise<CachedRoute> {
     const { instances, generation } = await this.registry.running(target.service);
     const route = resolveRoute(target, instances);
-    const cached: CachedRoute = { route, generation, key: `${target.service}.v${route.major}`, subjects: new Map() };
+    const limits = route.rateLimits;
+    const rateLimit = limits ? (limits[this.options.callerName] ?? limits["*"]) : undefined;
+    const cached: CachedRoute = { route, generation, key: `${target.service}.v${route.major}`, rateLimit, subjects: new Map() };
     if (this.routes.size >= MAX_CACHED_TARGETS) this.routes.clear();
     this.routes.set(target.text, cached);
     return cached;
