@@ -4,6 +4,7 @@ export const ROWS = {
   bare: "bare nc.request",
   ceiling: "ceiling (hand-correlated)",
   svcmesh: "svcmesh",
+  resilience: "svcmesh, resilience on",
 };
 
 /** Loads a row's module (serve + caller); only known ids, so argv never names a file. */

@@ -1,5 +1,6 @@
-// Row "svcmesh": the library as users write it. mesh.serve with zod input and output
-// schemas, and a bound client whose calls go through the full call pipeline.
+// Row "svcmesh": the core, as users write it: mesh.serve with zod input and output
+// schemas, and a bound client. Retries and the breaker (on by default) are switched
+// off here; the "resilience" row measures them.
 import { connect } from "svcmesh";
 import { TIMEOUT_MS, claim, claimSchema, decide, decisionSchema } from "../contract.mjs";
 
@@ -16,7 +17,7 @@ export async function serve(url) {
 }
 
 export async function caller(url) {
-  const mesh = await connect({ servers: url, name: "claims" });
+  const mesh = await connect({ servers: url, name: "claims", defaults: { retry: { attempts: 1 }, breaker: { enabled: false } } });
   const payments = mesh.client("payments@^2");
   const opts = { timeoutMs: TIMEOUT_MS };
   return {

@@ -6,4 +6,6 @@ export { resolveRoute, type RunningInstance, type Route } from "./target.js";
 export * from "./pipeline.js";
 export * from "./settings.js";
 export { MeshError, isMeshError, toMeshError } from "./errors.js";
+export * from "./interceptors/breaker.js";
 export { createRetryInterceptor, shouldRetry, neverSent, type RetryInterceptor, type RetryExhausted } from "./interceptors/retry.js";
+export * from "./events/index.js";

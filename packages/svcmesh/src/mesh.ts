@@ -2,6 +2,7 @@ import { type ConnectionOptions, connect as natsConnect, type NatsConnection } f
 import type { Logger } from "pino";
 import { bindClient, type MeshCalls, type MeshClient } from "./calls.js";
 import { Caller, type CallOptions } from "./client/caller.js";
+import { type BreakerInterceptor, createBreakerInterceptor } from "./interceptors/breaker.js";
 import { createRateLimitInterceptor } from "./interceptors/rate-limit.js";
 import { createRetryInterceptor } from "./interceptors/retry.js";
 import { type CallSettings, CallSettingsInput, DEFAULT_CALL_SETTINGS, mergeCallSettings } from "./settings.js";
@@ -71,6 +72,7 @@ export class Mesh implements MeshCalls {
   private readonly defaultTimeoutMs: number;
   private readonly services = new Set<ServiceHandle>();
   private readonly settingsByService = new Map<string, CallSettings>();
+  private readonly breaker: BreakerInterceptor;
   private closing: Promise<void> | undefined;
 
   constructor(readonly nc: NatsConnection, options: ConnectOptions) {
@@ -97,12 +99,14 @@ export class Mesh implements MeshCalls {
       },
     });
     const rateLimit = createRateLimitInterceptor();
+    // Breaker keys are `<service>.v<major>` (or `<service>` before discovery knows the major).
+    this.breaker = createBreakerInterceptor({ settingsFor: (key) => settingsFor(key.split(".")[0]!).breaker, logger: this.logger });
     const retry = createRetryInterceptor({ settingsFor: (ctx) => this.caller.settings(ctx).retry });
     this.caller = new Caller(this.registry, this.transport, {
       callerName: this.name,
       settingsFor,
       // The order is pipeline.ts's: rate limit → breaker → retry → transport.
-      interceptors: [rateLimit.interceptor, retry.interceptor],
+      interceptors: [rateLimit.interceptor, this.breaker.interceptor, retry.interceptor],
     });
   }
 
@@ -130,6 +134,7 @@ export class Mesh implements MeshCalls {
     this.closing ??= (async () => {
       await Promise.allSettled([...this.services].map((s) => s.stop()));
       this.registry.close();
+      this.breaker.close();
       this.transport.close("mesh connection closed");
       if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
     })();
