@@ -8,3 +8,33 @@ export type { MeshCalls, MeshClient } from "./calls.js";
 export type { ServeOptions, EndpointSpec, ServiceHandle } from "./server/service.js";
 export type { HandlerContext } from "./server/context.js";
 export { parseTarget, type Target } from "./target.js";
+export {
+  MeshEvents,
+  type MeshEventsOptions,
+  MeshEventSchema,
+  eventSchemas,
+  EVENT_TYPES,
+  COALESCED_TYPES,
+  CircuitOpenEvent,
+  CircuitHalfOpenEvent,
+  CircuitCloseEvent,
+  TimeoutEvent,
+  RateLimitedEvent,
+  NoRespondersEvent,
+  BulkheadFullEvent,
+  RetryExhaustedEvent,
+  InstanceStartedEvent,
+  InstanceStoppedEvent,
+  type MeshEvent,
+  type MeshEventType,
+  type MeshEventOf,
+  type CoalescedEventType,
+  type EmitInput,
+  ensureEventsStream,
+  EVENTS_STREAM,
+  type EventsStreamOptions,
+  type ConsumeOptions,
+  type EventConsumer,
+  type EventDelivery,
+  type EventHandler,
+} from "./events/index.js";
