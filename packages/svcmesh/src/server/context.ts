@@ -1,6 +1,18 @@
 import type { Logger } from "pino";
 import { type MeshCalls, withinDeadline } from "../calls.js";
 import type { RequestMeta } from "../wire.js";
+import type { CallerRateLimiter } from "./rate-limit.js";
+
+/** Why the callee turned a request away without running its handler. */
+export type RejectionType = "rate_limited" | "bulkhead_full";
+
+/** Passed to `ServiceDeps.onRejected` for each request turned away (the events module coalesces them). */
+export interface RejectionEvent {
+  type: RejectionType;
+  service: string;
+  endpoint: string;
+  caller: string;
+}
 
 /** What a serving instance shares with every request it handles. */
 export interface InstanceScope {
@@ -9,6 +21,9 @@ export interface InstanceScope {
   instance: string;
   logger: Logger;
   calls: MeshCalls;
+  /** Per-caller rate limits; undefined when the service configures none. */
+  limiter: CallerRateLimiter | undefined;
+  onRejected: ((event: RejectionEvent) => void) | undefined;
 }
 
 /** The second argument of every handler. Logger and nested-call surface are made on first use. */

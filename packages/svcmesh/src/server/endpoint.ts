@@ -1,12 +1,14 @@
-// One request through the callee's pipeline: decode → deadline → validate input →
-// handler → validate output → reply. Every failure becomes an error reply; nothing
-// a caller sends can take the instance down.
+// One request through the callee's pipeline: read headers → deadline → per-caller rate
+// limit → bulkhead → decode → validate input → handler → validate output → reply.
+// Every failure becomes an error reply; nothing a caller sends can take the instance
+// down. The cheap rejections (deadline, rate limit, bulkhead) come before the body is
+// decoded, and none of them runs the handler.
 import type { Msg } from "nats";
 import type { Logger } from "pino";
 import { MeshError, isMeshError } from "../errors.js";
 import { type Schema, describeIssues, schemaOrAny, summarizeIssues } from "../schema.js";
 import { ErrorReplyHeaders, asNatsHeaders, decodeBody, encodeBody, errorReplyBody, readRequestMeta } from "../wire.js";
-import { HandlerContext, type InstanceScope } from "./context.js";
+import { HandlerContext, type InstanceScope, type RejectionType } from "./context.js";
 
 export type Handler = (input: any, ctx: HandlerContext) => unknown;
 
@@ -16,10 +18,14 @@ export interface EndpointRuntime {
   output: Schema;
   checkOutput: boolean;
   handler: Handler;
+  /** Bulkhead: most requests in the handler at once on this instance; Infinity = no cap. */
+  maxConcurrent: number;
+  /** Requests of this endpoint admitted and not yet answered. */
+  inFlight: number;
 }
 
-export function endpointRuntime(name: string, input: Schema | undefined, output: Schema | undefined, handler: Handler): EndpointRuntime {
-  return { name, input: schemaOrAny(input), output: schemaOrAny(output), checkOutput: output !== undefined, handler };
+export function endpointRuntime(name: string, input: Schema | undefined, output: Schema | undefined, handler: Handler, maxConcurrent?: number): EndpointRuntime {
+  return { name, input: schemaOrAny(input), output: schemaOrAny(output), checkOutput: output !== undefined, handler, maxConcurrent: maxConcurrent ?? Infinity, inFlight: 0 };
 }
 
 /**
@@ -27,12 +33,30 @@ export function endpointRuntime(name: string, input: Schema | undefined, output:
  * `settled` runs once at the end (in-flight accounting for graceful stop).
  */
 export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, msg: Msg, defaultTimeoutMs: number, settled: () => void): Promise<void> {
+  let admitted = false;
   try {
     const now = Date.now();
     const meta = readRequestMeta(msg, now, defaultTimeoutMs);
     if (meta.deadline <= now) {
       return replyError(scope.logger, msg, new MeshError("TIMEOUT", `deadline passed before ${scope.service}.${ep.name} could start`));
     }
+    // Nothing configured costs one field check each: no lookups, no allocations.
+    if (scope.limiter !== undefined) {
+      const limited = scope.limiter.take(meta.caller, performance.now());
+      if (limited !== undefined) {
+        rejected(scope, "rate_limited", ep.name, meta.caller);
+        return replyError(scope.logger, msg, limited);
+      }
+    }
+    if (ep.inFlight >= ep.maxConcurrent) {
+      scope.limiter?.refund(meta.caller); // turned away, not served: the token goes back
+      rejected(scope, "bulkhead_full", ep.name, meta.caller);
+      return replyError(scope.logger, msg, new MeshError("UNAVAILABLE", `${scope.service}.${ep.name} is at capacity (${ep.maxConcurrent} requests in flight on instance ${scope.instance}); try again shortly`, {
+        details: { maxConcurrent: ep.maxConcurrent },
+      }));
+    }
+    ep.inFlight++;
+    admitted = true;
     let input: unknown;
     try {
       input = decodeBody(msg.data);
@@ -75,7 +99,18 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
     scope.logger.error({ err: e, endpoint: ep.name }, "request failed outside the handler");
     replyError(scope.logger, msg, new MeshError("HANDLER_ERROR", "internal error while handling the request"));
   } finally {
+    if (admitted) ep.inFlight--;
     settled();
+  }
+}
+
+/** Tells the instance's listener (mesh events) about a rejection; a throwing listener changes nothing. */
+function rejected(scope: InstanceScope, type: RejectionType, endpoint: string, caller: string): void {
+  if (scope.onRejected === undefined) return;
+  try {
+    scope.onRejected({ type, service: scope.service, endpoint, caller });
+  } catch (e) {
+    scope.logger.warn({ err: e, type }, "onRejected listener threw");
   }
 }
 

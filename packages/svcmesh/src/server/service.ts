@@ -10,9 +10,11 @@ import { MeshError } from "../errors.js";
 import { INSTANCE_STARTED, INSTANCE_STOPPED, type InstanceAnnouncement, MESH_METADATA_KEY, type Registry } from "../registry.js";
 import { type Schema, isSchema, jsonSchemaText } from "../schema.js";
 import { EVENTS_ROOT, exactLane, majorLane, queueGroup, validEndpointName, validServiceName } from "../subjects.js";
+import type { RateLimit } from "../settings.js";
 import { encodeBody } from "../wire.js";
-import type { HandlerContext, InstanceScope } from "./context.js";
+import type { HandlerContext, InstanceScope, RejectionEvent } from "./context.js";
 import { type EndpointRuntime, type Handler, endpointRuntime, handleRequest, replyError } from "./endpoint.js";
+import { ANY_CALLER, CallerRateLimiter, resolvedLimits } from "./rate-limit.js";
 
 type InputOf<I> = I extends Schema ? z.output<I> : unknown;
 type OutputOf<O> = O extends Schema ? z.input<O> : unknown;
@@ -22,6 +24,16 @@ export interface EndpointSpec<I = Schema | undefined, O = Schema | undefined> {
   input?: I;
   output?: O;
   description?: string;
+  /**
+   * Safe to run twice: callers may then retry it after a TIMEOUT or UNAVAILABLE.
+   * Published in discovery. Default false.
+   */
+  idempotent?: boolean;
+  /**
+   * Bulkhead: at most this many requests of this endpoint in flight per instance; the
+   * next is answered UNAVAILABLE at once, without running the handler. Default: no cap.
+   */
+  maxConcurrent?: number;
   // Method syntax on purpose: endpoint objects declared apart from serve() with
   // annotated handlers must still be accepted.
   handler(input: InputOf<I>, ctx: HandlerContext): OutputOf<O> | Promise<OutputOf<O>>;
@@ -35,6 +47,13 @@ export interface ServeOptions<I = Record<string, unknown>, O = Record<string, un
   name: string;
   version: string;
   description?: string;
+  /**
+   * Per-caller limits on requests to this service, enforced here (the callee), keyed by
+   * caller name; "*" limits each caller not named (without it they are not limited).
+   * They hold for the service as a whole: each of N running instances enforces 1/N.
+   * Published in discovery (`rate_limits`) so callers can mirror them.
+   */
+  rateLimits?: Record<string, RateLimit>;
   endpoints: { [K in keyof I]: EndpointSpec<I[K], K extends keyof O ? O[K] : undefined> } & { [K in keyof O]: { output?: O[K]; [more: string]: unknown } };
 }
 
@@ -57,6 +76,8 @@ export interface ServiceDeps {
   calls: MeshCalls;
   defaultTimeoutMs: number;
   onStopped?: (handle: ServiceHandle) => void;
+  /** Called for each request turned away by a rate limit or a bulkhead (not awaited; keep it cheap). */
+  onRejected?: (event: RejectionEvent) => void;
 }
 
 export function validateServeOptions(spec: ServeOptions): void {
@@ -76,7 +97,36 @@ export function validateServeOptions(spec: ServeOptions): void {
     if (typeof ep?.handler !== "function") throw bad(`endpoint ${name} has no handler function`);
     if (ep.input !== undefined && !isSchema(ep.input)) throw bad(`endpoint ${name}: input must be a zod schema`);
     if (ep.output !== undefined && !isSchema(ep.output)) throw bad(`endpoint ${name}: output must be a zod schema`);
+    if (ep.idempotent !== undefined && typeof ep.idempotent !== "boolean") throw bad(`endpoint ${name}: idempotent must be true or false (got ${show(ep.idempotent)})`);
+    if (ep.maxConcurrent !== undefined && !(Number.isInteger(ep.maxConcurrent) && ep.maxConcurrent >= 1)) {
+      throw bad(`endpoint ${name}: maxConcurrent must be a whole number ≥ 1 (got ${show(ep.maxConcurrent)}); leave it out for no cap`);
+    }
   }
+  validateRateLimits(spec.name, spec.rateLimits, bad);
+}
+
+function validateRateLimits(service: string, limits: unknown, bad: (what: string) => MeshError): void {
+  if (limits === undefined) return;
+  if (typeof limits !== "object" || limits === null || Array.isArray(limits)) {
+    throw bad(`rateLimits of ${service} must be an object: caller name (or "*") → { rps, burst? }`);
+  }
+  for (const [caller, l] of Object.entries(limits)) {
+    const where = `rateLimits[${JSON.stringify(caller)}] of ${service}`;
+    if (caller === "") throw bad(`rateLimits of ${service}: a caller name cannot be empty (use "${ANY_CALLER}" for callers not named)`);
+    if (typeof l !== "object" || l === null || Array.isArray(l)) throw bad(`${where} must be { rps, burst? }`);
+    for (const key of Object.keys(l)) {
+      if (key !== "rps" && key !== "burst") throw bad(`${where}: unknown key ${JSON.stringify(key)} (only rps and burst)`);
+    }
+    const { rps, burst } = l as { rps?: unknown; burst?: unknown };
+    if (typeof rps !== "number" || !Number.isFinite(rps) || rps <= 0) throw bad(`${where}: rps must be a positive number of requests per second (got ${show(rps)})`);
+    if (burst !== undefined && (typeof burst !== "number" || !Number.isFinite(burst) || burst < 1)) {
+      throw bad(`${where}: burst must be a number ≥ 1 (got ${show(burst)})`);
+    }
+  }
+}
+
+function show(value: unknown): string {
+  return typeof value === "string" ? JSON.stringify(value) : String(value);
 }
 
 export async function startService(deps: ServiceDeps, spec: ServeOptions): Promise<ServiceHandle> {
@@ -93,6 +143,7 @@ class Instance implements ServiceHandle {
   private micro: Service | undefined;
   private exactSub: Subscription | undefined;
   private scope!: InstanceScope;
+  private limiter: CallerRateLimiter | undefined;
   private active = 0;
   private idle: (() => void) | undefined;
   private stopping: Promise<void> | undefined;
@@ -101,7 +152,7 @@ class Instance implements ServiceHandle {
     this.name = spec.name;
     this.version = spec.version;
     for (const [name, ep] of Object.entries(spec.endpoints as Record<string, EndpointSpec>)) {
-      this.endpoints.set(name, endpointRuntime(name, ep.input, ep.output, ep.handler as Handler));
+      this.endpoints.set(name, endpointRuntime(name, ep.input, ep.output, ep.handler as Handler, ep.maxConcurrent));
     }
   }
 
@@ -116,15 +167,19 @@ class Instance implements ServiceHandle {
   async start(): Promise<void> {
     const { nc } = this.deps;
     const lane = majorLane(this.name, semver.major(this.version));
+    const limits = this.spec.rateLimits !== undefined && Object.keys(this.spec.rateLimits).length > 0 ? this.spec.rateLimits : undefined;
     this.micro = await nc.services.add({
       name: this.name,
       version: this.version,
       description: this.spec.description ?? "",
-      metadata: { [MESH_METADATA_KEY]: "1" },
+      // rate_limits: service-wide, burst filled in, so callers can mirror them.
+      metadata: { [MESH_METADATA_KEY]: "1", ...(limits ? { rate_limits: JSON.stringify(resolvedLimits(limits)) } : {}) },
       queue: queueGroup(lane),
     });
     const id = this.micro.info().id;
-    this.scope = { service: this.name, version: this.version, instance: id, logger: this.deps.logger.child({ service: this.name, version: this.version, instance: id }), calls: this.deps.calls };
+    const logger = this.deps.logger.child({ service: this.name, version: this.version, instance: id });
+    if (limits) this.limiter = new CallerRateLimiter({ service: this.name, limits, registry: this.deps.registry, logger, self: () => this.id });
+    this.scope = { service: this.name, version: this.version, instance: id, logger, calls: this.deps.calls, limiter: this.limiter, onRejected: this.deps.onRejected };
     for (const [name, ep] of this.endpoints) {
       const spec = (this.spec.endpoints as Record<string, EndpointSpec>)[name]!;
       this.micro.addEndpoint(name, {
@@ -135,6 +190,8 @@ class Instance implements ServiceHandle {
         metadata: {
           input_schema: jsonSchemaText(spec.input, "input"),
           output_schema: jsonSchemaText(spec.output, "output"),
+          idempotent: spec.idempotent === true ? "true" : "false",
+          ...(spec.maxConcurrent !== undefined ? { max_concurrent: String(spec.maxConcurrent) } : {}),
           ...(spec.description ? { description: spec.description } : {}),
         },
       });
@@ -151,6 +208,9 @@ class Instance implements ServiceHandle {
     }).catch(() => undefined);
     await nc.flush(); // subscriptions are live at the server before anyone hears of us
     this.announce(INSTANCE_STARTED);
+    // Until the count is in, this instance enforces the whole limit: serve() waits for it
+    // (one discovery query, bounded by discovery's maxWaitMs) so shares hold from the start.
+    await this.limiter?.start();
   }
 
   stop(): Promise<void> {
@@ -160,6 +220,7 @@ class Instance implements ServiceHandle {
 
   private async drain(): Promise<void> {
     const { nc } = this.deps;
+    this.limiter?.stop();
     if (!nc.isClosed()) this.announce(INSTANCE_STOPPED);
     // Draining unsubscribes, then still hands over what already reached this client.
     await Promise.allSettled([this.micro?.stop(), nc.isClosed() ? undefined : this.exactSub?.drain()]);
