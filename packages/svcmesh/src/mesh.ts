@@ -2,7 +2,8 @@ import { type ConnectionOptions, connect as natsConnect, type NatsConnection } f
 import type { Logger } from "pino";
 import { bindClient, type MeshCalls, type MeshClient } from "./calls.js";
 import { Caller, type CallOptions } from "./client/caller.js";
-import { type BreakerInterceptor, createBreakerInterceptor } from "./interceptors/breaker.js";
+import { MeshEvents, type MeshEventsOptions } from "./events/index.js";
+import { type BreakerInterceptor, type BreakerState, createBreakerInterceptor } from "./interceptors/breaker.js";
 import { createRateLimitInterceptor } from "./interceptors/rate-limit.js";
 import { createRetryInterceptor } from "./interceptors/retry.js";
 import { type CallSettings, CallSettingsInput, DEFAULT_CALL_SETTINGS, mergeCallSettings } from "./settings.js";
@@ -30,6 +31,8 @@ export interface ConnectOptions {
   /** Per target service, over `defaults`. */
   services?: Record<string, CallSettingsInput>;
   discovery?: Partial<RegistryOptions>;
+  /** Mesh events (svc.events.*): coalescing window, stream creation. */
+  events?: MeshEventsOptions;
   /** Passed through to nats.js `connect()`; overrides the mesh's choices. */
   nats?: Omit<ConnectionOptions, "servers" | "name">;
 }
@@ -66,6 +69,8 @@ export async function connect(options: ConnectOptions): Promise<Mesh> {
 export class Mesh implements MeshCalls {
   readonly name: string;
   readonly logger: Logger;
+  /** Mesh events: what breakers, retries and limits did; `consume()` for workflows. */
+  readonly events: MeshEvents;
   private readonly registry: Registry;
   private readonly transport: RequestTransport;
   private readonly caller: Caller;
@@ -88,20 +93,26 @@ export class Mesh implements MeshCalls {
       }
       return s;
     };
+    this.events = new MeshEvents(nc, this.logger, options.name, options.events);
     this.registry = new Registry(nc, { ...DISCOVERY_DEFAULTS, ...options.discovery }, this.logger);
     this.registry.start();
     this.transport = new RequestTransport(nc, {
       inboxPrefix: options.nats?.inboxPrefix ?? "_INBOX",
       callerName: this.name,
       onFailure: (code, subject) => {
-        // svc.<name>.<lane>.<endpoint>: nobody listened, so ask discovery again next time.
-        if (code === "NO_RESPONDERS") this.registry.invalidate(subject.split(".")[1]!);
+        const [, service = "", , endpoint = ""] = subject.split("."); // svc.<name>.<lane>.<endpoint>
+        // Nobody listened: ask discovery again next time.
+        if (code === "NO_RESPONDERS") this.registry.invalidate(service);
+        this.events.count(code === "TIMEOUT" ? "timeout" : "no_responders", this.name, service, endpoint);
       },
     });
     const rateLimit = createRateLimitInterceptor();
     // Breaker keys are `<service>.v<major>` (or `<service>` before discovery knows the major).
     this.breaker = createBreakerInterceptor({ settingsFor: (key) => settingsFor(key.split(".")[0]!).breaker, logger: this.logger });
+    this.breaker.onStateChange((t) => this.events.emit({ type: CIRCUIT_EVENT[t.to], caller: this.name, target: t.key, stats: t.stats }));
+    rateLimit.onLimited((ctx) => this.events.count("rate_limited", this.name, ctx.target.service, ctx.endpoint));
     const retry = createRetryInterceptor({ settingsFor: (ctx) => this.caller.settings(ctx).retry });
+    retry.onExhausted((e) => this.events.retryExhausted(this.name, e.ctx.key, e.ctx.endpoint, e.attempts, e.code));
     this.caller = new Caller(this.registry, this.transport, {
       callerName: this.name,
       settingsFor,
@@ -122,7 +133,15 @@ export class Mesh implements MeshCalls {
   async serve<I extends Record<string, unknown>, O extends Record<string, unknown>>(spec: ServeOptions<I, O>): Promise<ServiceHandle> {
     if (this.closing) throw new MeshError("UNAVAILABLE", "serve(): the mesh connection is closing");
     const handle = await startService(
-      { nc: this.nc, registry: this.registry, logger: this.logger, calls: this, defaultTimeoutMs: this.defaultTimeoutMs, onStopped: (h) => this.services.delete(h) },
+      {
+        nc: this.nc,
+        registry: this.registry,
+        logger: this.logger,
+        calls: this,
+        defaultTimeoutMs: this.defaultTimeoutMs,
+        onStopped: (h) => this.services.delete(h),
+        onRejected: (e) => this.events.count(e.type, e.caller, e.service, e.endpoint),
+      },
       spec as ServeOptions,
     );
     this.services.add(handle);
@@ -135,12 +154,15 @@ export class Mesh implements MeshCalls {
       await Promise.allSettled([...this.services].map((s) => s.stop()));
       this.registry.close();
       this.breaker.close();
+      await this.events.close(); // publishes pending coalesced windows while the connection is up
       this.transport.close("mesh connection closed");
       if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
     })();
     return this.closing;
   }
 }
+
+const CIRCUIT_EVENT = { open: "circuit_open", half_open: "circuit_half_open", closed: "circuit_close" } as const satisfies Record<BreakerState, string>;
 
 /** Settings from code are checked like the policy document will be: whole, with clear errors. */
 function checkSettings(layer: unknown, where: string): CallSettingsInput | undefined {

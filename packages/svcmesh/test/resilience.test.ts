@@ -1,7 +1,10 @@
 // Retries, deadlines, fallbacks and settings, against a real nats-server.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { connect } from "svcmesh";
+import { connect as natsConnect } from "nats";
+import { connect, MeshError } from "svcmesh";
+import { decodeBody } from "svcmesh/internal";
+import { z } from "zod";
 import { meshFailure, meshPool } from "../../../test/helpers/mesh.ts";
 import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/nats-server.ts";
 
@@ -59,6 +62,67 @@ describe("retries", () => {
       assert.equal(runs.safe, 2, "retried once after the first attempt timed out");
       assert.equal((await meshFailure(caller.call("idem", "unsafe", undefined, { timeoutMs: 2000 }))).code, "TIMEOUT");
       assert.equal(runs.unsafe, 1, "a non-idempotent endpoint is never run twice by a retry");
+    } finally {
+      await caller.close();
+    }
+  });
+});
+
+describe("circuit breaker", () => {
+  test("opens after the threshold, fails fast while open, half-opens and closes after recovery, each transition an event", async () => {
+    const watcher = await natsConnect({ servers: server.url });
+    const events: { type: string; key?: string }[] = [];
+    const sub = watcher.subscribe("svc.events.*.flaky", {
+      callback: (_e, m) => {
+        const type = m.subject.split(".")[2]!;
+        if (type.startsWith("circuit_")) events.push({ type, key: (decodeBody(m.data) as { target?: string }).target });
+      },
+    });
+    await watcher.flush();
+    const host = await pool.open("flaky-host");
+    let broken = true;
+    let received = 0;
+    await host.serve({
+      name: "flaky",
+      version: "1.0.0",
+      endpoints: { work: { handler: () => { received++; if (broken) throw new MeshError("UNAVAILABLE", "database down"); return "ok"; } } },
+    });
+    const caller = await connect({
+      servers: server.url,
+      name: "breaker-caller",
+      defaults: { retry: { attempts: 1 }, breaker: { volumeThreshold: 5, errorThresholdPercentage: 50, resetTimeoutMs: 400 } },
+    });
+    try {
+      for (let i = 0; i < 5; i++) assert.equal((await meshFailure(caller.call("flaky", "work"))).code, "UNAVAILABLE");
+      const seenBefore = received;
+      for (let i = 0; i < 20; i++) {
+        const e = await meshFailure(caller.call("flaky", "work"));
+        assert.equal(e.code, "CIRCUIT_OPEN");
+        assert.equal((e.details as { key: string }).key, "flaky.v1");
+      }
+      assert.equal(received, seenBefore, "while open, the service sees no requests");
+      broken = false;
+      await sleep(450);
+      assert.equal(await caller.call("flaky", "work"), "ok", "the half-open probe goes through");
+      assert.equal(await caller.call("flaky", "work"), "ok", "closed again");
+      const until = Date.now() + 2000;
+      while (events.length < 3 && Date.now() < until) await sleep(20);
+      assert.deepEqual(events.map((e) => e.type), ["circuit_open", "circuit_half_open", "circuit_close"]);
+      assert.ok(events.every((e) => e.key === "flaky.v1"), JSON.stringify(events));
+    } finally {
+      sub.unsubscribe();
+      await watcher.close();
+      await caller.close();
+    }
+  });
+
+  test("the caller's own bad requests never open it", async () => {
+    const host = await pool.open("picky-host");
+    await host.serve({ name: "picky", version: "1.0.0", endpoints: { strict: { input: z.object({ n: z.number() }), handler: (r) => r.n } } });
+    const caller = await connect({ servers: server.url, name: "picky-caller", defaults: { breaker: { volumeThreshold: 3, errorThresholdPercentage: 10 } } });
+    try {
+      for (let i = 0; i < 10; i++) assert.equal((await meshFailure(caller.call("picky", "strict", { n: "x" }))).code, "BAD_REQUEST");
+      assert.equal(await caller.call("picky", "strict", { n: 7 }), 7);
     } finally {
       await caller.close();
     }
