@@ -12,7 +12,7 @@ let server: NatsServer;
 const pool = meshPool(() => server.url);
 
 before(async () => {
-  server = await startNatsServer();
+  server = await startNatsServer({ jetstream: true });
 });
 
 after(async () => {
@@ -126,6 +126,47 @@ describe("circuit breaker", () => {
     } finally {
       await caller.close();
     }
+  });
+});
+
+describe("workflows", () => {
+  test("a consumer started after a breaker opened still receives circuit_open, exactly once after acknowledging it", async () => {
+    const host = await pool.open("wf-host");
+    await host.serve({ name: "wf-broken", version: "2.0.0", endpoints: { run: { handler: () => { throw new Error("always"); } } } });
+    const caller = await connect({ servers: server.url, name: "wf-caller", defaults: { retry: { attempts: 1 }, breaker: { volumeThreshold: 3, errorThresholdPercentage: 50 } } });
+    for (let i = 0; i < 3; i++) await meshFailure(caller.call("wf-broken", "run"));
+    assert.equal((await meshFailure(caller.call("wf-broken", "run"))).code, "CIRCUIT_OPEN");
+    await caller.close(); // its events are stored before it goes
+
+    const workflow = await pool.open("wf-consumer");
+    const got: { type: string; target: string; deliveryCount: number }[] = [];
+    const opts = { durable: "ops-breakers", types: ["circuit_open" as const], services: ["wf-broken"] };
+    const first = await workflow.events.consume(opts, (event, d) => void got.push({ type: event.type, target: event.target, deliveryCount: d.deliveryCount }));
+    const until = Date.now() + 5000;
+    while (got.length === 0 && Date.now() < until) await sleep(20);
+    await sleep(300); // would a second copy arrive?
+    await first.stop();
+    assert.deepEqual(got, [{ type: "circuit_open", target: "wf-broken.v2", deliveryCount: 1 }]);
+
+    const again = await workflow.events.consume(opts, (event, d) => void got.push({ type: event.type, target: event.target, deliveryCount: d.deliveryCount }));
+    await sleep(500);
+    await again.stop();
+    assert.equal(got.length, 1, "acknowledged: not delivered again to the same durable");
+  });
+});
+
+describe("caller-side rate limit mirror", () => {
+  test("a caller over the limit the callee publishes for it fails fast locally", async () => {
+    const host = await pool.open("mirror-host");
+    let served = 0;
+    await host.serve({ name: "mirror", version: "1.0.0", rateLimits: { "mirror-caller": { rps: 1, burst: 3 } }, endpoints: { ping: { handler: () => ++served } } });
+    const caller = await pool.open("mirror-caller");
+    const results = [];
+    for (let i = 0; i < 10; i++) results.push(await caller.call("mirror", "ping").then(() => "ok", (e: MeshError) => e));
+    assert.equal(results.filter((r) => r === "ok").length, 3, "the burst");
+    const refused = results.filter((r): r is MeshError => r !== "ok");
+    assert.ok(refused.every((e) => e.code === "RATE_LIMITED" && (e.details as { local?: boolean }).local === true && (e.details as { retryAfterMs: number }).retryAfterMs > 0));
+    assert.equal(served, 3, "refused calls never reached the service");
   });
 });
 
