@@ -1,6 +1,7 @@
 // Every command, one file each. A new command: add its file and one line here.
 import type { Command } from "commander";
 import { registerCall } from "./call.js";
+import { registerEvents } from "./events.js";
 import { registerLs } from "./ls.js";
 
-export const commands: ReadonlyArray<(program: Command) => void> = [registerLs, registerCall];
+export const commands: ReadonlyArray<(program: Command) => void> = [registerLs, registerCall, registerEvents];
