@@ -401,6 +401,20 @@ describe("durable consumers", () => {
     assert.equal(again.length, 1);
   });
 
+  test("stop() right after consume() resolves returns promptly, and close() stops what is left", async () => {
+    const wf = events("workflow");
+    for (let i = 0; i < 5; i++) {
+      const c = await wf.consume({ durable: "wf-quick", services: ["quick"] }, () => undefined);
+      const started = Date.now();
+      await c.stop();
+      assert.ok(Date.now() - started < 1_000, `stop took ${Date.now() - started} ms`);
+    }
+    await wf.consume({ durable: "wf-quick", services: ["quick"] }, () => undefined);
+    assert.equal(wf.stats().consumers, 1);
+    await wf.close();
+    assert.equal(wf.stats().consumers, 0);
+  });
+
   test("bad consume options are BAD_REQUEST", async () => {
     const wf = events("workflow");
     for (const o of [{ durable: "has.dot" }, { durable: "ok", types: ["nope"] }, { durable: "ok", deliver: "later" }]) {

@@ -173,6 +173,7 @@ class DurableEventConsumer<T extends MeshEventType> implements EventConsumer {
         const consumer = await this.nc.jetstream().consumers.get(EVENTS_STREAM, this.info.name);
         if (this.stopping) break;
         this.messages = await consumer.consume({ max_messages: this.o.batch });
+        if (this.stopping) this.messages.stop(); // stop() came while the pull was being set up
         for await (const m of this.messages) {
           if (this.stopping) {
             m.nak(); // pulled but not handled: back to the server at once, for the next consumer
