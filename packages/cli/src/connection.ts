@@ -27,6 +27,7 @@ async function open(globals: GlobalOptions, name: string): Promise<Mesh> {
       servers: list,
       name,
       logLevel: "silent", // library logs would mix with command output
+      events: { createStream: false }, // a one-shot command must not create streams as a side effect
       nats: { maxReconnectAttempts: 0, reconnect: false, timeout: CONNECT_TIMEOUT_MS, waitOnFirstConnect: false },
     });
   } catch (e) {
