@@ -8,7 +8,7 @@ import type { Mesh } from "svcmesh";
 import { decodeReply, encodeBody } from "svcmesh/internal";
 import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/nats-server.ts";
 import { meshFailure, meshPool } from "../../../test/helpers/mesh.ts";
-// ServiceDeps.onRejected is not wired by mesh.ts yet: the hook is tested on startService itself.
+// The hook itself is tested on startService here; resilience.test.ts checks the events it becomes.
 import type { MeshCalls } from "../src/calls.ts";
 import { defaultLogger } from "../src/logger.ts";
 import { Registry } from "../src/registry.ts";

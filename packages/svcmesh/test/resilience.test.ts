@@ -155,6 +155,39 @@ describe("workflows", () => {
   });
 });
 
+describe("rejections become coalesced events", () => {
+  test("a full bulkhead (at the callee) and a rate limit (at the caller's mirror) publish events with counts", async () => {
+    const watcher = await natsConnect({ servers: server.url });
+    const events: { type: string; count: number; caller: string; endpoint: string }[] = [];
+    const sub = watcher.subscribe("svc.events.*.guarded", { callback: (_e, m) => events.push(decodeBody(m.data) as never) });
+    await watcher.flush();
+    const host = await pool.open("guarded-host");
+    await host.serve({
+      name: "guarded",
+      version: "1.0.0",
+      rateLimits: { "*": { rps: 1, burst: 2 } },
+      endpoints: { slow: { maxConcurrent: 1, handler: () => sleep(300).then(() => "done") } },
+    });
+    // Of four calls at once: two over the rate limit (refused by the caller's mirror of it),
+    // one over the bulkhead (refused by the callee), one served.
+    const caller = await pool.open("guarded-caller");
+    const results = await Promise.all(Array.from({ length: 4 }, () => caller.call("guarded", "slow", undefined, { retry: { attempts: 1 } }).then(() => "ok", (e: MeshError) => e.code)));
+    try {
+      assert.deepEqual([...results].sort(), ["RATE_LIMITED", "RATE_LIMITED", "UNAVAILABLE", "ok"].sort());
+      const until = Date.now() + 3000;
+      while (events.filter((e) => e.type === "bulkhead_full" || e.type === "rate_limited").length < 2 && Date.now() < until) await sleep(50);
+      const bulkhead = events.filter((e) => e.type === "bulkhead_full");
+      const limited = events.filter((e) => e.type === "rate_limited");
+      assert.equal(bulkhead.reduce((n, e) => n + e.count, 0), 1);
+      assert.ok(limited.reduce((n, e) => n + e.count, 0) >= 2, JSON.stringify(limited));
+      assert.ok([...bulkhead, ...limited].every((e) => e.caller === "guarded-caller" && e.endpoint === "slow"));
+    } finally {
+      sub.unsubscribe();
+      await watcher.close();
+    }
+  });
+});
+
 describe("caller-side rate limit mirror", () => {
   test("a caller over the limit the callee publishes for it fails fast locally", async () => {
     const host = await pool.open("mirror-host");
