@@ -19,6 +19,8 @@ export const BreakerSettings = z.object({
   errorThresholdPercentage: z.number().min(1).max(100),
   /** ...and the window saw at least this many calls. */
   volumeThreshold: z.number().int().min(1),
+  /** Also open once the window holds this many failures, whatever the ratio (off by default). */
+  failureThreshold: z.number().int().min(1).optional(),
   /** How long an open breaker waits before letting one probe through. */
   resetTimeoutMs: z.number().int().positive(),
   /** Length of the rolling window the percentages are taken over. */

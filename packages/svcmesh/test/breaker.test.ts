@@ -129,6 +129,24 @@ test("opens at (not only above) errorThresholdPercentage", async (t) => {
   b.close();
 });
 
+test("a failure count threshold opens it whatever the ratio, and only counted failures count", async (t) => {
+  fakeTime(t);
+  const { b } = make({ failureThreshold: 3, volumeThreshold: 1000 });
+  const s = stub();
+  for (let i = 0; i < 50; i++) await b.interceptor(ctx(), s.next); // a healthy history: the ratio stays low
+  s.fail = new MeshError("BAD_REQUEST", "caller's fault");
+  for (let i = 0; i < 5; i++) await settle(b.interceptor(ctx(), s.next));
+  assert.equal(b.state("svc.v1"), "closed", "ignored errors are not failures");
+  s.fail = unhealthy;
+  await settle(b.interceptor(ctx(), s.next));
+  await settle(b.interceptor(ctx(), s.next));
+  assert.equal(b.state("svc.v1"), "closed");
+  await settle(b.interceptor(ctx(), s.next)); // the third failure, at 3/58 ≈ 5%
+  assert.equal(b.state("svc.v1"), "open");
+  assertCircuitOpen(await settle(b.interceptor(ctx(), s.next)), "svc.v1");
+  b.close();
+});
+
 test("while open, calls fail at once with CIRCUIT_OPEN and never reach next", async (t) => {
   fakeTime(t);
   const { b } = make();

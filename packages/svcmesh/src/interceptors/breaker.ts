@@ -167,6 +167,14 @@ export function createBreakerInterceptor(options: BreakerInterceptorOptions): Br
       errorFilter: breakerIgnores,
     });
     const entry: Entry = { key, breaker, resetTimeoutMs: s.resetTimeoutMs, state: "closed", openedAt: 0, rejects: 0 };
+    const failureThreshold = s.failureThreshold;
+    if (failureThreshold !== undefined) {
+      // opossum knows only a ratio: open it ourselves once the window holds this many
+      // counted failures, whatever the ratio (errors the filter ignores never get here).
+      breaker.on("failure", () => {
+        if (breaker.closed && breaker.stats.failures >= failureThreshold) breaker.open();
+      });
+    }
     breaker.on("open", () => transition(entry, "open"));
     breaker.on("halfOpen", () => transition(entry, "half_open"));
     breaker.on("close", () => transition(entry, "closed"));
