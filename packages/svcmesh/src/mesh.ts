@@ -2,6 +2,7 @@ import { type ConnectionOptions, connect as natsConnect, type NatsConnection } f
 import type { Logger } from "pino";
 import { bindClient, type MeshCalls, type MeshClient } from "./calls.js";
 import { Caller, type CallOptions } from "./client/caller.js";
+import { connectFailure } from "./connect-errors.js";
 import { MeshEvents, type MeshEventsOptions } from "./events/index.js";
 import { type BreakerInterceptor, type BreakerState, createBreakerInterceptor } from "./interceptors/breaker.js";
 import { createRateLimitInterceptor } from "./interceptors/rate-limit.js";
@@ -33,6 +34,11 @@ export interface ConnectOptions {
   discovery?: Partial<RegistryOptions>;
   /** Mesh events (svc.events.*): coalescing window, stream creation. */
   events?: MeshEventsOptions;
+  /**
+   * TLS for the connection to NATS: the CA to trust, and this service's client
+   * certificate and key where the server verifies clients (mTLS). Files or PEM text.
+   */
+  tls?: { caFile?: string; certFile?: string; keyFile?: string; ca?: string; cert?: string; key?: string };
   /** Passed through to nats.js `connect()`; overrides the mesh's choices. */
   nats?: Omit<ConnectionOptions, "servers" | "name">;
 }
@@ -47,21 +53,23 @@ export async function connect(options: ConnectOptions): Promise<Mesh> {
   checkSettings(options.defaults, "defaults");
   for (const [name, layer] of Object.entries(options.services ?? {})) checkSettings(layer, `services.${name}`);
   const servers = options.servers ?? process.env.NATS_URL ?? DEFAULT_SERVER;
+  const natsOptions: ConnectionOptions = {
+    name: options.name,
+    servers,
+    // nc.request() is not used on the hot path; async stack traces would only cost CPU.
+    noAsyncTraces: true,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+    timeout: 2_000,
+    pingInterval: 5_000,
+    ...(options.tls ? { tls: options.tls } : {}),
+    ...options.nats,
+  };
   let nc: NatsConnection;
   try {
-    nc = await natsConnect({
-      name: options.name,
-      servers,
-      // nc.request() is not used on the hot path; async stack traces would only cost CPU.
-      noAsyncTraces: true,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 250,
-      timeout: 2_000,
-      pingInterval: 5_000,
-      ...options.nats,
-    });
+    nc = await natsConnect(natsOptions);
   } catch (e) {
-    throw new MeshError("UNAVAILABLE", `cannot connect to NATS at ${String(servers)}: ${(e as Error).message}`, { cause: e });
+    throw await connectFailure(e, servers, natsOptions);
   }
   return new Mesh(nc, options);
 }
