@@ -3,7 +3,14 @@
 // calls, and one coarse timer sweep instead of a timer per call (nc.request() spends
 // about half its CPU on per-call timers and async stack traces). Each call is one
 // promise, settled with the decoded reply or the MeshError it carries.
-import { type Msg, type NatsConnection, nuid, type Subscription } from "nats";
+//
+// Permission violations: a broker that enforces who may call what (broker/nats-config.ts)
+// refuses a forbidden request without a word to the publisher: nats.js reports it only
+// as a status event ({ type: "error", data: "PERMISSIONS_VIOLATION", permissionContext:
+// { operation: "publish", subject } }). One status watcher per transport turns that into
+// FORBIDDEN for the pending calls to that subject at once, instead of a TIMEOUT at the
+// deadline. The success path pays nothing for it.
+import { ErrorCode, Events, type Msg, type NatsConnection, type NatsError, nuid, type Subscription } from "nats";
 import { MeshError, isMeshError } from "../errors.js";
 import { RequestHeaderWriter, asNatsHeaders, decodeReply } from "../wire.js";
 
@@ -34,16 +41,27 @@ export class RequestTransport {
   private readonly headers: RequestHeaderWriter;
   private seq = 0;
   private sweeper: NodeJS.Timeout | undefined;
+  private readonly status: AsyncIterable<unknown> & { stop?(): void };
+  /** Set when the server refused the reply subscription: every call would only time out. */
+  private inboxRefused: MeshError | undefined;
 
   constructor(private readonly nc: NatsConnection, private readonly options: TransportOptions) {
     this.prefix = `${options.inboxPrefix}.${this.id}.`;
     this.headers = new RequestHeaderWriter(options.callerName);
-    this.sub = nc.subscribe(`${this.prefix}*`, { callback: (_err, msg) => this.onReply(msg) });
+    this.sub = nc.subscribe(`${this.prefix}*`, {
+      callback: (err, msg) => {
+        if (err) this.onInboxError(err);
+        else this.onReply(msg);
+      },
+    });
+    this.status = nc.status() as AsyncIterable<unknown> & { stop?(): void };
+    void this.watchStatus();
   }
 
   /** Sends one request; the reply token doubles as the request id (`<nuid>.<token>`), unique across the mesh. */
   send(subject: string, body: Uint8Array, deadline: number, signal: AbortSignal | undefined): Promise<unknown> {
     if (signal?.aborted) return Promise.reject(abortError(subject, signal));
+    if (this.inboxRefused) return Promise.reject(this.inboxRefused);
     const token = (this.seq++).toString(36);
     return new Promise<unknown>((resolve, reject) => {
       const p: Pending = { resolve, reject, deadline, subject, signal, onAbort: undefined };
@@ -66,6 +84,7 @@ export class RequestTransport {
   close(reason: string): void {
     for (const token of [...this.pending.keys()]) this.fail(token, new MeshError("UNAVAILABLE", reason));
     this.sub.unsubscribe();
+    this.status.stop?.();
   }
 
   get inFlight(): number {
@@ -94,6 +113,36 @@ export class RequestTransport {
     p.resolve(value);
   }
 
+  private async watchStatus(): Promise<void> {
+    try {
+      for await (const s of this.status) {
+        const ctx = permissionContext(s);
+        if (ctx?.operation === "publish") this.onPublishRefused(ctx.subject);
+      }
+    } catch {
+      // the connection closed
+    }
+  }
+
+  /** The server refused a publish: the pending calls to that subject will never be answered. */
+  private onPublishRefused(subject: string): void {
+    for (const [token, p] of this.pending) {
+      if (p.subject === subject) this.fail(token, forbidden(subject, `publish to ${subject}`));
+    }
+  }
+
+  /** The server refused the reply subscription (wrong inbox prefix for this user): fail fast from now on. */
+  private onInboxError(err: NatsError): void {
+    if (err.code !== ErrorCode.PermissionsViolation) return;
+    const inbox = `${this.prefix}*`;
+    this.inboxRefused = new MeshError(
+      "FORBIDDEN",
+      `the NATS server refused the reply inbox ${inbox}: connect with the inbox prefix this user may subscribe to (nats.inboxPrefix)`,
+      { cause: err, details: { subject: inbox }, retryable: false },
+    );
+    for (const token of [...this.pending.keys()]) this.fail(token, this.inboxRefused);
+  }
+
   private fail(token: string, error: MeshError): void {
     this.take(token)?.reject(error);
   }
@@ -116,6 +165,19 @@ export class RequestTransport {
 
 function abortError(subject: string, signal: AbortSignal): MeshError {
   return new MeshError("TIMEOUT", `call to ${subject} was cancelled`, { cause: signal.reason, retryable: false });
+}
+
+function forbidden(subject: string, what: string): MeshError {
+  return new MeshError("FORBIDDEN", `the NATS server refused the ${what} (permissions violation)`, { details: { subject }, retryable: false });
+}
+
+/** The permission context nats.js puts on a PERMISSIONS_VIOLATION status event, if any. */
+function permissionContext(s: unknown): { operation: string; subject: string } | undefined {
+  const st = s as { type?: unknown; data?: unknown; permissionContext?: { operation?: unknown; subject?: unknown } };
+  if (st?.type !== Events.Error || st.data !== ErrorCode.PermissionsViolation) return undefined;
+  const ctx = st.permissionContext;
+  if (typeof ctx?.operation !== "string" || typeof ctx.subject !== "string") return undefined;
+  return { operation: ctx.operation, subject: ctx.subject };
 }
 
 function publishError(e: unknown, subject: string): MeshError {
