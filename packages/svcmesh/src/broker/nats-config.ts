@@ -38,6 +38,13 @@ export interface BrokerPlan {
   operators?: Record<string, { key: string }>;
   /** The JetStream stream events are stored in (default SVC_EVENTS); null: grant no JetStream API. */
   eventsStream?: string | null;
+  /**
+   * Which services a service may discover ($SRV.INFO.<name>): only those it may call
+   * ("callees", the default), or all of them ("all": names, versions and endpoint
+   * schemas become visible mesh-wide, and a call to a service it may not call then
+   * fails FORBIDDEN at the endpoint instead of finding no instance).
+   */
+  discovery?: "callees" | "all";
   /** `allow_responses` of every service (default { max: 1, expires: "1m" }). */
   responses?: { max: number; expires: string };
 }
@@ -133,6 +140,7 @@ export function checkBrokerPlan(plan: BrokerPlan): void {
     if (!/^[A-Za-z0-9_-]{1,64}$/.test(name)) issues.push(`operators.${name}: invalid name`);
     checkKey(`operators.${name}`, op?.key);
   }
+  if (plan.discovery !== undefined && plan.discovery !== "callees" && plan.discovery !== "all") issues.push('discovery: "callees" or "all"');
   if (plan.eventsStream != null && !/^[A-Za-z0-9_-]{1,64}$/.test(plan.eventsStream)) issues.push("eventsStream: invalid stream name");
   if (plan.responses !== undefined) {
     if (!(Number.isInteger(plan.responses.max) && plan.responses.max >= 1)) issues.push("responses.max: a whole number ≥ 1");
@@ -181,6 +189,8 @@ export function brokerUsers(plan: BrokerPlan): BrokerUser[] {
         publish.add(`${AUDIT_ROOT}.${target}`);
       }
     }
+
+    if (plan.discovery === "all") publish.add("$SRV.INFO.*");
 
     // Storing events: the API calls the library makes before its first event.
     // (JetStream publish acks arrive on the inbox.)
