@@ -2,6 +2,7 @@
 import type { Command } from "commander";
 import { registerCall } from "./call.js";
 import { registerEvents } from "./events.js";
+import { registerIdentity } from "./identity.js";
 import { registerLs } from "./ls.js";
 
-export const commands: ReadonlyArray<(program: Command) => void> = [registerLs, registerCall, registerEvents];
+export const commands: ReadonlyArray<(program: Command) => void> = [registerLs, registerCall, registerEvents, registerIdentity];

@@ -16,4 +16,5 @@ export {
   createSigner,
   createVerifier,
   readTokenClaims,
+  validIdentityName,
 } from "./token.js";

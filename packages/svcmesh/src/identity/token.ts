@@ -42,9 +42,10 @@ export const DEFAULT_VERIFY_CACHE_ENTRIES = 10_000;
 const MAX_SIGNER_TARGETS = 1_024;
 
 /** Caller and target names follow service-name rules (they become subject tokens too). */
-function validName(name: string): boolean {
+export function validIdentityName(name: string): boolean {
   return typeof name === "string" && validServiceName(name);
 }
+const validName = validIdentityName;
 
 function unauthenticated(message: string): MeshError {
   return new MeshError("UNAUTHENTICATED", message);
