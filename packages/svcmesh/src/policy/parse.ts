@@ -176,12 +176,13 @@ function knownKeysAt(p: PropertyKey[]): string[] {
   return [];
 }
 
-/** The closest known key within edit distance 2 (or a case-insensitive match). */
+/** The closest known key: a case-insensitive match, a prefix, or within edit distance 2. */
 function suggest(key: string, known: readonly string[]): string | undefined {
   let best: string | undefined;
   let bestD = 3;
   for (const k of known) {
-    const d = k.toLowerCase() === key.toLowerCase() ? 0 : distance(key, k);
+    const prefix = key.length >= 3 && (k.startsWith(key) || key.startsWith(k));
+    const d = k.toLowerCase() === key.toLowerCase() ? 0 : prefix ? 1 : distance(key, k);
     if (d < bestD) {
       bestD = d;
       best = k;

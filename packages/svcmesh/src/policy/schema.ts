@@ -136,15 +136,13 @@ export const PolicyEndpoint = z.strictObject({
   maxConcurrent: z.number().int().min(1).optional(),
 });
 
-const Traffic = z.record(z.string(), z.number().min(0).finite()).superRefine((t, ctx) => {
-  let sum = 0;
-  for (const [version, weight] of Object.entries(t)) {
-    sum += weight;
-    if (semver.valid(version) !== version) {
-      ctx.addIssue({ code: "custom", path: [version], params: { at: "key" }, message: `"${version}" is not an exact version (semver such as 2.1.0, no "v", no ranges)` });
-    }
+const Version = z.string().refine((v) => semver.valid(v) === v, {
+  error: (iss) => `"${String(iss.input)}" is not an exact version (semver such as 2.1.0, no "v", no ranges)`,
+});
+const Traffic = z.record(Version, z.number().min(0).finite()).superRefine((t, ctx) => {
+  if (Object.values(t).reduce((a, b) => a + b, 0) <= 0) {
+    ctx.addIssue({ code: "custom", message: "traffic weights must add up to more than 0 (leave traffic out to spread calls over every version)" });
   }
-  if (sum <= 0) ctx.addIssue({ code: "custom", message: "traffic weights must add up to more than 0 (leave traffic out to spread calls over every version)" });
 });
 
 export const PolicyService = z.strictObject({
