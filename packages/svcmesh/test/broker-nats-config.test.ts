@@ -8,6 +8,7 @@ import { createUser, type KeyPair } from "nkeys.js";
 import { connect, type Mesh } from "svcmesh";
 import { z } from "zod";
 import { type BrokerPlan, brokerUsers, BrokerPlanError, natsAuthorizationConfig, serviceConnectSettings } from "../src/broker/nats-config.ts";
+import { RequestTransport } from "../src/client/transport.ts";
 import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/nats-server.ts";
 import { meshFailure } from "../../../test/helpers/mesh.ts";
 
@@ -180,6 +181,30 @@ describe("with the library", () => {
     assert.ok(Date.now() - t0 < 3000);
     const ok = await claims.call("payments@^2", "reimburse", { claimId: "C5", usd: 1 }, { timeoutMs: 3000 });
     assert.deepEqual(ok, { txn: "T-C5", by: "payments" });
+  });
+
+  test("a mesh connected without its private inbox prefix fails fast, not at the timeout", async () => {
+    const m = await connect({ servers: server.url, name: "claims", nats: { authenticator: nkeyAuthenticator(keys.claims.getSeed()) } });
+    meshes.push(m);
+    const t0 = Date.now();
+    const e = await meshFailure(m.call("payments@^2", "reimburse", { claimId: "W1", usd: 1 }, { timeoutMs: 5000 }));
+    assert.notEqual(e.code, "TIMEOUT", e.message);
+    assert.ok(Date.now() - t0 < 4000, `failed after ${Date.now() - t0} ms`);
+    // Discovery is refused first (its inbox is the shared one), so today this is NO_RESPONDERS.
+    console.log(`without the inbox prefix: ${e.code}: ${e.message}`);
+  });
+
+  test("the transport: a refused reply inbox makes every call FORBIDDEN at once; closing stops the status watcher", async () => {
+    const nc = await rawAs("claims"); // default _INBOX prefix: not this user's
+    const transport = new RequestTransport(nc, { inboxPrefix: "_INBOX", callerName: "claims" });
+    const first = transport.send("svc.payments.v2.reimburse", new Uint8Array(), Date.now() + 5000, undefined);
+    const e = await meshFailure(first);
+    assert.equal(e.code, "FORBIDDEN");
+    assert.match(String((e.details as { subject: string }).subject), /^_INBOX\./);
+    const later = await meshFailure(transport.send("svc.payments.v2.reimburse", new Uint8Array(), Date.now() + 5000, undefined));
+    assert.equal(later.code, "FORBIDDEN");
+    assert.equal(transport.inFlight, 0);
+    transport.close("test over");
   });
 
   test("a service with no grant on the target cannot even discover it, and its call fails fast", async () => {
