@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { mergeCallSettings, DEFAULT_CALL_SETTINGS } from "../src/settings.ts";
-import { compileAuthorizer, formatPolicyErrors, parsePolicy, rateLimitFor, settingsFor, type PolicyDocument } from "../src/policy/index.ts";
+import { callGrants, compileAuthorizer, formatPolicyErrors, parsePolicy, rateLimitFor, settingsFor, type PolicyDocument } from "../src/policy/index.ts";
 
 const K = {
   claims: "UB7P3EE5LR4P3MQPQRK7C3MR27EVUAYU65RKDAN54OHAMINCATBDUSD7",
@@ -162,6 +162,40 @@ services:
     const ms = performance.now() - t0;
     assert.equal(n, 1_000_000);
     console.log(`# 1e6 allowed checks in ${ms.toFixed(0)} ms`);
+  });
+});
+
+describe("callGrants (for broker permissions)", () => {
+  test("per target: every endpoint but the closed ones, or only the open ones", () => {
+    assert.deepEqual(callGrants(P, "claims"), {
+      auth: { all: true, except: [] },
+      claims: { all: true, except: [] },
+      grades: { all: true, except: ["publish", "transcript"] },
+      payments: { all: true, except: ["audit-log"] },
+      registrar: { all: true, except: [] },
+    });
+    assert.deepEqual(callGrants(P, "auth", ["inventory"]), {
+      auth: { all: true, except: [] },
+      claims: { all: true, except: [] },
+      grades: { all: true, except: ["publish", "transcript"] },
+      inventory: { all: true, except: [] },
+      payments: { all: false, only: ["health"] },
+      registrar: { all: true, except: [] },
+    });
+  });
+
+  test("grants agree with check", () => {
+    const a = compileAuthorizer(P);
+    for (const caller of ["claims", "auth", "payments", "registrar", "stranger"]) {
+      const g = callGrants(P, caller);
+      for (const [svc, spec] of Object.entries(P.services ?? {})) {
+        for (const ep of [...Object.keys(spec.endpoints ?? {}), "unnamed"]) {
+          const grant = g[svc];
+          const granted = grant === undefined ? false : grant.all ? !grant.except.includes(ep) : grant.only.includes(ep);
+          assert.equal(granted, a.check(caller, svc, ep).allowed, `${caller} → ${svc}.${ep}`);
+        }
+      }
+    }
   });
 });
 

@@ -60,7 +60,13 @@ function describeAllow(a: AllowSet): string {
   return a.names.size === 0 ? "no caller" : [...a.names].join(", ");
 }
 
-export function compileAuthorizer(policy: PolicyDocument): Authorizer {
+interface Compiled {
+  readonly grants: ReadonlyMap<string, Grants>;
+  readonly defaults: ServiceRules;
+  readonly services: ReadonlyMap<string, ServiceRules>;
+}
+
+function compile(policy: PolicyDocument): Compiled {
   const grants = new Map<string, Grants>();
   for (const [name, id] of Object.entries(policy.identities ?? {})) {
     grants.set(name, { roles: new Set(id.roles ?? []), clearances: new Set(id.clearances ?? []) });
@@ -82,32 +88,70 @@ export function compileAuthorizer(policy: PolicyDocument): Authorizer {
     }
     services.set(s, { base: { allow, roles: undefined, dataClass: undefined }, endpoints });
   }
+  return { grants, defaults, services };
+}
 
+export function compileAuthorizer(policy: PolicyDocument): Authorizer {
+  const { grants, defaults, services } = compile(policy);
   return {
     check(caller, service, endpoint) {
       const svc = services.get(service) ?? defaults;
-      const rule = svc.endpoints.get(endpoint) ?? svc.base;
-      if (!rule.allow.any && !rule.allow.names.has(caller)) {
-        return { allowed: false, reason: `caller "${caller}" may not call ${service}.${endpoint}: ${rule.allow.from} allows ${describeAllow(rule.allow)}` };
-      }
-      if (rule.roles === undefined && rule.dataClass === undefined) return ALLOWED;
-      const g = grants.get(caller) ?? NO_GRANTS;
-      if (rule.roles !== undefined) {
-        let ok = false;
-        for (const r of rule.roles) {
-          if (g.roles.has(r)) {
-            ok = true;
-            break;
-          }
-        }
-        if (!ok) return { allowed: false, reason: `caller "${caller}" may not call ${service}.${endpoint}: it requires one of the roles ${rule.roles.join(", ")}, which "${caller}" does not hold` };
-      }
-      if (rule.dataClass !== undefined && !g.clearances.has(rule.dataClass)) {
-        return { allowed: false, reason: `caller "${caller}" may not call ${service}.${endpoint}: it handles ${rule.dataClass} data, and "${caller}" is not cleared for ${rule.dataClass}` };
-      }
-      return ALLOWED;
+      return decide(grants, svc.endpoints.get(endpoint) ?? svc.base, caller, service, endpoint);
     },
   };
+}
+
+function decide(grants: ReadonlyMap<string, Grants>, rule: Rule, caller: string, service: string, endpoint: string): AuthDecision {
+  if (!rule.allow.any && !rule.allow.names.has(caller)) {
+    return { allowed: false, reason: `caller "${caller}" may not call ${service}.${endpoint}: ${rule.allow.from} allows ${describeAllow(rule.allow)}` };
+  }
+  if (rule.roles === undefined && rule.dataClass === undefined) return ALLOWED;
+  const g = grants.get(caller) ?? NO_GRANTS;
+  if (rule.roles !== undefined) {
+    let ok = false;
+    for (const r of rule.roles) {
+      if (g.roles.has(r)) {
+        ok = true;
+        break;
+      }
+    }
+    if (!ok) return { allowed: false, reason: `caller "${caller}" may not call ${service}.${endpoint}: it requires one of the roles ${rule.roles.join(", ")}, which "${caller}" does not hold` };
+  }
+  if (rule.dataClass !== undefined && !g.clearances.has(rule.dataClass)) {
+    return { allowed: false, reason: `caller "${caller}" may not call ${service}.${endpoint}: it handles ${rule.dataClass} data, and "${caller}" is not cleared for ${rule.dataClass}` };
+  }
+  return ALLOWED;
+}
+
+/** What `caller` may call on one target service, for broker permissions. */
+export type CallGrant =
+  /** Every endpoint except those listed (endpoints the policy names and closes to this caller). */
+  | { all: true; except: string[] }
+  /** Only these endpoints (the ones the policy names and opens to this caller). */
+  | { all: false; only: string[] };
+
+/**
+ * Per target service, what `caller` may call: the same decisions as `check`, taken
+ * ahead for every endpoint the policy names and for "any other endpoint". Targets are
+ * the services and identities of the document plus `targets` (services known from
+ * elsewhere, e.g. discovery; they get the defaults). Targets the caller may call
+ * nothing of are left out. This is what a broker configuration (publish permissions
+ * per endpoint subject) is generated from.
+ */
+export function callGrants(policy: PolicyDocument, caller: string, targets: Iterable<string> = []): Record<string, CallGrant> {
+  const { grants, defaults, services } = compile(policy);
+  const names = new Set([...Object.keys(policy.services ?? {}), ...Object.keys(policy.identities ?? {}), ...targets]);
+  const out: Record<string, CallGrant> = {};
+  for (const target of [...names].sort()) {
+    const svc = services.get(target) ?? defaults;
+    const base = decide(grants, svc.base, caller, target, "*").allowed;
+    const differ: string[] = [];
+    for (const [e, rule] of svc.endpoints) if (decide(grants, rule, caller, target, e).allowed !== base) differ.push(e);
+    differ.sort();
+    if (base) out[target] = { all: true, except: differ };
+    else if (differ.length > 0) out[target] = { all: false, only: differ };
+  }
+  return out;
 }
 
 // ---- settings -----------------------------------------------------------------

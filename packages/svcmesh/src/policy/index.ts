@@ -19,5 +19,5 @@ export { formatPath, formatPolicyErrors, parsePolicy } from "./parse.js";
 export type { PolicyError, PolicyParseResult } from "./parse.js";
 export { diffPolicies, formatDiff } from "./diff.js";
 export type { PolicyChange } from "./diff.js";
-export { compileAuthorizer, rateLimitFor, settingsFor } from "./authorize.js";
-export type { AuthDecision, Authorizer, PolicyEndpointSettings, PolicyServiceSettings } from "./authorize.js";
+export { callGrants, compileAuthorizer, rateLimitFor, settingsFor } from "./authorize.js";
+export type { AuthDecision, Authorizer, CallGrant, PolicyEndpointSettings, PolicyServiceSettings } from "./authorize.js";
