@@ -217,6 +217,20 @@ describe("caches", () => {
     assert.throws(() => v.verify(fresh, T0), unauthenticated(/not a registered identity/));
   });
 
+  test("many tokens from several callers: each verifies as its own caller, cached or not", () => {
+    const v = verifierFor("payments", { maxCacheEntries: 50 });
+    const tokens = Array.from({ length: 600 }, (_, i) =>
+      [i % 2 === 0 ? "claims" : "auth", createSigner(i % 2 === 0 ? "claims" : "auth", i % 2 === 0 ? claims.seed : auth.seed).tokenFor("payments", T0 + i)] as const);
+    for (let round = 0; round < 3; round++) {
+      for (const [caller, t] of tokens) assert.equal(v.verify(Buffer.from(t).toString("latin1"), T0 + 1_000).caller, caller);
+    }
+    v.updateKeys(new Map([["claims", claims.publicKey]]));
+    for (const [caller, t] of tokens) {
+      if (caller === "auth") assert.throws(() => v.verify(t, T0 + 1_000), unauthenticated(/"auth" is not a registered identity/));
+      else assert.equal(v.verify(t, T0 + 1_000).caller, "claims");
+    }
+  });
+
   test("bounded: expired entries are swept, then the oldest dropped", () => {
     const v = verifierFor("payments", { maxCacheEntries: 3 });
     const s = createSigner("claims", claims.seed, { lifetimeMs: 1_000, refreshMarginMs: 0 });
