@@ -204,6 +204,8 @@ describe("caches", () => {
     const v = verifierFor();
     const t = createSigner("claims", claims.seed).tokenFor("payments", T0);
     v.verify(t, T0);
+    v.updateKeys(new Map(keys)); // the same keys: the cache stays
+    assert.equal(v.cacheSize, 1);
     const rotated = newIdentity();
     v.updateKeys(new Map([["claims", rotated.publicKey]]));
     assert.equal(v.cacheSize, 0);

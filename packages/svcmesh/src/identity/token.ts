@@ -216,7 +216,11 @@ export interface TokenVerifier {
    * A token verified before is a Map lookup until it expires.
    */
   verify(token: string | undefined, now?: number): VerifiedCaller;
-  /** Replaces the registered keys; every cached verification is forgotten. */
+  /**
+   * Replaces the registered keys. If any key was added, changed or removed, every
+   * cached verification is forgotten; the same keys again keep the cache. An invalid
+   * key set throws BAD_REQUEST and the old keys stay.
+   */
   updateKeys(keys: ReadonlyMap<string, string>): void;
   /** How many verified tokens are remembered now. */
   readonly cacheSize: number;
@@ -235,6 +239,12 @@ function registeredKeys(keys: ReadonlyMap<string, string>): Map<string, Register
     out.set(name, { publicKey, hint: publicKey.slice(0, KEY_HINT_LENGTH), key: publicKeyObject(publicKey, `identity ${JSON.stringify(name)}`) });
   }
   return out;
+}
+
+function sameKeys(a: ReadonlyMap<string, RegisteredKey>, b: ReadonlyMap<string, RegisteredKey>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [name, k] of a) if (b.get(name)?.publicKey !== k.publicKey) return false;
+  return true;
 }
 
 function shortKey(key: string): string {
@@ -278,6 +288,7 @@ class Verifier implements TokenVerifier {
 
   updateKeys(keys: ReadonlyMap<string, string>): void {
     const next = registeredKeys(keys); // throws before anything changes
+    if (sameKeys(this.keys, next)) return; // e.g. a policy change that left identities alone
     this.keys = next;
     this.cache.clear();
     this.recent.fill(undefined);
