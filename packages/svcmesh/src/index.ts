@@ -38,3 +38,22 @@ export {
   type EventDelivery,
   type EventHandler,
 } from "./events/index.js";
+export {
+  parsePolicy,
+  formatPolicyErrors,
+  diffPolicies,
+  formatDiff,
+  compileAuthorizer,
+  settingsFor,
+  rateLimitFor,
+  policyJsonSchema,
+  PolicyDocumentSchema,
+  type PolicyDocument,
+  type PolicyError,
+  type PolicyParseResult,
+  type PolicyChange,
+  type AuthDecision,
+  type Authorizer,
+  type PolicyServiceSettings,
+  type PolicyEndpointSettings,
+} from "./policy/index.js";

@@ -9,3 +9,4 @@ export { MeshError, isMeshError, toMeshError } from "./errors.js";
 export * from "./interceptors/breaker.js";
 export { createRetryInterceptor, shouldRetry, neverSent, type RetryInterceptor, type RetryExhausted } from "./interceptors/retry.js";
 export * from "./events/index.js";
+export * from "./policy/index.js";
