@@ -258,7 +258,7 @@ interface RecentEntry {
 
 const RECENT_SLOTS = 256;
 
-/** A slot from two signature characters (base64url, 6 random bits each). */
+/** A slot from three signature characters (base64url, 6 random bits each). */
 function recentSlot(token: string): number {
   const n = token.length;
   return ((token.charCodeAt(n - 3) << 6) ^ token.charCodeAt(n - 4) ^ (token.charCodeAt(n - 5) << 3)) & (RECENT_SLOTS - 1);
@@ -298,7 +298,7 @@ class Verifier implements TokenVerifier {
     if (token !== undefined && token.length > 8) {
       // A token read from a message is a new string each time, and hashing ~150
       // characters for the Map costs more than the rest of the lookup: first try a
-      // small table indexed by two signature characters (random), compared whole.
+      // small table indexed by signature characters (random), compared whole.
       const slot = this.recent[recentSlot(token)];
       if (slot !== undefined && slot.token === token && now <= slot.verified.validUntil) return slot.verified;
       const hit = this.cache.get(token);
