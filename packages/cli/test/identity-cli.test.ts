@@ -5,7 +5,7 @@ import { spawnSync } from "node:child_process";
 import { sign, verify } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { describe, test } from "node:test";
-import { createSigner, createVerifier, identityFromSeed, publicKeyObject } from "svcmesh/identity";
+import { createSigner, createVerifier, identityFromSeed, publicKeyObject } from "svcmesh";
 
 const MAIN = fileURLToPath(new URL("../dist/main.js", import.meta.url));
 

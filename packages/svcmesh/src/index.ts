@@ -57,3 +57,4 @@ export {
   type PolicyServiceSettings,
   type PolicyEndpointSettings,
 } from "./policy/index.js";
+export * from "./identity/index.js";

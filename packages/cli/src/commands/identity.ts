@@ -2,7 +2,7 @@
 // NATS connection. (`identity add`, which registers a key in the live policy, comes
 // with the KV-backed policy store.)
 import type { Command } from "commander";
-import { newIdentity, validIdentityName } from "svcmesh/identity";
+import { newIdentity, validIdentityName } from "svcmesh";
 import { usageError } from "../errors.js";
 import { globalOptions } from "../options.js";
 import { printJson, printLine } from "../output.js";

@@ -1,4 +1,4 @@
-// Service identity: nkey key pairs and the signed Mesh-Token. Exported as "svcmesh/identity".
+// Service identity: nkey key pairs and the signed Mesh-Token (public API, from index.ts).
 export { type Identity, type SigningIdentity, identityFromSeed, isUserPublicKey, newIdentity, publicKeyObject } from "./keys.js";
 export {
   DEFAULT_CLOCK_SKEW_MS,
