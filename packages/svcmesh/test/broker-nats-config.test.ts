@@ -28,6 +28,7 @@ const plan: BrokerPlan = {
     mallory: { key: pub(keys.mallory), calls: { claims: ["*"] } },
   },
   operators: { ops: { key: pub(keys.ops) } },
+  policyBucket: "svcmesh_policies",
 };
 
 const Claim = z.object({ claimId: z.string(), usd: z.number().positive() });
@@ -313,6 +314,27 @@ describe("with raw nats.js, the server refuses", () => {
     const subjects = violations(nc).map((s) => (s as Status & { permissionContext?: { subject: string } }).permissionContext?.subject);
     assert.ok(subjects.includes("svc.payments.v2.reimburse"), JSON.stringify(subjects));
     assert.ok(subjects.includes("svc.events.instance_started.payments"), JSON.stringify(subjects));
+  });
+
+  test("the policy bucket: a service watches and reads it, but cannot write it", async () => {
+    const ops = await rawAs("ops", "_INBOX");
+    const admin = await ops.jetstream().views.kv("svcmesh_policies", { history: 5 });
+    await admin.put("policy", new TextEncoder().encode("v1"));
+    const nc = await rawAs("payments", "_INBOX_payments");
+    const kv = await nc.jetstream().views.kv("svcmesh_policies", { bindOnly: true });
+    const seen: string[] = [];
+    const watcher = await kv.watch({ key: "policy" });
+    void (async () => {
+      for await (const e of watcher) seen.push(new TextDecoder().decode(e.value));
+    })();
+    await admin.put("policy", new TextEncoder().encode("v2"));
+    assert.equal(new TextDecoder().decode((await kv.get("policy"))!.value), "v2");
+    const until = Date.now() + 3000;
+    while (seen.length < 2 && Date.now() < until) await sleep(20);
+    assert.deepEqual(seen, ["v1", "v2"]);
+    await assert.rejects(kv.put("policy", new TextEncoder().encode("allow everyone")), /Permissions Violation for Publish to "\$KV\.svcmesh_policies\.policy"/);
+    watcher.stop();
+    assert.deepEqual(violations(nc).map((s) => (s as Status & { permissionContext?: { subject: string } }).permissionContext?.subject), ["$KV.svcmesh_policies.policy"]);
   });
 
   test("an operator user is unrestricted", async () => {

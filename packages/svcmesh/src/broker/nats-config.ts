@@ -45,6 +45,11 @@ export interface BrokerPlan {
    * fails FORBIDDEN at the endpoint instead of finding no instance).
    */
   discovery?: "callees" | "all";
+  /**
+   * The NATS KV bucket the policy document lives in: every service may watch and read
+   * it (never write: only operators apply policies). Default: no grant.
+   */
+  policyBucket?: string;
   /** `allow_responses` of every service (default { max: 1, expires: "1m" }). */
   responses?: { max: number; expires: string };
 }
@@ -141,6 +146,7 @@ export function checkBrokerPlan(plan: BrokerPlan): void {
     checkKey(`operators.${name}`, op?.key);
   }
   if (plan.discovery !== undefined && plan.discovery !== "callees" && plan.discovery !== "all") issues.push('discovery: "callees" or "all"');
+  if (plan.policyBucket !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(plan.policyBucket)) issues.push("policyBucket: invalid bucket name");
   if (plan.eventsStream != null && !/^[A-Za-z0-9_-]{1,64}$/.test(plan.eventsStream)) issues.push("eventsStream: invalid stream name");
   if (plan.responses !== undefined) {
     if (!(Number.isInteger(plan.responses.max) && plan.responses.max >= 1)) issues.push("responses.max: a whole number ≥ 1");
@@ -198,6 +204,19 @@ export function brokerUsers(plan: BrokerPlan): BrokerUser[] {
       publish.add("$JS.API.INFO");
       publish.add(`$JS.API.STREAM.INFO.${stream}`);
       publish.add(`$JS.API.STREAM.CREATE.${stream}`);
+    }
+
+    // Watching the policy bucket, read-only: its stream info, ephemeral ordered
+    // consumers (delivered to the inbox; flow-control replies are responses), and
+    // single-key gets (direct get where the stream allows it, else STREAM.MSG.GET).
+    if (plan.policyBucket !== undefined) {
+      const kv = `KV_${plan.policyBucket}`;
+      publish.add("$JS.API.INFO");
+      publish.add(`$JS.API.STREAM.INFO.${kv}`);
+      publish.add(`$JS.API.CONSUMER.CREATE.${kv}`);
+      publish.add(`$JS.API.CONSUMER.CREATE.${kv}.>`);
+      publish.add(`$JS.API.STREAM.MSG.GET.${kv}`);
+      publish.add(`$JS.API.DIRECT.GET.${kv}.>`);
     }
 
     for (const s of svc.extra?.publish ?? []) publish.add(s);
