@@ -119,7 +119,7 @@ describe("the generated config", () => {
     for (const s of ["svc.payments.*.reimburse", "$SRV.INFO.payments", "svc.events.*.claims", "svc.events.timeout.payments", "$JS.API.STREAM.CREATE.SVC_EVENTS"]) {
       assert.ok(c.publish.includes(s), `claims publishes ${s}`);
     }
-    assert.ok(!c.publish.some((s) => s.includes("refund") || s === "svc.payments.>" || s === "svc.events.instance_started.payments"));
+    assert.ok(!c.publish.some((s) => s.includes("refund") || s === "svc.payments.>" || s === "svc.events.instance_started.payments" || s === "svc.events.bulkhead_full.payments"));
     assert.deepEqual(c.allowResponses, { max: 1, expires: "1m" });
     assert.ok(users.find((u) => u.name === "mallory")!.permissions!.publish.includes("svc.claims.*.*"));
     assert.equal(users.find((u) => u.name === "ops")!.permissions, undefined);

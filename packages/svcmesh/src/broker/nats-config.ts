@@ -100,8 +100,15 @@ export function inboxPrefixFor(service: string): string {
   return `_INBOX_${service}`;
 }
 
-/** Event types a caller publishes about the services it calls (everything but instance announcements). */
-const CALLER_EVENT_TYPES = EVENT_TYPES.filter((t) => t !== "instance_started" && t !== "instance_stopped");
+/**
+ * Event types a caller publishes about the services it calls (mesh.ts: breaker
+ * transitions, timeouts, no responders, its own rate limit, exhausted retries). Not
+ * instance announcements, nor callee-side events such as bulkhead_full: those only the
+ * service itself publishes. A new caller-side event type must be added here.
+ */
+const CALLER_EVENT_TYPES = ["circuit_open", "circuit_half_open", "circuit_close", "timeout", "no_responders", "rate_limited", "retry_exhausted"].filter((t) =>
+  (EVENT_TYPES as readonly string[]).includes(t),
+);
 const ANNOUNCEMENTS = ["instance_started", "instance_stopped"];
 const SRV_VERBS = ["PING", "INFO", "STATS"];
 
