@@ -58,3 +58,4 @@ export {
   type PolicyEndpointSettings,
 } from "./policy/index.js";
 export * from "./identity/index.js";
+export * from "./broker/nats-config.js";

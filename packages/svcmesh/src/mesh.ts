@@ -1,4 +1,6 @@
-import { type ConnectionOptions, connect as natsConnect, type NatsConnection } from "nats";
+import { type ConnectionOptions, connect as natsConnect, type NatsConnection, nkeyAuthenticator } from "nats";
+import { inboxPrefixFor } from "./broker/nats-config.js";
+import { identityFromSeed } from "./identity/index.js";
 import type { Logger } from "pino";
 import { bindClient, type MeshCalls, type MeshClient } from "./calls.js";
 import { Caller, type CallOptions } from "./client/caller.js";
@@ -35,6 +37,12 @@ export interface ConnectOptions {
   /** Mesh events (svc.events.*): coalescing window, stream creation. */
   events?: MeshEventsOptions;
   /**
+   * This service's nkey seed (from `svcmesh identity new`). With it the connection
+   * authenticates as that nkey user and uses the private inbox `_INBOX_<name>` that the
+   * generated broker config (broker/nats-config.ts) grants it. Default: SVCMESH_SEED.
+   */
+  seed?: string;
+  /**
    * TLS for the connection to NATS: the CA to trust, and this service's client
    * certificate and key where the server verifies clients (mTLS). Files or PEM text.
    */
@@ -53,6 +61,8 @@ export async function connect(options: ConnectOptions): Promise<Mesh> {
   checkSettings(options.defaults, "defaults");
   for (const [name, layer] of Object.entries(options.services ?? {})) checkSettings(layer, `services.${name}`);
   const servers = options.servers ?? process.env.NATS_URL ?? DEFAULT_SERVER;
+  const seed = seedOf(options);
+  if (seed) identityFromSeed(seed); // a bad seed is a clear BAD_REQUEST, before connecting
   const natsOptions: ConnectionOptions = {
     name: options.name,
     servers,
@@ -63,6 +73,8 @@ export async function connect(options: ConnectOptions): Promise<Mesh> {
     timeout: 2_000,
     pingInterval: 5_000,
     ...(options.tls ? { tls: options.tls } : {}),
+    inboxPrefix: inboxPrefixOf(options),
+    ...(seed ? { authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)) } : {}),
     ...options.nats,
   };
   let nc: NatsConnection;
@@ -105,7 +117,7 @@ export class Mesh implements MeshCalls {
     this.registry = new Registry(nc, { ...DISCOVERY_DEFAULTS, ...options.discovery }, this.logger);
     this.registry.start();
     this.transport = new RequestTransport(nc, {
-      inboxPrefix: options.nats?.inboxPrefix ?? "_INBOX",
+      inboxPrefix: inboxPrefixOf(options),
       callerName: this.name,
       onFailure: (code, subject) => {
         const [, service = "", , endpoint = ""] = subject.split("."); // svc.<name>.<lane>.<endpoint>
@@ -168,6 +180,15 @@ export class Mesh implements MeshCalls {
     })();
     return this.closing;
   }
+}
+
+function seedOf(options: ConnectOptions): string | undefined {
+  return options.seed ?? process.env.SVCMESH_SEED;
+}
+
+/** A service with an identity replies to its private inbox, the one its broker permissions allow. */
+function inboxPrefixOf(options: ConnectOptions): string {
+  return options.nats?.inboxPrefix ?? (seedOf(options) ? inboxPrefixFor(options.name) : "_INBOX");
 }
 
 const CIRCUIT_EVENT = { open: "circuit_open", half_open: "circuit_half_open", closed: "circuit_close" } as const satisfies Record<BreakerState, string>;

@@ -3,6 +3,7 @@
 import { type NatsConnection, RequestStrategy, type ServiceInfo, type Subscription } from "nats";
 import type { Logger } from "pino";
 import { z } from "zod";
+import { MeshError, isMeshError } from "./errors.js";
 import { RateLimit } from "./settings.js";
 import type { RunningInstance } from "./target.js";
 import { decodeBody } from "./wire.js";
@@ -27,6 +28,8 @@ interface ServiceView {
   /** Bumped on every change, so cached routes know when to resolve again. */
   generation: number;
   refreshing: Promise<void> | undefined;
+  /** Why the last query failed, when that says more than "nobody runs it" (FORBIDDEN). */
+  failure: MeshError | undefined;
 }
 
 /** The announcement every instance publishes on start and stop. */
@@ -113,6 +116,7 @@ export class Registry {
     if (!view || (view.instances.size === 0 && Date.now() - view.fetchedAt > this.ttlFor(view))) {
       view = view ?? this.emptyView(service);
       await this.refresh(service, view);
+      if (view.instances.size === 0 && view.failure) throw view.failure;
     }
     return { instances: [...view.instances.values()], generation: view.generation };
   }
@@ -129,7 +133,7 @@ export class Registry {
   }
 
   private emptyView(service: string): ServiceView {
-    const view: ServiceView = { instances: new Map(), fetchedAt: 0, generation: ++this.generationSeq, refreshing: undefined };
+    const view: ServiceView = { instances: new Map(), fetchedAt: 0, generation: ++this.generationSeq, refreshing: undefined, failure: undefined };
     this.views.set(service, view);
     return view;
   }
@@ -141,8 +145,10 @@ export class Registry {
         view.instances = found;
         view.fetchedAt = Date.now();
         view.generation = ++this.generationSeq;
+        view.failure = undefined;
       })
       .catch((e: unknown) => {
+        if (isMeshError(e) && e.code === "FORBIDDEN") view.failure = e;
         this.logger.warn({ err: e, service }, "discovery query failed; keeping the last view");
       })
       .finally(() => {
@@ -165,7 +171,15 @@ export class Registry {
       }
     } catch (e) {
       // No responders ends the query with an error: that simply means nobody runs it.
-      if (!isNoResponders(e)) throw e;
+      if (isNoResponders(e)) return found;
+      // The broker's permissions (broker/nats-config.ts) may not let us look it up at all.
+      if ((e as { code?: unknown }).code === "PERMISSIONS_VIOLATION") {
+        throw new MeshError("FORBIDDEN", `the NATS server refused discovery of ${service}: ${(e as Error).message}`, {
+          details: { subject: `$SRV.INFO.${service}` },
+          cause: e,
+        });
+      }
+      throw e;
     }
     return found;
   }

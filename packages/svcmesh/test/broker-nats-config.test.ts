@@ -53,12 +53,10 @@ function violations(nc: NatsConnection): Status[] {
 }
 
 async function meshAs(name: keyof typeof keys): Promise<Mesh> {
-  const settings = serviceConnectSettings(plan)[name]!;
-  const m = await connect({
-    servers: server.url,
-    name,
-    nats: { inboxPrefix: settings.inboxPrefix, authenticator: nkeyAuthenticator(keys[name].getSeed()) },
-  });
+  // connect({ seed }) authenticates as the nkey user and takes the private inbox prefix
+  // that serviceConnectSettings() names.
+  const m = await connect({ servers: server.url, name, seed: new TextDecoder().decode(keys[name].getSeed()) });
+  assert.equal(serviceConnectSettings(plan)[name]!.inboxPrefix, `_INBOX_${name}`);
   watch(m.nc);
   meshes.push(m);
   return m;
@@ -191,8 +189,8 @@ describe("with the library", () => {
     const e = await meshFailure(m.call("payments@^2", "reimburse", { claimId: "W1", usd: 1 }, { timeoutMs: 5000 }));
     assert.notEqual(e.code, "TIMEOUT", e.message);
     assert.ok(Date.now() - t0 < 4000, `failed after ${Date.now() - t0} ms`);
-    // Discovery is refused first (its inbox is the shared one), so today this is NO_RESPONDERS.
-    console.log(`without the inbox prefix: ${e.code}: ${e.message}`);
+    // Discovery is refused first: its replies would come to the shared _INBOX.
+    assert.equal(e.code, "FORBIDDEN", e.message);
   });
 
   test("the transport: a refused reply inbox makes every call FORBIDDEN at once; closing stops the status watcher", async () => {
@@ -212,9 +210,9 @@ describe("with the library", () => {
     const mallory = await meshAs("mallory");
     const t0 = Date.now();
     const e = await meshFailure(mallory.call("payments@^2", "reimburse", { claimId: "X1", usd: 1 }, { timeoutMs: 5000 }));
-    // Discovery ($SRV.INFO.payments) is refused, so the library finds no instance
-    // (registry.ts logs the refusal and keeps an empty view).
-    assert.ok(["FORBIDDEN", "NOT_FOUND", "NO_RESPONDERS"].includes(e.code), `${e.code}: ${e.message}`);
+    // Discovery ($SRV.INFO.payments) is refused by the server: FORBIDDEN, naming it.
+    assert.equal(e.code, "FORBIDDEN", e.message);
+    assert.equal((e.details as { subject: string }).subject, "$SRV.INFO.payments");
     assert.ok(Date.now() - t0 < 4000, `failed after ${Date.now() - t0} ms`);
     assert.deepEqual(handled.filter((id) => id === "X1"), []);
   });
