@@ -4,5 +4,6 @@ import { registerCall } from "./call.js";
 import { registerEvents } from "./events.js";
 import { registerIdentity } from "./identity.js";
 import { registerLs } from "./ls.js";
+import { registerNatsConfig } from "./nats-config.js";
 
-export const commands: ReadonlyArray<(program: Command) => void> = [registerLs, registerCall, registerEvents, registerIdentity];
+export const commands: ReadonlyArray<(program: Command) => void> = [registerLs, registerCall, registerEvents, registerIdentity, registerNatsConfig];
