@@ -59,3 +59,4 @@ export {
 } from "./policy/index.js";
 export * from "./identity/index.js";
 export * from "./broker/nats-config.js";
+export * from "./broker/from-policy.js";

@@ -1,6 +1,9 @@
 import { type ConnectionOptions, connect as natsConnect, type NatsConnection, nkeyAuthenticator } from "nats";
 import { inboxPrefixFor } from "./broker/nats-config.js";
-import { identityFromSeed } from "./identity/index.js";
+import { createSigner, identityFromSeed } from "./identity/index.js";
+import { createPolicyInterceptor } from "./interceptors/policy.js";
+import { PolicyState } from "./policy-state.js";
+import { Header } from "./subjects.js";
 import type { Logger } from "pino";
 import { bindClient, type MeshCalls, type MeshClient } from "./calls.js";
 import { Caller, type CallOptions } from "./client/caller.js";
@@ -91,6 +94,8 @@ export class Mesh implements MeshCalls {
   readonly logger: Logger;
   /** Mesh events: what breakers, retries and limits did; `consume()` for workflows. */
   readonly events: MeshEvents;
+  /** The policy in force here; none means an open mesh. */
+  readonly policy = new PolicyState();
   private readonly registry: Registry;
   private readonly transport: RequestTransport;
   private readonly caller: Caller;
@@ -126,6 +131,20 @@ export class Mesh implements MeshCalls {
         this.events.count(code === "TIMEOUT" ? "timeout" : "no_responders", this.name, service, endpoint);
       },
     });
+    const signer = seedOf(options) ? createSigner(options.name, seedOf(options)!) : undefined;
+    const tokenLines = new Map<string, { token: string; line: string }>();
+    const headerLines = (service: string): string => {
+      let line = "";
+      if (signer) {
+        const token = signer.tokenFor(service);
+        let cached = tokenLines.get(service);
+        if (cached?.token !== token) tokenLines.set(service, (cached = { token, line: `${Header.token}: ${token}\r\n` }));
+        line = cached.line;
+      }
+      const p = this.policy.inForce;
+      return p ? line + p.headerLine : line;
+    };
+    const policyCheck = createPolicyInterceptor(this.policy);
     const rateLimit = createRateLimitInterceptor();
     // Breaker keys are `<service>.v<major>` (or `<service>` before discovery knows the major).
     this.breaker = createBreakerInterceptor({ settingsFor: (key) => settingsFor(key.split(".")[0]!).breaker, logger: this.logger });
@@ -136,8 +155,9 @@ export class Mesh implements MeshCalls {
     this.caller = new Caller(this.registry, this.transport, {
       callerName: this.name,
       settingsFor,
-      // The order is pipeline.ts's: rate limit → breaker → retry → transport.
-      interceptors: [rateLimit.interceptor, this.breaker.interceptor, retry.interceptor],
+      // The order is pipeline.ts's: policy → rate limit → breaker → retry → transport.
+      interceptors: [policyCheck, rateLimit.interceptor, this.breaker.interceptor, retry.interceptor],
+      headerLines,
     });
   }
 
@@ -156,6 +176,7 @@ export class Mesh implements MeshCalls {
       {
         nc: this.nc,
         registry: this.registry,
+        policy: this.policy,
         logger: this.logger,
         calls: this,
         defaultTimeoutMs: this.defaultTimeoutMs,

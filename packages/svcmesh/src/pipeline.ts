@@ -2,11 +2,12 @@
 // order. The first entry is the outermost. This file is the only place the order is
 // written down:
 //
-//   fallback → rate limit → breaker → retry → transport (route, encode, send)
+//   fallback → policy → rate limit → breaker → retry → transport (route, encode, send)
 //
-// Local throttling sits outside the breaker, so it never counts as a remote failure;
-// the breaker wraps retry, so one logical call is one breaker sample; every attempt
-// gets its own deadline inside retry; transport is the only code that touches NATS.
+// Policy rejects a call before it uses up any rate-limit tokens; local throttling sits
+// outside the breaker, so it never counts as a remote failure; the breaker wraps retry,
+// so one logical call is one breaker sample; every attempt gets its own deadline
+// inside retry; transport is the only code that touches NATS.
 import type { RateLimit } from "./settings.js";
 import type { Target } from "./target.js";
 

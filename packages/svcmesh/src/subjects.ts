@@ -12,6 +12,10 @@ export const Header = {
   caller: "Mesh-Caller",
   deadline: "Mesh-Deadline",
   requestId: "Mesh-Request-Id",
+  /** The caller's signed, short-lived identity token (identity/token.ts). */
+  token: "Mesh-Token",
+  /** Revision of the policy the caller had in force. */
+  policy: "Mesh-Policy",
   errorCode: "Mesh-Error-Code",
   errorMessage: "Mesh-Error-Message",
   instance: "Mesh-Instance",

@@ -62,9 +62,13 @@ export class RequestHeaderWriter implements EncodedHeaders {
     this.head = textEncoder.encode(`NATS/1.0\r\n${Header.caller}: ${headerValue(caller)}\r\n${Header.deadline}: `);
   }
 
-  /** Sets the block for the next publish; `requestId` must be ASCII (ours are nuid.base36). */
-  next(deadline: number, requestId: string): EncodedHeaders {
-    const tail = `${deadline}\r\n${Header.requestId}: ${requestId}\r\n\r\n`;
+  /**
+   * Sets the block for the next publish. `requestId` must be ASCII (ours are
+   * nuid.base36); `lines` are extra ASCII header lines, each ending in CRLF (identity
+   * token, policy revision), pre-rendered by the caller and cached per target.
+   */
+  next(deadline: number, requestId: string, lines = ""): EncodedHeaders {
+    const tail = `${deadline}\r\n${Header.requestId}: ${requestId}\r\n${lines}\r\n`;
     // allocUnsafe slices Node's buffer pool (4× cheaper than new Uint8Array here); every
     // byte is written below, and a slice is never handed out twice.
     const out = Buffer.allocUnsafe(this.head.length + tail.length);
@@ -80,15 +84,22 @@ export class RequestHeaderWriter implements EncodedHeaders {
 }
 
 export interface RequestMeta {
+  /** As the caller wrote it; the verified identity replaces it where a policy requires tokens. */
   caller: string;
   deadline: number;
   requestId: string;
+  /** Mesh-Token, or "". */
+  token: string;
+  /** Mesh-Policy, or "". */
+  policy: string;
 }
 
 const textDecoder = new TextDecoder();
 const CALLER_KEY = textEncoder.encode(`${Header.caller}:`);
 const DEADLINE_KEY = textEncoder.encode(`${Header.deadline}:`);
 const REQUEST_ID_KEY = textEncoder.encode(`${Header.requestId}:`);
+const TOKEN_KEY = textEncoder.encode(`${Header.token}:`);
+const POLICY_KEY = textEncoder.encode(`${Header.policy}:`);
 const LF = 10;
 const CR = 13;
 
@@ -147,7 +158,7 @@ export function headerFromBlock(block: Uint8Array, key: string): string {
 
 /** Reads request metadata; missing values get safe defaults so raw NATS clients can call too. */
 export function readRequestMeta(msg: Msg, now: number, defaultTimeoutMs: number): RequestMeta {
-  const meta: RequestMeta = { caller: "", deadline: 0, requestId: "" };
+  const meta: RequestMeta = { caller: "", deadline: 0, requestId: "", token: "", policy: "" };
   let deadlineText = "";
   const raw = rawHeaders(msg);
   if (raw === null) {
@@ -156,6 +167,8 @@ export function readRequestMeta(msg: Msg, now: number, defaultTimeoutMs: number)
       meta.caller = h.get(Header.caller);
       deadlineText = h.get(Header.deadline);
       meta.requestId = h.get(Header.requestId);
+      meta.token = h.get(Header.token);
+      meta.policy = h.get(Header.policy);
     }
   } else if (raw !== undefined) {
     const { bytes, end } = raw;
@@ -164,6 +177,8 @@ export function readRequestMeta(msg: Msg, now: number, defaultTimeoutMs: number)
       if (keyAt(bytes, pos, end, DEADLINE_KEY)) deadlineText ||= textOf(bytes, pos + DEADLINE_KEY.length, lineEnd(bytes, pos, end));
       else if (keyAt(bytes, pos, end, CALLER_KEY)) meta.caller ||= textOf(bytes, pos + CALLER_KEY.length, lineEnd(bytes, pos, end));
       else if (keyAt(bytes, pos, end, REQUEST_ID_KEY)) meta.requestId ||= textOf(bytes, pos + REQUEST_ID_KEY.length, lineEnd(bytes, pos, end));
+      else if (keyAt(bytes, pos, end, TOKEN_KEY)) meta.token ||= textOf(bytes, pos + TOKEN_KEY.length, lineEnd(bytes, pos, end));
+      else if (keyAt(bytes, pos, end, POLICY_KEY)) meta.policy ||= textOf(bytes, pos + POLICY_KEY.length, lineEnd(bytes, pos, end));
     }
   }
   const deadline = Number(deadlineText);

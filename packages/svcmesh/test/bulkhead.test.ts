@@ -14,6 +14,7 @@ import { defaultLogger } from "../src/logger.ts";
 import { Registry } from "../src/registry.ts";
 import type { RejectionEvent } from "../src/server/context.ts";
 import { startService } from "../src/server/service.ts";
+import { PolicyState } from "../src/policy-state.ts";
 
 let server: NatsServer;
 let raw: NatsConnection;
@@ -178,7 +179,7 @@ describe("rejection hook", () => {
     const gate = gated();
     const svc = await startService(
       {
-        nc, registry, logger, calls, defaultTimeoutMs: 2_000,
+        nc, registry, logger, calls, defaultTimeoutMs: 2_000, policy: new PolicyState(),
         onRejected: (e) => {
           events.push(e);
           throw new Error("listener bug");

@@ -230,14 +230,16 @@ describe("failures carry their codes", () => {
     const h = natsHeaders();
     h.set("Mesh-Caller", "raw-client");
     h.set("Mesh-Deadline", "4102444800000");
+    h.set("Mesh-Token", "v1.raw-client.x.1.2.U.sig");
+    h.set("Mesh-Policy", "7");
     raw.publish("wire.fastpath", encodeBody(1), { headers: h });
     raw.publish("wire.fastpath", encodeBody(2));
     const got = [];
     for await (const m of sub) got.push(m);
     assert.ok(rawHeaderBlock(got[0]!) instanceof Uint8Array, "nats.js internals changed: update rawHeaderBlock");
-    assert.deepEqual(readRequestMeta(got[0]!, 0, 1000), { caller: "raw-client", deadline: 4102444800000, requestId: "" });
+    assert.deepEqual(readRequestMeta(got[0]!, 0, 1000), { caller: "raw-client", deadline: 4102444800000, requestId: "", token: "v1.raw-client.x.1.2.U.sig", policy: "7" });
     assert.equal(rawHeaderBlock(got[1]!), undefined);
-    assert.deepEqual(readRequestMeta(got[1]!, 5, 1000), { caller: "", deadline: 1005, requestId: "" });
+    assert.deepEqual(readRequestMeta(got[1]!, 5, 1000), { caller: "", deadline: 1005, requestId: "", token: "", policy: "" });
   });
 
   test("an unknown endpoint on the exact-version lane is NOT_FOUND", async () => {

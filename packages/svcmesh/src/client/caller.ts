@@ -49,6 +49,8 @@ export interface CallerOptions {
   settingsFor(service: string): CallSettings;
   /** Interceptors in pipeline order (see pipeline.ts). */
   interceptors: readonly Interceptor[];
+  /** Extra request header lines for calls to `service` (identity token, policy revision). */
+  headerLines?(service: string): string;
 }
 
 /** Bounds the caches keyed by user-supplied strings. */
@@ -146,7 +148,7 @@ export class Caller {
     } catch (e) {
       return Promise.reject(new MeshError("BAD_REQUEST", `payload for ${subject} cannot be encoded as msgpack: ${(e as Error).message}`, { cause: e }));
     }
-    return this.transport.send(subject, body, ctx.attemptDeadline, ctx.signal);
+    return this.transport.send(subject, body, ctx.attemptDeadline, ctx.signal, this.options.headerLines?.(ctx.target.service));
   }
 
   private cachedRoute(target: Target, now: number): CachedRoute | undefined {

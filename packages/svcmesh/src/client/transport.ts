@@ -59,14 +59,14 @@ export class RequestTransport {
   }
 
   /** Sends one request; the reply token doubles as the request id (`<nuid>.<token>`), unique across the mesh. */
-  send(subject: string, body: Uint8Array, deadline: number, signal: AbortSignal | undefined): Promise<unknown> {
+  send(subject: string, body: Uint8Array, deadline: number, signal: AbortSignal | undefined, headerLines = ""): Promise<unknown> {
     if (signal?.aborted) return Promise.reject(abortError(subject, signal));
     if (this.inboxRefused) return Promise.reject(this.inboxRefused);
     const token = (this.seq++).toString(36);
     return new Promise<unknown>((resolve, reject) => {
       const p: Pending = { resolve, reject, deadline, subject, signal, onAbort: undefined };
       try {
-        this.nc.publish(subject, body, { reply: this.prefix + token, headers: asNatsHeaders(this.headers.next(deadline, `${this.id}.${token}`)) });
+        this.nc.publish(subject, body, { reply: this.prefix + token, headers: asNatsHeaders(this.headers.next(deadline, `${this.id}.${token}`, headerLines)) });
       } catch (e) {
         reject(publishError(e, subject));
         return;

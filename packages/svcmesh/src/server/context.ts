@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import type { RequestGuard } from "../policy-state.js";
 import { type MeshCalls, withinDeadline } from "../calls.js";
 import type { RequestMeta } from "../wire.js";
 import type { CallerRateLimiter } from "./rate-limit.js";
@@ -23,6 +24,8 @@ export interface InstanceScope {
   calls: MeshCalls;
   /** Per-caller rate limits; undefined when the service configures none. */
   limiter: CallerRateLimiter | undefined;
+  /** Authentication and authorization under the policy in force (open when none is). */
+  guard: RequestGuard;
   onRejected: ((event: RejectionEvent) => void) | undefined;
 }
 

@@ -40,6 +40,12 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
     if (meta.deadline <= now) {
       return replyError(scope.logger, msg, new MeshError("TIMEOUT", `deadline passed before ${scope.service}.${ep.name} could start`));
     }
+    // Who is calling, and may they: verified against the policy in force (open without one).
+    try {
+      meta.caller = scope.guard.admit(meta, ep.name, now);
+    } catch (e) {
+      return replyError(scope.logger, msg, e as MeshError);
+    }
     // Nothing configured costs one field check each: no lookups, no allocations.
     if (scope.limiter !== undefined) {
       const limited = scope.limiter.take(meta.caller, performance.now());

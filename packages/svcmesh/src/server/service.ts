@@ -6,6 +6,7 @@ import type { z } from "zod";
 import semver from "semver";
 import type { Logger } from "pino";
 import type { MeshCalls } from "../calls.js";
+import { type PolicyState, RequestGuard } from "../policy-state.js";
 import { MeshError } from "../errors.js";
 import { INSTANCE_STARTED, INSTANCE_STOPPED, type InstanceAnnouncement, MESH_METADATA_KEY, type Registry } from "../registry.js";
 import { type Schema, isSchema, jsonSchemaText } from "../schema.js";
@@ -72,6 +73,8 @@ export interface ServiceDeps {
   nc: NatsConnection;
   /** Discovery, e.g. to know how many instances of this service share a limit. */
   registry: Registry;
+  /** The policy in force (shared with the caller side of the same mesh). */
+  policy: PolicyState;
   logger: Logger;
   calls: MeshCalls;
   defaultTimeoutMs: number;
@@ -179,7 +182,16 @@ class Instance implements ServiceHandle {
     const id = this.micro.info().id;
     const logger = this.deps.logger.child({ service: this.name, version: this.version, instance: id });
     if (limits) this.limiter = new CallerRateLimiter({ service: this.name, limits, registry: this.deps.registry, logger, self: () => this.id });
-    this.scope = { service: this.name, version: this.version, instance: id, logger, calls: this.deps.calls, limiter: this.limiter, onRejected: this.deps.onRejected };
+    this.scope = {
+      service: this.name,
+      version: this.version,
+      instance: id,
+      logger,
+      calls: this.deps.calls,
+      limiter: this.limiter,
+      guard: new RequestGuard(this.name, this.deps.policy),
+      onRejected: this.deps.onRejected,
+    };
     for (const [name, ep] of this.endpoints) {
       const spec = (this.spec.endpoints as Record<string, EndpointSpec>)[name]!;
       this.micro.addEndpoint(name, {
