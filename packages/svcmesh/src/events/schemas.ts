@@ -93,6 +93,19 @@ export const InstanceStartedEvent = z.object({ type: z.literal("instance_started
 export const InstanceStoppedEvent = z.object({ type: z.literal("instance_stopped"), ...envelope, ...instance })
   .describe("an instance stopped serving");
 
+/**
+ * A policy document was applied (stored in the policy KV bucket) and is now in force
+ * mesh-wide. Published by whoever applied it, on `svc.events.policy_applied._mesh`:
+ * `service` is `_mesh` (it is about the whole mesh; no service name starts with `_`).
+ */
+export const PolicyAppliedEvent = z.object({
+  type: z.literal("policy_applied"),
+  ...envelope,
+  revision: z.number().int().positive().describe("the policy's revision in the KV bucket"),
+  by: z.string().min(1).describe("who applied it (an operator or tool name)"),
+  sha: z.string().optional().describe("sha256 of the document's text, hex"),
+}).describe("a policy document was applied and is in force");
+
 /** Every mesh event, discriminated by `type`. */
 export const MeshEventSchema = z.discriminatedUnion("type", [
   CircuitOpenEvent,
@@ -105,6 +118,7 @@ export const MeshEventSchema = z.discriminatedUnion("type", [
   RetryExhaustedEvent,
   InstanceStartedEvent,
   InstanceStoppedEvent,
+  PolicyAppliedEvent,
 ]);
 
 export type MeshEvent = z.infer<typeof MeshEventSchema>;
@@ -123,6 +137,7 @@ export const eventSchemas = {
   retry_exhausted: RetryExhaustedEvent,
   instance_started: InstanceStartedEvent,
   instance_stopped: InstanceStoppedEvent,
+  policy_applied: PolicyAppliedEvent,
 } as const satisfies { [T in MeshEventType]: z.ZodType<MeshEventOf<T>> };
 
 export const EVENT_TYPES = Object.keys(eventSchemas) as MeshEventType[];

@@ -1,5 +1,5 @@
 // The policy document as library code: schema, parsing with positions, diffs,
-// authorization decisions and settings. Pure: storage and live reload live elsewhere.
+// authorization decisions and settings (pure), and the KV-backed store with live reload (store.ts).
 export {
   ANY,
   POLICY_VERSION,
@@ -21,3 +21,15 @@ export { diffPolicies, formatDiff } from "./diff.js";
 export type { PolicyChange } from "./diff.js";
 export { callGrants, compileAuthorizer, rateLimitFor, settingsFor } from "./authorize.js";
 export type { AuthDecision, Authorizer, CallGrant, PolicyEndpointSettings, PolicyServiceSettings } from "./authorize.js";
+export {
+  applyPolicy,
+  getPolicy,
+  watchPolicy,
+  policySha,
+  POLICY_BUCKET,
+  POLICY_KEY,
+  POLICY_HISTORY,
+  POLICY_EVENT_SERVICE,
+  POLICY_APPLIED_SUBJECT,
+} from "./store.js";
+export type { AppliedPolicy, ApplyPolicyOptions, PolicyChangeHandler, PolicyWatcher, StoredPolicy } from "./store.js";
