@@ -3,8 +3,10 @@
 // (delays printed, never asserted), garbage written around `apply` is ignored.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { connect as natsConnect, type NatsConnection } from "nats";
+import { connect as natsConnect, type NatsConnection, nkeyAuthenticator } from "nats";
+import { createUser } from "nkeys.js";
 import { pino } from "pino";
+import { natsAuthorizationConfig } from "../src/broker/nats-config.ts";
 import { isMeshError } from "../src/errors.ts";
 import { decodeBody } from "../src/wire.ts";
 import {
@@ -215,5 +217,55 @@ describe("policy store", () => {
     console.log(`# after a server restart: the watcher saw the next apply ${(performance.now() - t0).toFixed(1)} ms after it returned`);
     await watcher.stop();
     await wnc.close();
+  });
+});
+
+describe("policy store under the generated broker config (services read-only)", () => {
+  const payments = createUser();
+  const ops = createUser();
+  let locked: NatsServer;
+  const conns: NatsConnection[] = [];
+  const as = async (user: typeof ops, inboxPrefix: string) => {
+    const c = await natsConnect({ servers: locked.url, authenticator: nkeyAuthenticator(user.getSeed()), inboxPrefix });
+    conns.push(c);
+    return c;
+  };
+
+  before(async () => {
+    locked = await startNatsServer({
+      jetstream: true,
+      extraConfig: natsAuthorizationConfig({
+        services: { payments: { key: payments.getPublicKey() } },
+        operators: { ops: { key: ops.getPublicKey() } },
+        policyBucket: POLICY_BUCKET,
+      }),
+    });
+  });
+  after(async () => {
+    await Promise.allSettled(conns.map((c) => c.close()));
+    await locked?.stop();
+  });
+
+  test("a service watches and reads with its grants (bucket missing at first), and cannot apply", async () => {
+    const svc = await as(payments, "_INBOX_payments");
+    const admin = await as(ops, "_INBOX");
+    assert.equal(await getPolicy(svc), undefined, "no bucket: no policy");
+    const seen: (StoredPolicy | undefined)[] = [];
+    const watcher = watchPolicy(svc, (p) => seen.push(p), logger);
+    watchers.push(watcher);
+    await until(() => seen.length === 1);
+    assert.equal(seen[0], undefined);
+
+    const first = await applyPolicy(admin, doc(10), { by: "ops" });
+    await until(() => seen.length === 2);
+    assert.equal(seen[1]?.revision, first.revision);
+    const second = await applyPolicy(admin, doc(20), { by: "ops" });
+    await until(() => seen.length === 3);
+    assert.equal(seen[2]?.revision, second.revision);
+    assert.equal((await getPolicy(svc))?.revision, second.revision);
+
+    await assert.rejects(applyPolicy(svc, doc(99), { by: "payments" }), (e: unknown) => isMeshError(e) && e.code === "FORBIDDEN");
+    assert.equal((await getPolicy(admin))?.revision, second.revision);
+    await watcher.stop();
   });
 });
