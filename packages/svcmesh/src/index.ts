@@ -56,6 +56,10 @@ export {
   type Authorizer,
   type PolicyServiceSettings,
   type PolicyEndpointSettings,
+  applyPolicy,
+  getPolicy,
+  watchPolicy,
+  POLICY_BUCKET,
 } from "./policy/index.js";
 export * from "./identity/index.js";
 export * from "./broker/nats-config.js";

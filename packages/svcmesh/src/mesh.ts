@@ -3,6 +3,8 @@ import { inboxPrefixFor } from "./broker/nats-config.js";
 import { createSigner, identityFromSeed } from "./identity/index.js";
 import { createPolicyInterceptor } from "./interceptors/policy.js";
 import { PolicyState } from "./policy-state.js";
+import { type PolicyWatcher, watchPolicy } from "./policy/store.js";
+import { settingsFor as policySettingsFor } from "./policy/authorize.js";
 import { Header } from "./subjects.js";
 import type { Logger } from "pino";
 import { bindClient, type MeshCalls, type MeshClient } from "./calls.js";
@@ -37,6 +39,12 @@ export interface ConnectOptions {
   /** Per target service, over `defaults`. */
   services?: Record<string, CallSettingsInput>;
   discovery?: Partial<RegistryOptions>;
+  /**
+   * The live policy: by default the mesh follows the one applied with `svcmesh apply`
+   * (KV bucket svcmesh_policies), and connect() waits up to `waitMs` for it so that
+   * nothing runs as an open mesh while a policy exists.
+   */
+  policy?: { watch?: boolean; waitMs?: number };
   /** Mesh events (svc.events.*): coalescing window, stream creation. */
   events?: MeshEventsOptions;
   /**
@@ -86,7 +94,9 @@ export async function connect(options: ConnectOptions): Promise<Mesh> {
   } catch (e) {
     throw await connectFailure(e, servers, natsOptions);
   }
-  return new Mesh(nc, options);
+  const mesh = new Mesh(nc, options);
+  await mesh.policyFollowed(options.policy?.waitMs ?? 2_000);
+  return mesh;
 }
 
 export class Mesh implements MeshCalls {
@@ -103,6 +113,8 @@ export class Mesh implements MeshCalls {
   private readonly services = new Set<ServiceHandle>();
   private readonly settingsByService = new Map<string, CallSettings>();
   private readonly breaker: BreakerInterceptor;
+  private readonly policyWatcher: PolicyWatcher | undefined;
+  private readonly firstPolicy: Promise<void>;
   private closing: Promise<void> | undefined;
 
   constructor(readonly nc: NatsConnection, options: ConnectOptions) {
@@ -110,15 +122,27 @@ export class Mesh implements MeshCalls {
     this.logger = options.logger ?? defaultLogger(options.name, options.logLevel);
     const defaults = mergeCallSettings(DEFAULT_CALL_SETTINGS, options.defaults);
     this.defaultTimeoutMs = defaults.timeoutMs;
+    // Code defaults ← per-service code settings ← the policy in force (which wins).
     const settingsFor = (service: string): CallSettings => {
       let s = this.settingsByService.get(service);
       if (!s) {
-        s = mergeCallSettings(defaults, options.services?.[service]);
+        const p = this.policy.inForce;
+        s = mergeCallSettings(defaults, options.services?.[service], p ? policySettingsFor(p.document, service).call : undefined);
         this.settingsByService.set(service, s);
       }
       return s;
     };
+    this.policy.onChange(() => this.settingsByService.clear());
     this.events = new MeshEvents(nc, this.logger, options.name, options.events);
+    let heard!: () => void;
+    this.firstPolicy = new Promise<void>((resolve) => (heard = resolve));
+    if (options.policy?.watch === false) heard();
+    else {
+      this.policyWatcher = watchPolicy(nc, (p) => {
+        this.policy.set(p?.policy, p?.revision);
+        heard();
+      }, this.logger);
+    }
     this.registry = new Registry(nc, { ...DISCOVERY_DEFAULTS, ...options.discovery }, this.logger);
     this.registry.start();
     this.transport = new RequestTransport(nc, {
@@ -161,6 +185,14 @@ export class Mesh implements MeshCalls {
     });
   }
 
+  /** Resolves once the policy in force (or its absence) is known, or after `waitMs`. */
+  async policyFollowed(waitMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)));
+    await Promise.race([this.firstPolicy, late]);
+    clearTimeout(timer);
+  }
+
   call<T = unknown>(target: string, endpoint: string, payload?: unknown, opts?: CallOptions): Promise<T> {
     return this.caller.call(target, endpoint, payload, opts) as Promise<T>;
   }
@@ -195,6 +227,7 @@ export class Mesh implements MeshCalls {
       await Promise.allSettled([...this.services].map((s) => s.stop()));
       this.registry.close();
       this.breaker.close();
+      await this.policyWatcher?.stop();
       await this.events.close(); // publishes pending coalesced windows while the connection is up
       this.transport.close("mesh connection closed");
       if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());

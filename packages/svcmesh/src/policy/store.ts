@@ -188,6 +188,7 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
   const run = async (): Promise<void> => {
     let backoff = RETRY_MIN_MS;
     let loggedMissing = false;
+    let loggedNoJetStream = false;
     while (!stopped && !nc.isClosed()) {
       try {
         const kv = await openBucket(nc, false);
@@ -209,7 +210,12 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
         }
       } catch (e) {
         if (stopped) break;
-        logger.warn({ err: e, retryInMs: backoff }, "policy watcher: cannot watch the policy bucket; retrying");
+        // A server without JetStream can hold no policy: the mesh is open there, and
+        // connect() need not wait for one (we still look again, in case it is enabled).
+        const noJetStream = isMeshError(e) && /JetStream is not available/.test(e.message);
+        if (noJetStream && !delivered) deliver(undefined);
+        if (!noJetStream || !loggedNoJetStream) logger.warn({ err: e, retryInMs: backoff }, "policy watcher: cannot watch the policy bucket; retrying");
+        loggedNoJetStream ||= noJetStream;
       }
       await sleep(backoff);
       backoff = Math.min(backoff * 2, RETRY_MAX_MS);
