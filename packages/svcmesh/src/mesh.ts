@@ -182,7 +182,10 @@ export class Mesh implements MeshCalls {
       // The order is pipeline.ts's: policy → rate limit → breaker → retry → transport.
       interceptors: [policyCheck, rateLimit.interceptor, this.breaker.interceptor, retry.interceptor],
       headerLines,
+      trafficFor: (service) => this.policy.inForce?.document.services?.[service]?.traffic,
     });
+    // Weights and settings come from the policy: a new one re-resolves routes and settings.
+    this.policy.onChange(() => this.caller.forgetRoutes());
   }
 
   /** Resolves once the policy in force (or its absence) is known, or after `waitMs`. */

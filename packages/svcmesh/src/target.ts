@@ -87,3 +87,36 @@ function routeOver(lane: string, major: number, instances: readonly RunningInsta
   const newest = [...instances].sort((a, b) => semver.rcompare(a.version, b.version))[0];
   return { lane, major, endpoints, idempotent, rateLimits: newest?.rateLimits, versions };
 }
+
+/** Canary split: exact-version lanes with cumulative weights, picked per call. */
+export interface WeightedLanes {
+  lanes: readonly string[];
+  versions: readonly string[];
+  /** Cumulative weights, last = total. */
+  cumulative: readonly number[];
+}
+
+/**
+ * The weighted lanes for a route, from the policy's traffic weights (version → weight):
+ * only running versions of the route's major that satisfy the target's range and have a
+ * weight above 0 take part. Undefined when none does (the route's own lane then holds).
+ */
+export function weightedLanes(target: Target, route: Route, running: readonly RunningInstance[], traffic: Readonly<Record<string, number>> | undefined): WeightedLanes | undefined {
+  if (!traffic) return undefined;
+  const versions = [...new Set(running.map((i) => i.version))]
+    .filter((v) => semver.major(v) === route.major && (target.range === undefined || semver.satisfies(v, target.range, { includePrerelease: true })))
+    .filter((v) => (traffic[v] ?? 0) > 0)
+    .sort(semver.compare);
+  if (versions.length === 0) return undefined;
+  let total = 0;
+  const cumulative = versions.map((v) => (total += traffic[v]!));
+  return { lanes: versions.map((v) => exactLane(target.service, v)), versions, cumulative };
+}
+
+/** Picks a lane index for `r` in [0, 1). */
+export function pickLane(w: WeightedLanes, r: number): number {
+  const x = r * w.cumulative[w.cumulative.length - 1]!;
+  let i = 0;
+  while (i < w.cumulative.length - 1 && x >= w.cumulative[i]!) i++;
+  return i;
+}

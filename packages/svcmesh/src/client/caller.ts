@@ -6,7 +6,7 @@ import { MeshError, isMeshError } from "../errors.js";
 import { type CallContext, type Interceptor, type Next, compose } from "../pipeline.js";
 import type { Registry } from "../registry.js";
 import { type CallSettings, type RateLimit, type RetrySettings, mergeCallSettings } from "../settings.js";
-import { parseTarget, resolveRoute, type Route, type Target } from "../target.js";
+import { parseTarget, pickLane, resolveRoute, type Route, type Target, type WeightedLanes, weightedLanes } from "../target.js";
 import { validEndpointName } from "../subjects.js";
 import { encodeBody } from "../wire.js";
 import type { RequestTransport } from "./transport.js";
@@ -41,6 +41,10 @@ interface CachedRoute {
   rateLimit: RateLimit | undefined;
   /** Subjects per endpoint, so the hot path builds no strings. */
   subjects: Map<string, string>;
+  /** A canary split from the policy's traffic weights, if one applies. */
+  weighted: WeightedLanes | undefined;
+  /** Subjects per endpoint for each weighted lane. */
+  weightedSubjects: Map<string, string[]>;
 }
 
 export interface CallerOptions {
@@ -51,6 +55,10 @@ export interface CallerOptions {
   interceptors: readonly Interceptor[];
   /** Extra request header lines for calls to `service` (identity token, policy revision). */
   headerLines?(service: string): string;
+  /** Traffic weights by version for `service` (the policy's canary split), if any. */
+  trafficFor?(service: string): Readonly<Record<string, number>> | undefined;
+  /** Injectable for tests. */
+  random?: () => number;
 }
 
 /** Bounds the caches keyed by user-supplied strings. */
@@ -62,6 +70,7 @@ export class Caller {
   private readonly pipeline: Next;
   /** Per-call settings reach interceptors through this map, never as fields on ctx. */
   private readonly callOverrides = new WeakMap<CallContext, CallSettings>();
+  private readonly random: () => number;
 
   constructor(
     private readonly registry: Registry,
@@ -69,6 +78,7 @@ export class Caller {
     private readonly options: CallerOptions,
   ) {
     this.pipeline = compose(options.interceptors, (ctx) => this.send(ctx));
+    this.random = options.random ?? Math.random;
   }
 
   parse(text: string): Target {
@@ -136,7 +146,7 @@ export class Caller {
   }
 
   private sendOn(route: CachedRoute, ctx: CallContext): Promise<unknown> {
-    let subject = route.subjects.get(ctx.endpoint);
+    let subject = route.weighted ? this.weightedSubject(route, route.weighted, ctx.endpoint) : route.subjects.get(ctx.endpoint);
     if (subject === undefined) {
       if (!route.route.endpoints.has(ctx.endpoint)) return Promise.reject(unknownEndpoint(ctx.target, ctx.endpoint, route.route));
       subject = `${route.route.lane}.${ctx.endpoint}`;
@@ -151,6 +161,20 @@ export class Caller {
     return this.transport.send(subject, body, ctx.attemptDeadline, ctx.signal, this.options.headerLines?.(ctx.target.service));
   }
 
+  private weightedSubject(route: CachedRoute, w: WeightedLanes, endpoint: string): string | undefined {
+    let subjects = route.weightedSubjects.get(endpoint);
+    if (!subjects) {
+      if (!route.route.endpoints.has(endpoint)) return undefined;
+      route.weightedSubjects.set(endpoint, (subjects = w.lanes.map((lane) => `${lane}.${endpoint}`)));
+    }
+    return subjects[pickLane(w, this.random())];
+  }
+
+  /** Forgets every resolved route (the policy's traffic weights changed). */
+  forgetRoutes(): void {
+    this.routes.clear();
+  }
+
   private cachedRoute(target: Target, now: number): CachedRoute | undefined {
     const cached = this.routes.get(target.text);
     if (!cached) return undefined;
@@ -163,7 +187,8 @@ export class Caller {
     const route = resolveRoute(target, instances);
     const limits = route.rateLimits;
     const rateLimit = limits ? (limits[this.options.callerName] ?? limits["*"]) : undefined;
-    const cached: CachedRoute = { route, generation, key: `${target.service}.v${route.major}`, rateLimit, subjects: new Map() };
+    const weighted = weightedLanes(target, route, instances, this.options.trafficFor?.(target.service));
+    const cached: CachedRoute = { route, generation, key: `${target.service}.v${route.major}`, rateLimit, subjects: new Map(), weighted, weightedSubjects: new Map() };
     if (this.routes.size >= MAX_CACHED_TARGETS) this.routes.clear();
     this.routes.set(target.text, cached);
     return cached;
