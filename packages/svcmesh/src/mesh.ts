@@ -4,7 +4,7 @@ import { createSigner, identityFromSeed } from "./identity/index.js";
 import { createPolicyInterceptor } from "./interceptors/policy.js";
 import { PolicyState } from "./policy-state.js";
 import { type PolicyWatcher, watchPolicy } from "./policy/store.js";
-import { settingsFor as policySettingsFor } from "./policy/authorize.js";
+import { type PolicyServiceSettings, rateLimitFor, settingsFor as policySettingsFor } from "./policy/authorize.js";
 import { Header } from "./subjects.js";
 import type { Logger } from "pino";
 import { bindClient, type MeshCalls, type MeshClient } from "./calls.js";
@@ -14,7 +14,7 @@ import { MeshEvents, type MeshEventsOptions } from "./events/index.js";
 import { type BreakerInterceptor, type BreakerState, createBreakerInterceptor } from "./interceptors/breaker.js";
 import { createRateLimitInterceptor } from "./interceptors/rate-limit.js";
 import { createRetryInterceptor } from "./interceptors/retry.js";
-import { type CallSettings, CallSettingsInput, DEFAULT_CALL_SETTINGS, mergeCallSettings } from "./settings.js";
+import { type CallSettings, CallSettingsInput, DEFAULT_CALL_SETTINGS, type RateLimit, mergeCallSettings } from "./settings.js";
 import { RequestTransport } from "./client/transport.js";
 import { MeshError } from "./errors.js";
 import { defaultLogger } from "./logger.js";
@@ -112,6 +112,8 @@ export class Mesh implements MeshCalls {
   private readonly defaultTimeoutMs: number;
   private readonly services = new Set<ServiceHandle>();
   private readonly settingsByService = new Map<string, CallSettings>();
+  /** The policy's settings per target service, computed once per policy. */
+  private readonly policyByService = new Map<string, { settings: PolicyServiceSettings; rateLimit: RateLimit | undefined }>();
   private readonly breaker: BreakerInterceptor;
   private readonly policyWatcher: PolicyWatcher | undefined;
   private readonly firstPolicy: Promise<void>;
@@ -132,7 +134,10 @@ export class Mesh implements MeshCalls {
       }
       return s;
     };
-    this.policy.onChange(() => this.settingsByService.clear());
+    this.policy.onChange(() => {
+      this.settingsByService.clear();
+      this.policyByService.clear();
+    });
     this.events = new MeshEvents(nc, this.logger, options.name, options.events);
     let heard!: () => void;
     this.firstPolicy = new Promise<void>((resolve) => (heard = resolve));
@@ -183,9 +188,22 @@ export class Mesh implements MeshCalls {
       interceptors: [policyCheck, rateLimit.interceptor, this.breaker.interceptor, retry.interceptor],
       headerLines,
       trafficFor: (service) => this.policy.inForce?.document.services?.[service]?.traffic,
+      policyEndpoint: (service, endpoint) => this.policyFor(service)?.settings.endpoints[endpoint],
+      policyRateLimit: (service) => this.policyFor(service)?.rateLimit,
     });
     // Weights and settings come from the policy: a new one re-resolves routes and settings.
     this.policy.onChange(() => this.caller.forgetRoutes());
+  }
+
+  private policyFor(service: string): { settings: PolicyServiceSettings; rateLimit: RateLimit | undefined } | undefined {
+    const p = this.policy.inForce;
+    if (!p) return undefined;
+    let entry = this.policyByService.get(service);
+    if (!entry) {
+      entry = { settings: policySettingsFor(p.document, service), rateLimit: rateLimitFor(p.document, service, this.name) };
+      this.policyByService.set(service, entry);
+    }
+    return entry;
   }
 
   /** Resolves once the policy in force (or its absence) is known, or after `waitMs`. */

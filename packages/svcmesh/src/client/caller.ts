@@ -55,6 +55,10 @@ export interface CallerOptions {
   interceptors: readonly Interceptor[];
   /** Extra request header lines for calls to `service` (identity token, policy revision). */
   headerLines?(service: string): string;
+  /** The policy's settings for an endpoint (idempotent, timeout), if a policy is in force. */
+  policyEndpoint?(service: string, endpoint: string): { idempotent?: boolean; call: { timeoutMs?: number } } | undefined;
+  /** This caller's limit at `service` under the policy in force, if any. */
+  policyRateLimit?(service: string): RateLimit | undefined;
   /** Traffic weights by version for `service` (the policy's canary split), if any. */
   trafficFor?(service: string): Readonly<Record<string, number>> | undefined;
   /** Injectable for tests. */
@@ -103,15 +107,16 @@ export class Caller {
       const target = this.parse(targetText);
       const now = Date.now();
       const base = this.options.settingsFor(target.service);
-      const deadline = deadlineOf(opts, now, base.timeoutMs);
+      const fromPolicy = this.options.policyEndpoint?.(target.service, endpoint);
+      const deadline = deadlineOf(opts, now, fromPolicy?.call.timeoutMs ?? base.timeoutMs);
       if (deadline <= now) throw new MeshError("TIMEOUT", `deadline for ${target.text}.${endpoint} passed before the call was sent`);
       const cached = this.cachedRoute(target, now);
       result = cached
-        ? this.start(target, endpoint, payload, deadline, opts, cached, base)
+        ? this.start(target, endpoint, payload, deadline, opts, cached, base, fromPolicy)
         : this.resolve(target).then(
-            (fresh) => this.start(target, endpoint, payload, deadline, opts, fresh, base),
+            (fresh) => this.start(target, endpoint, payload, deadline, opts, fresh, base, fromPolicy),
             // Nobody runs it yet: still go through the pipeline, so retries can wait for one.
-            (e: unknown) => (isMeshError(e) && e.code === "NO_RESPONDERS" ? this.start(target, endpoint, payload, deadline, opts, undefined, base) : Promise.reject(e)),
+            (e: unknown) => (isMeshError(e) && e.code === "NO_RESPONDERS" ? this.start(target, endpoint, payload, deadline, opts, undefined, base, fromPolicy) : Promise.reject(e)),
           );
     } catch (e) {
       result = Promise.reject(e);
@@ -119,7 +124,16 @@ export class Caller {
     return opts?.fallback ? withFallback(result, opts.fallback) : result;
   }
 
-  private start(target: Target, endpoint: string, payload: unknown, deadline: number, opts: CallOptions | undefined, cached: CachedRoute | undefined, base: CallSettings): Promise<unknown> {
+  private start(
+    target: Target,
+    endpoint: string,
+    payload: unknown,
+    deadline: number,
+    opts: CallOptions | undefined,
+    cached: CachedRoute | undefined,
+    base: CallSettings,
+    fromPolicy: { idempotent?: boolean } | undefined,
+  ): Promise<unknown> {
     if (cached && !cached.route.endpoints.has(endpoint)) throw unknownEndpoint(target, endpoint, cached.route);
     const ctx: CallContext = {
       caller: this.options.callerName,
@@ -129,8 +143,9 @@ export class Caller {
       deadline,
       signal: opts?.signal,
       key: cached?.key ?? target.service,
-      idempotent: cached?.route.idempotent.has(endpoint) ?? false,
-      rateLimit: cached?.rateLimit,
+      // The policy in force overrides what instances publish in discovery.
+      idempotent: fromPolicy?.idempotent ?? cached?.route.idempotent.has(endpoint) ?? false,
+      rateLimit: this.options.policyRateLimit?.(target.service) ?? cached?.rateLimit,
       attempt: 0,
       attemptDeadline: deadline,
     };

@@ -7,6 +7,7 @@ import semver from "semver";
 import type { Logger } from "pino";
 import type { MeshCalls } from "../calls.js";
 import { type PolicyState, RequestGuard } from "../policy-state.js";
+import { settingsFor as policySettingsFor } from "../policy/authorize.js";
 import { MeshError } from "../errors.js";
 import { INSTANCE_STARTED, INSTANCE_STOPPED, type InstanceAnnouncement, MESH_METADATA_KEY, type Registry } from "../registry.js";
 import { type Schema, isSchema, jsonSchemaText } from "../schema.js";
@@ -147,6 +148,9 @@ class Instance implements ServiceHandle {
   private exactSub: Subscription | undefined;
   private scope!: InstanceScope;
   private limiter: CallerRateLimiter | undefined;
+  /** The rate limits in force, as JSON, so an unchanged policy rebuilds nothing. */
+  private limitsKey: string | undefined;
+  private disposePolicy: (() => void) | undefined;
   private active = 0;
   private idle: (() => void) | undefined;
   private stopping: Promise<void> | undefined;
@@ -182,6 +186,7 @@ class Instance implements ServiceHandle {
     const id = this.micro.info().id;
     const logger = this.deps.logger.child({ service: this.name, version: this.version, instance: id });
     if (limits) this.limiter = new CallerRateLimiter({ service: this.name, limits, registry: this.deps.registry, logger, self: () => this.id });
+    this.limitsKey = JSON.stringify(this.spec.rateLimits ?? null);
     this.scope = {
       service: this.name,
       version: this.version,
@@ -223,6 +228,35 @@ class Instance implements ServiceHandle {
     // Until the count is in, this instance enforces the whole limit: serve() waits for it
     // (one discovery query, bounded by discovery's maxWaitMs) so shares hold from the start.
     await this.limiter?.start();
+    this.disposePolicy = this.deps.policy.onChange(() => void this.followPolicy());
+    await this.followPolicy();
+  }
+
+  /**
+   * The policy in force overrides this instance's own settings, live: per-caller rate
+   * limits and per-endpoint bulkheads (code values hold where the policy says nothing).
+   */
+  private async followPolicy(): Promise<void> {
+    const p = this.deps.policy.inForce;
+    const fromPolicy = p ? policySettingsFor(p.document, this.name) : undefined;
+    for (const [name, ep] of this.endpoints) {
+      const own = (this.spec.endpoints as Record<string, EndpointSpec>)[name]!.maxConcurrent;
+      ep.maxConcurrent = fromPolicy?.endpoints[name]?.maxConcurrent ?? own ?? Infinity;
+    }
+    const wanted = fromPolicy && Object.keys(fromPolicy.rateLimits).length > 0 ? fromPolicy.rateLimits : this.spec.rateLimits;
+    const key = JSON.stringify(wanted ?? null);
+    if (key === this.limitsKey || this.stopping) return;
+    this.limitsKey = key;
+    const next = wanted && Object.keys(wanted).length > 0
+      ? new CallerRateLimiter({ service: this.name, limits: wanted, registry: this.deps.registry, logger: this.scope.logger, self: () => this.id })
+      : undefined;
+    // In force at once; until its first count of instances is in, it enforces the whole
+    // limit (as at startup), then this instance's share.
+    const previous = this.limiter;
+    this.limiter = next;
+    this.scope.limiter = next;
+    previous?.stop();
+    await next?.start();
   }
 
   stop(): Promise<void> {
@@ -232,6 +266,7 @@ class Instance implements ServiceHandle {
 
   private async drain(): Promise<void> {
     const { nc } = this.deps;
+    this.disposePolicy?.();
     this.limiter?.stop();
     if (!nc.isClosed()) this.announce(INSTANCE_STOPPED);
     // Draining unsubscribes, then still hands over what already reached this client.
