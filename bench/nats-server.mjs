@@ -14,10 +14,15 @@ export function natsServerVersion() {
   return execFileSync(BIN, ["--version"], { encoding: "utf8" }).trim().replace(/^nats-server:\s*/, "");
 }
 
-export async function startNatsServer() {
+/**
+ * Starts the server. `jetstream: true` enables JetStream with its store in the temp
+ * dir (removed by stop()), for the policy KV bucket (policy-propagation.mjs).
+ */
+export async function startNatsServer({ jetstream = false } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "svcmesh-bench-"));
   const conf = join(dir, "bench.conf");
-  writeFileSync(conf, `listen: 127.0.0.1:-1\nports_file_dir: "${dir}"\n`);
+  const js = jetstream ? `jetstream {\n  store_dir: "${join(dir, "js")}"\n  max_mem: 64MB\n  max_file: 256MB\n}\n` : "";
+  writeFileSync(conf, `listen: 127.0.0.1:-1\nports_file_dir: "${dir}"\n${js}`);
   const proc = spawn(BIN, ["-c", conf], { stdio: ["ignore", "ignore", "pipe"] });
   let log = "";
   proc.stderr.on("data", (d) => (log = (log + d).slice(-2000)));

@@ -5,6 +5,7 @@ export const ROWS = {
   ceiling: "ceiling (hand-correlated)",
   svcmesh: "svcmesh",
   resilience: "svcmesh, resilience on",
+  policy: "svcmesh, resilience + identity + policy",
 };
 
 /** Loads a row's module (serve + caller); only known ids, so argv never names a file. */
