@@ -1,15 +1,13 @@
 // The built `svcmesh` command run as a child process against a real nats-server and
 // services started in-process with the library. Run `pnpm build` first.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import { connect, type Mesh, type ServiceHandle } from "svcmesh";
 import { z } from "zod";
 import { freePort, type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
+import { CLI_MAIN, type CliOptions, runCli } from "./run-cli.ts";
 
-const MAIN = fileURLToPath(new URL("../dist/main.js", import.meta.url));
 
 interface Run {
   code: number | null;
@@ -18,27 +16,7 @@ interface Run {
   ms: number;
 }
 
-/** Runs the CLI with NATS_URL pointing at the test server (unless env overrides it). */
-function cli(args: string[], opts: { env?: Record<string, string>; stdin?: string } = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const started = Date.now();
-    const child = spawn(process.execPath, [MAIN, ...args], {
-      env: { ...process.env, SVCMESH_LOG_LEVEL: "silent", NATS_URL: server.url, ...opts.env },
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const killer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(killer);
-      resolve({ code, stdout, stderr, ms: Date.now() - started });
-    });
-    child.stdin.end(opts.stdin ?? "");
-  });
-}
+const cli = (args: string[], opts: CliOptions = {}) => runCli(args, { ...opts, env: { NATS_URL: server.url, ...opts.env } });
 
 function lines(text: string): string[] {
   return text.split("\n").filter((l) => l.length > 0);
@@ -89,7 +67,7 @@ after(async () => {
 });
 
 test("the CLI has been built", () => {
-  assert.ok(existsSync(MAIN), `${MAIN} is missing: run pnpm build first`);
+  assert.ok(existsSync(CLI_MAIN), `${CLI_MAIN} is missing: run pnpm build first`);
 });
 
 describe("--help", () => {

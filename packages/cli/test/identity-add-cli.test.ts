@@ -2,39 +2,20 @@
 // JetStream: creates a policy on an empty mesh, edits the one in force in place
 // (comments kept), refuses bad keys. Run `pnpm build` first.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import { connect as natsConnect, type NatsConnection } from "nats";
 import { newIdentity } from "svcmesh";
 import { applyPolicy, getPolicy } from "svcmesh/internal";
 import { type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
+import { runCli } from "./run-cli.ts";
 
-const MAIN = fileURLToPath(new URL("../dist/main.js", import.meta.url));
 const CLAIMS = "UB7P3EE5LR4P3MQPQRK7C3MR27EVUAYU65RKDAN54OHAMINCATBDUSD7";
 const PAYMENTS = "UBOYHG7ZGBVUY7V3C6GWNQAOHLBVVU5AP5FEKASRUQVS5L6Q4LHBVMW3";
 
 let server: NatsServer;
 let nc: NatsConnection;
 
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, ...args], {
-      env: { ...process.env, SVCMESH_LOG_LEVEL: "silent", NATS_URL: server.url },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const killer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(killer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const cli = (args: string[]) => runCli(args, { env: { NATS_URL: server.url } });
 
 before(async () => {
   server = await startNatsServer({ jetstream: true });

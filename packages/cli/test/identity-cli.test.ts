@@ -1,23 +1,13 @@
 // `svcmesh identity new`: the built CLI as a child process. No NATS server needed.
 // Run `pnpm build` first.
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { sign, verify } from "node:crypto";
-import { fileURLToPath } from "node:url";
 import { describe, test } from "node:test";
 import { createSigner, createVerifier, identityFromSeed, publicKeyObject } from "svcmesh";
+import { runCliOffline } from "./run-cli.ts";
 
-const MAIN = fileURLToPath(new URL("../dist/main.js", import.meta.url));
 
-function cli(args: string[]) {
-  // An unreachable server: the command must not need one.
-  const r = spawnSync(process.execPath, [MAIN, ...args], {
-    env: { ...process.env, SVCMESH_LOG_LEVEL: "silent", NATS_URL: "nats://127.0.0.1:1" },
-    encoding: "utf8",
-    timeout: 15_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = runCliOffline;
 
 describe("svcmesh identity new", () => {
   test("--json: a valid nkey pair that signs and verifies", () => {

@@ -5,24 +5,16 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { after, describe, test } from "node:test";
 import { connect, type Identity, isMeshError, type Mesh, newIdentity } from "svcmesh";
 import { z } from "zod";
 import { natsServerBinary, startNatsServer } from "../../../test/helpers/nats-server.ts";
+import { runCliOffline } from "./run-cli.ts";
 
-const MAIN = fileURLToPath(new URL("../dist/main.js", import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), "svcmesh-nats-config-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-function cli(args: string[]) {
-  const r = spawnSync(process.execPath, [MAIN, ...args], {
-    env: { ...process.env, SVCMESH_LOG_LEVEL: "silent", NATS_URL: "nats://127.0.0.1:1" },
-    encoding: "utf8",
-    timeout: 15_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = runCliOffline;
 
 function file(name: string, text: string): string {
   const p = join(dir, name);

@@ -1,17 +1,15 @@
 // `svcmesh apply`, `policy show|diff|schema` as child processes against a real
 // nats-server with JetStream. Run `pnpm build` first.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import { connect as natsConnect } from "nats";
 import { getPolicy, POLICY_APPLIED_SUBJECT, decodeBody } from "svcmesh/internal";
 import { type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
+import { runCli } from "./run-cli.ts";
 
-const MAIN = fileURLToPath(new URL("../dist/main.js", import.meta.url));
 const CLAIMS = "UB7P3EE5LR4P3MQPQRK7C3MR27EVUAYU65RKDAN54OHAMINCATBDUSD7";
 const PAYMENTS = "UBOYHG7ZGBVUY7V3C6GWNQAOHLBVVU5AP5FEKASRUQVS5L6Q4LHBVMW3";
 
@@ -41,24 +39,7 @@ function file(name: string, text: string): string {
   return p;
 }
 
-function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, ...args], {
-      env: { ...process.env, SVCMESH_LOG_LEVEL: "silent", NATS_URL: server.url, ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const killer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(killer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const cli = (args: string[], env: Record<string, string> = {}) => runCli(args, { env: { NATS_URL: server.url, ...env } });
 
 before(async () => {
   server = await startNatsServer({ jetstream: true });

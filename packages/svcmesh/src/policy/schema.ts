@@ -17,6 +17,7 @@
 // - A service may also carry `timeoutMs`, `retry` and `breaker` (the CallSettingsInput
 //   shape), layered over `defaults` for calls to it; DESIGN's example leaves them out.
 import semver from "semver";
+import { isUserPublicKey } from "../identity/keys.js";
 import { z } from "zod";
 import { BreakerSettings, CallSettings, RateLimit, RetrySettings } from "../settings.js";
 import { RESERVED_NAMES, validEndpointName, validServiceName } from "../subjects.js";
@@ -27,48 +28,11 @@ export const ANY = "*";
 
 // ---- nkey public user keys ------------------------------------------------------
 
-const BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-/** nkeys' prefix byte for users (20 << 3): the first base32 character is "U". */
-const USER_PREFIX = 20 << 3;
-
-function base32Decode(s: string): Uint8Array | undefined {
-  const out = new Uint8Array(Math.floor((s.length * 5) / 8));
-  let bits = 0;
-  let value = 0;
-  let n = 0;
-  for (const ch of s) {
-    const v = BASE32.indexOf(ch);
-    if (v < 0) return undefined;
-    value = (value << 5) | v;
-    bits += 5;
-    if (bits >= 8) {
-      out[n++] = (value >>> (bits - 8)) & 0xff;
-      bits -= 8;
-    }
-  }
-  return out;
-}
-
-function crc16(bytes: Uint8Array): number {
-  let crc = 0;
-  for (const b of bytes) {
-    crc ^= b << 8;
-    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
-  }
-  return crc;
-}
-
 /**
- * Whether `key` is an nkey public *user* key: 56 base32 characters starting with "U",
- * decoding to the user prefix, 32 key bytes and a matching CRC-16 (as nkeys.js checks).
+ * Whether `key` is an nkey public *user* key (checked by nkeys.js: prefix, length,
+ * CRC-16). One implementation for the policy and the identity code.
  */
-export function isNkeyUserPublicKey(key: string): boolean {
-  if (key.length !== 56 || key[0] !== "U") return false;
-  const raw = base32Decode(key);
-  if (!raw || raw.length !== 35 || raw[0] !== USER_PREFIX) return false;
-  const sum = (raw[33]! | (raw[34]! << 8)) >>> 0;
-  return crc16(raw.subarray(0, 33)) === sum;
-}
+export const isNkeyUserPublicKey = isUserPublicKey;
 
 function nkeyMessage(key: string): string {
   if (key.startsWith("S")) return "this is an nkey seed (secret): put only the public key (starting with U) in the policy, and keep the seed out of it";

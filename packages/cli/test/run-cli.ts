@@ -1,0 +1,52 @@
+// Runs the built `svcmesh` command as a process, for the CLI suites.
+import { spawn, spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+
+export const CLI_MAIN = fileURLToPath(new URL("../dist/main.js", import.meta.url));
+
+export interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** Wall time of the run. */
+  ms: number;
+}
+
+export interface CliOptions {
+  /** Added to the environment (NATS_URL, SVCMESH_SEED, ...). */
+  env?: Record<string, string>;
+  stdin?: string;
+  /** Killed after this long (default 15 s). */
+  timeoutMs?: number;
+}
+
+export function runCli(args: string[], opts: CliOptions = {}): Promise<CliRun> {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const child = spawn(process.execPath, [CLI_MAIN, ...args], {
+      env: { ...process.env, SVCMESH_LOG_LEVEL: "silent", ...opts.env },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const killer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 15_000);
+    child.on("error", reject);
+    child.on("close", (code) => {
+      clearTimeout(killer);
+      resolve({ code, stdout, stderr, ms: Date.now() - started });
+    });
+    child.stdin.end(opts.stdin ?? "");
+  });
+}
+
+/** For commands that need no server: NATS_URL points at a closed port. */
+export function runCliOffline(args: string[]): Omit<CliRun, "ms"> {
+  const r = spawnSync(process.execPath, [CLI_MAIN, ...args], {
+    env: { ...process.env, SVCMESH_LOG_LEVEL: "silent", NATS_URL: "nats://127.0.0.1:1" },
+    encoding: "utf8",
+    timeout: 15_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
