@@ -192,7 +192,10 @@ export class Mesh implements MeshCalls {
       policyRateLimit: (service) => this.policyFor(service)?.rateLimit,
     });
     // Weights and settings come from the policy: a new one re-resolves routes and settings.
-    this.policy.onChange(() => this.caller.forgetRoutes());
+    this.policy.onChange(() => {
+      this.caller.forgetRoutes();
+      this.breaker.reset(); // breakers read their thresholds when made
+    });
   }
 
   private policyFor(service: string): { settings: PolicyServiceSettings; rateLimit: RateLimit | undefined } | undefined {

@@ -345,6 +345,23 @@ test("separate keys have separate breakers and settings", async (t) => {
   b.close();
 });
 
+test("reset() drops every breaker: the next call makes one with the settings then in force", async (t) => {
+  fakeTime(t);
+  let settings: BreakerSettings = { ...base };
+  const b = createBreakerInterceptor({ settingsFor: () => settings, logger: logCapture().logger });
+  const s = stub();
+  s.fail = unhealthy;
+  for (let i = 0; i < 4; i++) await settle(b.interceptor(ctx(), s.next));
+  assert.equal(b.state("svc.v1"), "open");
+  settings = { ...base, volumeThreshold: 100 }; // a new policy
+  b.reset();
+  assert.equal(b.state("svc.v1"), undefined);
+  for (let i = 0; i < 20; i++) await settle(b.interceptor(ctx(), s.next));
+  assert.equal(b.state("svc.v1"), "closed", "the new threshold holds");
+  assert.equal(s.calls, 24, "nothing was refused after the reset");
+  b.close();
+});
+
 test("close() clears every opossum timer; later calls pass straight through", async (t) => {
   // Real timers, watched: every timer opossum starts must be cleared by close().
   const live = new Set<unknown>();

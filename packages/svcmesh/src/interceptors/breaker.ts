@@ -57,6 +57,11 @@ export interface BreakerInterceptor {
   state(key: string): BreakerState | undefined;
   /** Shut down every breaker (clears opossum's timers); later calls pass straight through. */
   close(): void;
+  /**
+   * Drops every breaker (state and window), so the next call to a key makes a new one
+   * with the settings then in force: how a new policy's thresholds take effect.
+   */
+  reset(): void;
 }
 
 /**
@@ -226,6 +231,10 @@ export function createBreakerInterceptor(options: BreakerInterceptorOptions): Br
     },
     state(key) {
       return entries.get(key)?.state;
+    },
+    reset() {
+      for (const entry of entries.values()) entry?.breaker.shutdown();
+      entries.clear();
     },
     close() {
       shut = true;
