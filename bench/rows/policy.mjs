@@ -12,7 +12,8 @@
 // identity names (bench/identities.mjs), since the row processes get only the URL. The
 // NATS server has no authorization block, so it accepts the nkey connection as is.
 import { connect, parsePolicy } from "svcmesh";
-import { TIMEOUT_MS, claim, claimSchema, decide, decisionSchema } from "../contract.mjs";
+import { TIMEOUT_MS, claim } from "../contract.mjs";
+import { resilientPayments } from "./resilience.mjs";
 import { benchIdentity, benchPolicyText } from "../identities.mjs";
 
 const REVISION = 1;
@@ -31,14 +32,7 @@ async function meshWithPolicy(url, name) {
 
 export async function serve(url) {
   const mesh = await meshWithPolicy(url, "payments");
-  await mesh.serve({
-    name: "payments",
-    version: "2.1.0",
-    rateLimits: { claims: { rps: 10_000_000, burst: 10_000_000 }, "*": { rps: 1_000 } },
-    endpoints: {
-      reimburse: { input: claimSchema, output: decisionSchema, idempotent: true, maxConcurrent: 100_000, handler: async (c) => decide(c) },
-    },
-  });
+  await mesh.serve(resilientPayments);
   return { close: () => mesh.close() };
 }
 

@@ -5,16 +5,19 @@
 import { connect } from "svcmesh";
 import { TIMEOUT_MS, claim, claimSchema, decide, decisionSchema } from "../contract.mjs";
 
+/** The service with every callee-side feature on; the "policy" row serves it too. */
+export const resilientPayments = {
+  name: "payments",
+  version: "2.1.0",
+  rateLimits: { claims: { rps: 10_000_000, burst: 10_000_000 }, "*": { rps: 1_000 } },
+  endpoints: {
+    reimburse: { input: claimSchema, output: decisionSchema, idempotent: true, maxConcurrent: 100_000, handler: async (c) => decide(c) },
+  },
+};
+
 export async function serve(url) {
   const mesh = await connect({ servers: url, name: "payments" });
-  await mesh.serve({
-    name: "payments",
-    version: "2.1.0",
-    rateLimits: { claims: { rps: 10_000_000, burst: 10_000_000 }, "*": { rps: 1_000 } },
-    endpoints: {
-      reimburse: { input: claimSchema, output: decisionSchema, idempotent: true, maxConcurrent: 100_000, handler: async (c) => decide(c) },
-    },
-  });
+  await mesh.serve(resilientPayments);
   return { close: () => mesh.close() };
 }
 
