@@ -2,7 +2,7 @@ import { type ConnectionOptions, connect as natsConnect, type NatsConnection, nk
 import { inboxPrefixFor } from "./broker/nats-config.js";
 import { createSigner, identityFromSeed } from "./identity/index.js";
 import { createPolicyInterceptor } from "./interceptors/policy.js";
-import { PolicyState } from "./policy-state.js";
+import { type PolicyInForce, PolicyState } from "./policy-state.js";
 import { type PolicyWatcher, watchPolicy } from "./policy/store.js";
 import { type PolicyServiceSettings, rateLimitFor, settingsFor as policySettingsFor } from "./policy/authorize.js";
 import { Header } from "./subjects.js";
@@ -161,17 +161,17 @@ export class Mesh implements MeshCalls {
       },
     });
     const signer = seedOf(options) ? createSigner(options.name, seedOf(options)!) : undefined;
-    const tokenLines = new Map<string, { token: string; line: string }>();
+    // The extra header lines per target, rebuilt only when its token is re-signed or the
+    // policy changes: the hot path reuses one string.
+    const linesByService = new Map<string, { token: string | undefined; policy: PolicyInForce | undefined; line: string }>();
     const headerLines = (service: string): string => {
-      let line = "";
-      if (signer) {
-        const token = signer.tokenFor(service);
-        let cached = tokenLines.get(service);
-        if (cached?.token !== token) tokenLines.set(service, (cached = { token, line: `${Header.token}: ${token}\r\n` }));
-        line = cached.line;
-      }
-      const p = this.policy.inForce;
-      return p ? line + p.headerLine : line;
+      const token = signer?.tokenFor(service);
+      const policy = this.policy.inForce;
+      const cached = linesByService.get(service);
+      if (cached && cached.token === token && cached.policy === policy) return cached.line;
+      const line = (token ? `${Header.token}: ${token}\r\n` : "") + (policy?.headerLine ?? "");
+      linesByService.set(service, { token, policy, line });
+      return line;
     };
     const policyCheck = createPolicyInterceptor(this.policy);
     const rateLimit = createRateLimitInterceptor();
