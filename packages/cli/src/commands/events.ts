@@ -8,6 +8,7 @@ import { DEFAULT_CLIENT_NAME, withMesh } from "../connection.js";
 import { CliError } from "../errors.js";
 import { globalOptions } from "../options.js";
 import { printLine, toJson } from "../output.js";
+import { parseSince } from "../time.js";
 
 interface EventsOptions {
   follow?: boolean;
@@ -138,14 +139,4 @@ function parseServices(value: string, previous: string[] = []): string[] {
   if (bad !== undefined) throw new InvalidArgumentError(`"${bad}" is not a service name.`);
   if (names.length === 0) throw new InvalidArgumentError("expected service names, comma-separated.");
   return [...previous, ...names];
-}
-
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-function parseSince(value: string): number {
-  const rel = /^(\d+)(ms|s|m|h|d)$/.exec(value.trim());
-  if (rel) return Date.now() - Number(rel[1]) * UNIT_MS[rel[2]!]!;
-  const at = /^\d{4}-\d{2}-\d{2}/.test(value.trim()) ? Date.parse(value) : NaN;
-  if (!Number.isFinite(at)) throw new InvalidArgumentError("expected a duration such as 30s, 15m, 1h, 2d, or an ISO date.");
-  return at;
 }
