@@ -1,5 +1,6 @@
 // The calling surface shared by the mesh, bound clients, and handler contexts.
 import type { CallOptions } from "./client/caller.js";
+import type { TraceContext } from "./trace/context.js";
 
 export interface MeshCalls {
   call<T = unknown>(target: string, endpoint: string, payload?: unknown, opts?: CallOptions): Promise<T>;
@@ -19,12 +20,12 @@ export function bindClient(calls: Pick<MeshCalls, "call">, target: string): Mesh
   };
 }
 
-/** Calls made from inside a handler inherit what is left of the parent's deadline. */
-export function withinDeadline(calls: Pick<MeshCalls, "call">, parentDeadline: number): MeshCalls {
+/** Calls made from inside a handler inherit what is left of the parent's deadline, and its trace. */
+export function withinDeadline(calls: Pick<MeshCalls, "call">, parentDeadline: number, trace?: TraceContext): MeshCalls {
   const inherited: MeshCalls = {
     call<T>(target: string, endpoint: string, payload?: unknown, opts?: CallOptions): Promise<T> {
       const own = opts?.deadline ?? (opts?.timeoutMs !== undefined ? Date.now() + opts.timeoutMs : parentDeadline);
-      return calls.call<T>(target, endpoint, payload, { ...opts, deadline: Math.min(own, parentDeadline) });
+      return calls.call<T>(target, endpoint, payload, { trace, ...opts, deadline: Math.min(own, parentDeadline) });
     },
     client: (target: string) => bindClient(inherited, target),
   };

@@ -1,5 +1,10 @@
 // The public API of svcmesh. Sibling packages may also use "svcmesh/internal".
-export { connect, Mesh, DEFAULT_SERVER, type ConnectOptions, type MeshDefaults } from "./mesh.js";
+export { connect, Mesh, DEFAULT_SERVER, type ConnectOptions, type MeshDefaults, type TraceOptions } from "./mesh.js";
+export type { TraceContext } from "./trace/context.js";
+export { TraceEventSchema, type TraceEvent, TRACE_ALL, traceSubject, traceFilterSubject, decodeTraceBatch } from "./trace/event.js";
+export type { TraceBufferStats } from "./trace/buffer.js";
+export type { AuditOptions, AuditStats } from "./audit/writer.js";
+export { AuditRecordSchema, type AuditRecord, AUDIT_STREAM, AUDIT_STREAM_DEFAULTS, type AuditStreamOptions, ensureAuditStream, auditSubject, decodeAuditRecord } from "./audit/record.js";
 export { MeshError, isMeshError, type MeshErrorOptions } from "./errors.js";
 export { ErrorCode, retryableCodes, isErrorCode } from "./codes.js";
 export type { CallOptions, Fallback } from "./client/caller.js";

@@ -10,3 +10,6 @@ export * from "./interceptors/breaker.js";
 export { createRetryInterceptor, shouldRetry, neverSent, type RetryInterceptor, type RetryExhausted } from "./interceptors/retry.js";
 export * from "./events/index.js";
 export * from "./policy/index.js";
+export * from "./trace/event.js";
+export * from "./audit/record.js";
+export { ensureStream, type StreamOptions, type StreamSpec } from "./jetstream/stream.js";

@@ -19,7 +19,12 @@ import { RequestTransport } from "./client/transport.js";
 import { MeshError } from "./errors.js";
 import { defaultLogger } from "./logger.js";
 import { Registry, type RegistryOptions } from "./registry.js";
-import { type ServeOptions, type ServiceHandle, startService } from "./server/service.js";
+import { type InstanceHandle, type ServeOptions, type ServiceHandle, startService } from "./server/service.js";
+import type { ServerTelemetry } from "./server/context.js";
+import { type AuditOptions, type AuditStats, AuditWriter } from "./audit/writer.js";
+import { createTraceInterceptor } from "./interceptors/trace.js";
+import { MeshMetrics } from "./telemetry/metrics.js";
+import { TraceBuffer, type TraceBufferOptions, type TraceBufferStats } from "./trace/buffer.js";
 
 export const DEFAULT_SERVER = "nats://127.0.0.1:4222";
 
@@ -58,16 +63,34 @@ export interface ConnectOptions {
    * certificate and key where the server verifies clients (mTLS). Files or PEM text.
    */
   tls?: { caFile?: string; certFile?: string; keyFile?: string; ca?: string; cert?: string; key?: string };
+  /**
+   * Tracing: W3C trace context on every call, OpenTelemetry spans (when an SDK is
+   * registered) and one svc.trace record per call, of which ok ones are sampled at
+   * `sampleRate` (default SVCMESH_TRACE_SAMPLE_RATE, else 0.01; errors are always
+   * published). `false` turns all of it off (metrics stay, if a MeterProvider is registered).
+   */
+  trace?: false | TraceOptions;
+  /** The audit trail (svc.audit.<service>, SVC_AUDIT stream); on by default. */
+  audit?: AuditOptions;
   /** Passed through to nats.js `connect()`; overrides the mesh's choices. */
   nats?: Omit<ConnectionOptions, "servers" | "name">;
 }
 
+/** Like Istio's default: one ok call in a hundred is published; every error is. */
+const DEFAULT_SAMPLE_RATE = 0.01;
+
 const DISCOVERY_DEFAULTS: RegistryOptions = { ttlMs: 10_000, jitterMs: 50, maxWaitMs: 1_000 };
+
+export interface TraceOptions extends TraceBufferOptions {
+  /** Share of ok calls published as svc.trace records, 0 to 1. */
+  sampleRate?: number;
+}
 
 export async function connect(options: ConnectOptions): Promise<Mesh> {
   if (typeof options?.name !== "string" || options.name.length === 0) {
     throw new MeshError("BAD_REQUEST", "connect(): name is required (the caller's identity)");
   }
+  sampleRateOf(options.trace); // a bad rate fails before connecting
   // Bad settings fail before anything connects.
   checkSettings(options.defaults, "defaults");
   for (const [name, layer] of Object.entries(options.services ?? {})) checkSettings(layer, `services.${name}`);
@@ -110,7 +133,12 @@ export class Mesh implements MeshCalls {
   private readonly transport: RequestTransport;
   private readonly caller: Caller;
   private readonly defaultTimeoutMs: number;
-  private readonly services = new Set<ServiceHandle>();
+  private readonly services = new Set<InstanceHandle>();
+  private readonly traceBuffer: TraceBuffer | undefined;
+  private readonly auditWriter: AuditWriter | undefined;
+  private readonly telemetry: ServerTelemetry;
+  /** Breaker states by key, as the metrics gauge reports them. */
+  private readonly breakerStates = new Map<string, BreakerState>();
   private readonly settingsByService = new Map<string, CallSettings>();
   /** The policy's settings per target service, computed once per policy. */
   private readonly policyByService = new Map<string, { settings: PolicyServiceSettings; rateLimit: RateLimit | undefined }>();
@@ -139,6 +167,15 @@ export class Mesh implements MeshCalls {
       this.policyByService.clear();
     });
     this.events = new MeshEvents(nc, this.logger, options.name, options.events);
+    const tracing = options.trace !== false;
+    this.traceBuffer = tracing ? new TraceBuffer(nc, this.logger, options.trace || {}) : undefined;
+    this.auditWriter = options.audit?.enabled === false ? undefined : new AuditWriter(nc, this.logger, inboxPrefixOf(options), options.audit);
+    const metrics = MeshMetrics.create({
+      breakers: () => this.breakerStates,
+      inFlight: () => [...this.services].flatMap((s) => [...s.endpointLoads()]),
+      auditBacklog: () => this.auditWriter?.stats().backlog ?? 0,
+    });
+    this.telemetry = { tracing, metrics, audit: this.auditWriter };
     let heard!: () => void;
     this.firstPolicy = new Promise<void>((resolve) => (heard = resolve));
     if (options.policy?.watch === false) heard();
@@ -177,15 +214,28 @@ export class Mesh implements MeshCalls {
     const rateLimit = createRateLimitInterceptor();
     // Breaker keys are `<service>.v<major>` (or `<service>` before discovery knows the major).
     this.breaker = createBreakerInterceptor({ settingsFor: (key) => settingsFor(key.split(".")[0]!).breaker, logger: this.logger });
-    this.breaker.onStateChange((t) => this.events.emit({ type: CIRCUIT_EVENT[t.to], caller: this.name, target: t.key, stats: t.stats }));
-    rateLimit.onLimited((ctx) => this.events.count("rate_limited", this.name, ctx.target.service, ctx.endpoint));
+    this.breaker.onStateChange((t) => {
+      this.breakerStates.set(t.key, t.to);
+      this.events.emit({ type: CIRCUIT_EVENT[t.to], caller: this.name, target: t.key, stats: t.stats });
+    });
+    rateLimit.onLimited((ctx) => {
+      metrics?.rateLimited("client", ctx.target.service, this.name);
+      this.events.count("rate_limited", this.name, ctx.target.service, ctx.endpoint);
+    });
+    const trace = createTraceInterceptor({ callerName: this.name, tracing, sampleRate: sampleRateOf(options.trace), buffer: this.traceBuffer, metrics });
     const retry = createRetryInterceptor({ settingsFor: (ctx) => this.caller.settings(ctx).retry });
     retry.onExhausted((e) => this.events.retryExhausted(this.name, e.ctx.key, e.ctx.endpoint, e.attempts, e.code));
     this.caller = new Caller(this.registry, this.transport, {
       callerName: this.name,
       settingsFor,
-      // The order is pipeline.ts's: policy → rate limit → breaker → retry → transport.
-      interceptors: [policyCheck, rateLimit.interceptor, this.breaker.interceptor, retry.interceptor],
+      // The order is pipeline.ts's: trace → policy → rate limit → breaker → retry → transport.
+      interceptors: [
+        ...(tracing || metrics ? [trace] : []),
+        policyCheck,
+        rateLimit.interceptor,
+        this.breaker.interceptor,
+        retry.interceptor,
+      ],
       headerLines,
       trafficFor: (service) => this.policy.inForce?.document.services?.[service]?.traffic,
       policyEndpoint: (service, endpoint) => this.policyFor(service)?.settings.endpoints[endpoint],
@@ -195,6 +245,7 @@ export class Mesh implements MeshCalls {
     this.policy.onChange(() => {
       this.caller.forgetRoutes();
       this.breaker.reset(); // breakers read their thresholds when made
+      this.breakerStates.clear();
     });
   }
 
@@ -236,8 +287,12 @@ export class Mesh implements MeshCalls {
         logger: this.logger,
         calls: this,
         defaultTimeoutMs: this.defaultTimeoutMs,
-        onStopped: (h) => this.services.delete(h),
-        onRejected: (e) => this.events.count(e.type, e.caller, e.service, e.endpoint),
+        onStopped: (h) => this.services.delete(h as InstanceHandle),
+        onRejected: (e) => {
+          if (e.type === "rate_limited") this.telemetry.metrics?.rateLimited("server", e.service, e.caller);
+          this.events.count(e.type, e.caller, e.service, e.endpoint);
+        },
+        telemetry: this.telemetry,
       },
       spec as ServeOptions,
     );
@@ -245,10 +300,27 @@ export class Mesh implements MeshCalls {
     return handle;
   }
 
+  /** Audit records this process wrote: stored, duplicates, backlog, dropped, lost. */
+  auditStats(): AuditStats | undefined {
+    return this.auditWriter?.stats();
+  }
+
+  /** Trace records published, buffered, dropped. */
+  traceStats(): TraceBufferStats | undefined {
+    return this.traceBuffer?.stats();
+  }
+
+  /** Publishes buffered trace records now (they go out every flushMs anyway). */
+  flushTraces(): void {
+    this.traceBuffer?.flush();
+  }
+
   /** Stops every service (draining in-flight requests), then drains the connection. */
   close(): Promise<void> {
     this.closing ??= (async () => {
       await Promise.allSettled([...this.services].map((s) => s.stop()));
+      this.traceBuffer?.close();
+      await this.auditWriter?.close(); // stores what the stopped services' handlers left
       this.registry.close();
       this.breaker.close();
       await this.policyWatcher?.stop();
@@ -258,6 +330,15 @@ export class Mesh implements MeshCalls {
     })();
     return this.closing;
   }
+}
+
+function sampleRateOf(trace: ConnectOptions["trace"]): number {
+  const fromEnv = process.env.SVCMESH_TRACE_SAMPLE_RATE;
+  const rate = (trace || undefined)?.sampleRate ?? (fromEnv !== undefined && fromEnv !== "" ? Number(fromEnv) : DEFAULT_SAMPLE_RATE);
+  if (typeof rate !== "number" || !(rate >= 0 && rate <= 1)) {
+    throw new MeshError("BAD_REQUEST", `connect(): trace.sampleRate must be a number from 0 to 1 (got ${String(rate)}${trace && trace.sampleRate !== undefined ? "" : " from SVCMESH_TRACE_SAMPLE_RATE"})`);
+  }
+  return rate;
 }
 
 function seedOf(options: ConnectOptions): string | undefined {

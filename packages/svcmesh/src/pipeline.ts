@@ -2,14 +2,20 @@
 // order. The first entry is the outermost. This file is the only place the order is
 // written down:
 //
-//   fallback → policy → rate limit → breaker → retry → transport (route, encode, send)
+//   fallback → trace → policy → rate limit → breaker → retry → transport (route, encode, send)
 //
-// Policy rejects a call before it uses up any rate-limit tokens; local throttling sits
+// Trace is outermost so that every call, refused ones included (policy, rate limit,
+// open breaker), is one span, one trace record and one metrics sample; it sits outside
+// retry because a call is one CLIENT span however many attempts it takes (the count is
+// on the span and the record), and every attempt carries the same traceparent and
+// request id, so the callee's audit stores a retried call once. Policy rejects a call before it uses up any rate-limit tokens; local throttling sits
 // outside the breaker, so it never counts as a remote failure; the breaker wraps retry,
 // so one logical call is one breaker sample; every attempt gets its own deadline
 // inside retry; transport is the only code that touches NATS.
+import type { Msg } from "nats";
 import type { RateLimit } from "./settings.js";
 import type { Target } from "./target.js";
+import type { TraceContext } from "./trace/context.js";
 
 /** One call as it travels through the interceptors. Interceptors never add fields. */
 export interface CallContext {
@@ -34,6 +40,19 @@ export interface CallContext {
   attempt: number;
   /** Deadline of the current attempt (≤ deadline); set by the retry interceptor. */
   attemptDeadline: number;
+  /** Mesh-Request-Id: one per logical call, the same on every attempt. */
+  readonly requestId: string;
+  /** When the call started (ms since the epoch). */
+  readonly startedAt: number;
+  /** The trace this call continues (a handler's nested call), if given explicitly. */
+  readonly parentTrace: TraceContext | undefined;
+  /** This call's trace and span ids; set by the trace interceptor ("" without one). */
+  traceId: string;
+  spanId: string;
+  /** traceparent/tracestate header lines for every attempt; set by the trace interceptor. */
+  traceLines: string;
+  /** The last reply received (kept so the trace record can say who answered). */
+  reply: Msg | undefined;
 }
 
 export type Next = (ctx: CallContext) => Promise<unknown>;

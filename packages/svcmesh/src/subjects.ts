@@ -18,7 +18,12 @@ export const Header = {
   policy: "Mesh-Policy",
   errorCode: "Mesh-Error-Code",
   errorMessage: "Mesh-Error-Message",
+  /** On replies: the instance that answered, and its version. */
   instance: "Mesh-Instance",
+  version: "Mesh-Version",
+  /** W3C trace context (trace/context.ts). */
+  traceparent: "traceparent",
+  tracestate: "tracestate",
 } as const;
 
 const NAME = /^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$/;

@@ -65,10 +65,11 @@ export class RequestHeaderWriter implements EncodedHeaders {
   /**
    * Sets the block for the next publish. `requestId` must be ASCII (ours are
    * nuid.base36); `lines` are extra ASCII header lines, each ending in CRLF (identity
-   * token, policy revision), pre-rendered by the caller and cached per target.
+   * token, policy revision), pre-rendered by the caller and cached per target;
+   * `traceLines` are the call's traceparent/tracestate lines (trace/context.ts).
    */
-  next(deadline: number, requestId: string, lines = ""): EncodedHeaders {
-    const tail = `${deadline}\r\n${Header.requestId}: ${requestId}\r\n${lines}\r\n`;
+  next(deadline: number, requestId: string, lines = "", traceLines = ""): EncodedHeaders {
+    const tail = `${deadline}\r\n${Header.requestId}: ${requestId}\r\n${lines}${traceLines}\r\n`;
     // allocUnsafe slices Node's buffer pool (4× cheaper than new Uint8Array here); every
     // byte is written below, and a slice is never handed out twice.
     const out = Buffer.allocUnsafe(this.head.length + tail.length);
@@ -92,6 +93,10 @@ export interface RequestMeta {
   token: string;
   /** Mesh-Policy, or "". */
   policy: string;
+  /** W3C traceparent, or "". */
+  traceparent: string;
+  /** W3C tracestate, or "". */
+  tracestate: string;
 }
 
 const textDecoder = new TextDecoder();
@@ -100,6 +105,10 @@ const DEADLINE_KEY = textEncoder.encode(`${Header.deadline}:`);
 const REQUEST_ID_KEY = textEncoder.encode(`${Header.requestId}:`);
 const TOKEN_KEY = textEncoder.encode(`${Header.token}:`);
 const POLICY_KEY = textEncoder.encode(`${Header.policy}:`);
+const TRACEPARENT_KEY = textEncoder.encode(`${Header.traceparent}:`);
+const TRACESTATE_KEY = textEncoder.encode(`${Header.tracestate}:`);
+const ERROR_CODE_KEY = textEncoder.encode(`${Header.errorCode}:`);
+const SERVICE_ERROR_KEY = textEncoder.encode("Nats-Service-Error:");
 const LF = 10;
 const CR = 13;
 
@@ -158,7 +167,7 @@ export function headerFromBlock(block: Uint8Array, key: string): string {
 
 /** Reads request metadata; missing values get safe defaults so raw NATS clients can call too. */
 export function readRequestMeta(msg: Msg, now: number, defaultTimeoutMs: number): RequestMeta {
-  const meta: RequestMeta = { caller: "", deadline: 0, requestId: "", token: "", policy: "" };
+  const meta: RequestMeta = { caller: "", deadline: 0, requestId: "", token: "", policy: "", traceparent: "", tracestate: "" };
   let deadlineText = "";
   const raw = rawHeaders(msg);
   if (raw === null) {
@@ -169,10 +178,17 @@ export function readRequestMeta(msg: Msg, now: number, defaultTimeoutMs: number)
       meta.requestId = h.get(Header.requestId);
       meta.token = h.get(Header.token);
       meta.policy = h.get(Header.policy);
+      meta.traceparent = h.get(Header.traceparent);
+      meta.tracestate = h.get(Header.tracestate);
     }
   } else if (raw !== undefined) {
     const { bytes, end } = raw;
     for (let pos = lineAfter(bytes, 0, end); pos > 0; pos = lineAfter(bytes, pos, end)) {
+      if (bytes[pos] === 116 /* t */) {
+        if (keyAt(bytes, pos, end, TRACEPARENT_KEY)) meta.traceparent ||= textOf(bytes, pos + TRACEPARENT_KEY.length, lineEnd(bytes, pos, end));
+        else if (keyAt(bytes, pos, end, TRACESTATE_KEY)) meta.tracestate ||= textOf(bytes, pos + TRACESTATE_KEY.length, lineEnd(bytes, pos, end));
+        continue;
+      }
       if (bytes[pos] !== 77 /* M */) continue;
       if (keyAt(bytes, pos, end, DEADLINE_KEY)) deadlineText ||= textOf(bytes, pos + DEADLINE_KEY.length, lineEnd(bytes, pos, end));
       else if (keyAt(bytes, pos, end, CALLER_KEY)) meta.caller ||= textOf(bytes, pos + CALLER_KEY.length, lineEnd(bytes, pos, end));
@@ -186,18 +202,57 @@ export function readRequestMeta(msg: Msg, now: number, defaultTimeoutMs: number)
   return meta;
 }
 
+/** The header lines every reply of an instance carries: who answered (for trace records). */
+export function originLines(instance: string, version: string): string {
+  return `${Header.instance}: ${headerValue(instance)}\r\n${Header.version}: ${headerValue(version)}\r\n`;
+}
+
+/** The constant header block of an instance's successful replies. */
+export function okReplyHeaders(origin: string): EncodedHeaders {
+  const block = textEncoder.encode(`NATS/1.0\r\n${origin}\r\n`);
+  return { encode: () => block };
+}
+
 /** Error replies carry code and message in headers and the details, if any, as the msgpack body. */
 export class ErrorReplyHeaders implements EncodedHeaders {
   constructor(
     private readonly code: ErrorCode,
     private readonly message: string,
+    /** originLines() of the instance replying, or "". */
+    private readonly origin = "",
   ) {}
 
   encode(): Uint8Array {
     return textEncoder.encode(
-      `NATS/1.0\r\n${Header.errorCode}: ${this.code}\r\n${Header.errorMessage}: ${headerValue(this.message)}\r\n\r\n`,
+      `NATS/1.0\r\n${Header.errorCode}: ${this.code}\r\n${Header.errorMessage}: ${headerValue(this.message)}\r\n${this.origin}\r\n`,
     );
   }
+}
+
+/** The instance (and its version) that sent a reply, from its origin headers; "" when absent. */
+export function replyOrigin(msg: Msg): { instance: string; version: string } {
+  const block = rawHeaderBlock(msg);
+  if (block === undefined) return { instance: "", version: "" };
+  if (block === null) return { instance: msg.headers?.get(Header.instance) ?? "", version: msg.headers?.get(Header.version) ?? "" };
+  return { instance: headerFromBlock(block, Header.instance), version: headerFromBlock(block, Header.version) };
+}
+
+/**
+ * Whether a reply is a plain success by its raw headers: no status code, no error
+ * header. Success replies carry only origin headers, and reading them through
+ * msg.headers would parse the block into a map on every call.
+ */
+function plainSuccess(msg: Msg): boolean {
+  const raw = rawHeaders(msg);
+  if (raw === undefined) return true;
+  if (raw === null) return false;
+  const { bytes, end } = raw;
+  // "NATS/1.0\r\n" exactly: anything after the version is a status (503, 408...).
+  if (bytes[8] !== CR) return false;
+  for (let pos = lineAfter(bytes, 0, end); pos > 0; pos = lineAfter(bytes, pos, end)) {
+    if (keyAt(bytes, pos, end, ERROR_CODE_KEY) || keyAt(bytes, pos, end, SERVICE_ERROR_KEY)) return false;
+  }
+  return true;
 }
 
 export function errorReplyBody(error: MeshError): Uint8Array {
@@ -213,7 +268,7 @@ export function errorReplyBody(error: MeshError): Uint8Array {
  * A 503 status from the server means nobody was subscribed.
  */
 export function decodeReply(msg: Msg, subject: string): unknown {
-  const h = msg.headers;
+  const h = plainSuccess(msg) ? undefined : msg.headers;
   if (h) {
     const code = h.get(Header.errorCode);
     if (code) {

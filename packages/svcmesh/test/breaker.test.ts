@@ -21,6 +21,13 @@ function ctx(key = "svc.v1", over: Partial<CallContext> = {}): CallContext {
     idempotent: false,
     attempt: 0,
     attemptDeadline: now + 2000,
+    requestId: "r1",
+    startedAt: now,
+    parentTrace: undefined,
+    traceId: "",
+    spanId: "",
+    traceLines: "",
+    reply: undefined,
     ...over,
   } as CallContext;
 }

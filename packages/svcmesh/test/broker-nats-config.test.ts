@@ -8,7 +8,7 @@ import { createUser, type KeyPair } from "nkeys.js";
 import { connect, type Mesh } from "svcmesh";
 import { z } from "zod";
 import { type BrokerPlan, brokerUsers, BrokerPlanError, natsAuthorizationConfig, serviceConnectSettings } from "../src/broker/nats-config.ts";
-import { RequestTransport } from "../src/client/transport.ts";
+import { type Attempt, RequestTransport } from "../src/client/transport.ts";
 import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/nats-server.ts";
 import { meshFailure } from "../../../test/helpers/mesh.ts";
 
@@ -30,6 +30,10 @@ const plan: BrokerPlan = {
   operators: { ops: { key: pub(keys.ops) } },
   policyBucket: "svcmesh_policies",
 };
+
+function attempt(): Attempt {
+  return { attemptDeadline: Date.now() + 5000, signal: undefined, requestId: "raw-1", traceLines: "", reply: undefined };
+}
 
 const Claim = z.object({ claimId: z.string(), usd: z.number().positive() });
 const Txn = z.object({ txn: z.string(), by: z.string() });
@@ -196,11 +200,11 @@ describe("with the library", () => {
   test("the transport: a refused reply inbox makes every call FORBIDDEN at once; closing stops the status watcher", async () => {
     const nc = await rawAs("claims"); // default _INBOX prefix: not this user's
     const transport = new RequestTransport(nc, { inboxPrefix: "_INBOX", callerName: "claims" });
-    const first = transport.send("svc.payments.v2.reimburse", new Uint8Array(), Date.now() + 5000, undefined);
+    const first = transport.send("svc.payments.v2.reimburse", new Uint8Array(), attempt());
     const e = await meshFailure(first);
     assert.equal(e.code, "FORBIDDEN");
     assert.match(String((e.details as { subject: string }).subject), /^_INBOX\./);
-    const later = await meshFailure(transport.send("svc.payments.v2.reimburse", new Uint8Array(), Date.now() + 5000, undefined));
+    const later = await meshFailure(transport.send("svc.payments.v2.reimburse", new Uint8Array(), attempt()));
     assert.equal(later.code, "FORBIDDEN");
     assert.equal(transport.inFlight, 0);
     transport.close("test over");

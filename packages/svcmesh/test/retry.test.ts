@@ -6,7 +6,7 @@ import { type CallContext, MeshError, createRetryInterceptor, shouldRetry } from
 
 function ctx(over: Partial<CallContext> = {}): CallContext {
   const now = Date.now();
-  return { caller: "c", target: parseTarget("svc"), endpoint: "e", payload: 1, deadline: now + 2000, signal: undefined, key: "svc.v1", idempotent: false, rateLimit: undefined, attempt: 0, attemptDeadline: now + 2000, ...over };
+  return { caller: "c", target: parseTarget("svc"), endpoint: "e", payload: 1, deadline: now + 2000, signal: undefined, key: "svc.v1", idempotent: false, rateLimit: undefined, attempt: 0, attemptDeadline: now + 2000, requestId: "r1", startedAt: now, parentTrace: undefined, traceId: "", spanId: "", traceLines: "", reply: undefined, ...over };
 }
 
 const settings = { attempts: 3, backoffMs: 1, maxBackoffMs: 5 };

@@ -13,8 +13,9 @@
 //   covers both lanes), `$SRV.INFO.<target>` (discovery of what it calls), mesh
 //   events about itself (`svc.events.*.<name>`) and the caller-side events about its
 //   targets (`svc.events.<type>.<target>` for timeout, circuit_*, ...: never another
-//   service's instance announcements), trace and audit subjects of itself and its
-//   targets, and the JetStream API calls that store events in SVC_EVENTS;
+//   service's instance announcements), trace subjects of itself and its targets, its
+//   own audit subject (`svc.audit.<name>`), and the JetStream API calls that store
+//   events in SVC_EVENTS and audit records in SVC_AUDIT;
 // - answer requests it received (`allow_responses: { max: 1, expires: "1m" }`):
 //   replies go to the caller's inbox without a publish grant on it.
 //
@@ -25,6 +26,7 @@
 import { fromPublic } from "nkeys.js";
 import { EVENT_TYPES } from "../events/schemas.js";
 import { EVENTS_STREAM } from "../events/stream.js";
+import { AUDIT_STREAM } from "../audit/record.js";
 import { AUDIT_ROOT, EVENTS_ROOT, SUBJECT_ROOT, TRACE_ROOT, validEndpointName, validServiceName } from "../subjects.js";
 
 /** What the broker should allow; a policy document is mapped onto this. */
@@ -38,6 +40,8 @@ export interface BrokerPlan {
   operators?: Record<string, { key: string }>;
   /** The JetStream stream events are stored in (default SVC_EVENTS); null: grant no JetStream API. */
   eventsStream?: string | null;
+  /** The JetStream stream audit records are stored in (default SVC_AUDIT); null: grant no JetStream API for it. */
+  auditStream?: string | null;
   /**
    * Which services a service may discover ($SRV.INFO.<name>): only those it may call
    * ("callees", the default), or all of them ("all": names, versions and endpoint
@@ -165,7 +169,8 @@ export function checkBrokerPlan(plan: BrokerPlan): void {
 /** The users of the authorization block, services first, each list sorted (stable output). */
 export function brokerUsers(plan: BrokerPlan): BrokerUser[] {
   checkBrokerPlan(plan);
-  const stream = plan.eventsStream === undefined ? EVENTS_STREAM : plan.eventsStream;
+  const streams = [plan.eventsStream === undefined ? EVENTS_STREAM : plan.eventsStream, plan.auditStream === undefined ? AUDIT_STREAM : plan.auditStream]
+    .filter((s): s is string => s !== null);
   const responses = plan.responses ?? DEFAULT_RESPONSES;
   const users: BrokerUser[] = [];
   for (const name of Object.keys(plan.services).sort()) {
@@ -185,7 +190,8 @@ export function brokerUsers(plan: BrokerPlan): BrokerUser[] {
     // Every caller's discovery follows instance announcements.
     for (const type of ANNOUNCEMENTS) subscribe.add(`${EVENTS_ROOT}.${type}.*`);
 
-    // About itself: announcements and callee-side events, traces, audit.
+    // About itself: announcements and callee-side events, traces, its own audit records
+    // (only the instance that ran a handler writes its record: no caller can forge one).
     publish.add(`${EVENTS_ROOT}.*.${name}`);
     publish.add(`${TRACE_ROOT}.${name}.>`);
     publish.add(`${AUDIT_ROOT}.${name}`);
@@ -199,15 +205,14 @@ export function brokerUsers(plan: BrokerPlan): BrokerUser[] {
       if (target !== name) {
         for (const type of CALLER_EVENT_TYPES) publish.add(`${EVENTS_ROOT}.${type}.${target}`);
         for (const ep of all ? [">"] : [...new Set(endpoints)].sort()) publish.add(`${TRACE_ROOT}.${target}.${ep}`);
-        publish.add(`${AUDIT_ROOT}.${target}`);
       }
     }
 
     if (plan.discovery === "all") publish.add("$SRV.INFO.*");
 
-    // Storing events: the API calls the library makes before its first event.
-    // (JetStream publish acks arrive on the inbox.)
-    if (stream !== null) {
+    // Storing events and audit records: the API calls the library makes before the
+    // first one. (JetStream publish acks arrive on the inbox.)
+    for (const stream of streams) {
       publish.add("$JS.API.INFO");
       publish.add(`$JS.API.STREAM.INFO.${stream}`);
       publish.add(`$JS.API.STREAM.CREATE.${stream}`);

@@ -9,6 +9,7 @@ import { type CallSettings, type RateLimit, type RetrySettings, mergeCallSetting
 import { parseTarget, pickLane, resolveRoute, type Route, type Target, type WeightedLanes, weightedLanes } from "../target.js";
 import { validEndpointName } from "../subjects.js";
 import { encodeBody } from "../wire.js";
+import type { TraceContext } from "../trace/context.js";
 import type { RequestTransport } from "./transport.js";
 
 export interface Fallback {
@@ -31,6 +32,12 @@ export interface CallOptions {
   retry?: Partial<RetrySettings>;
   /** What to return instead of failing with one of the chosen codes. */
   fallback?: Fallback;
+  /**
+   * The trace this call belongs to. A handler's `ctx.mesh` sets it to the request's
+   * trace; otherwise the active OpenTelemetry span, if any, is the parent, else the
+   * call starts a new trace.
+   */
+  trace?: TraceContext;
 }
 
 interface CachedRoute {
@@ -112,11 +119,11 @@ export class Caller {
       if (deadline <= now) throw new MeshError("TIMEOUT", `deadline for ${target.text}.${endpoint} passed before the call was sent`);
       const cached = this.cachedRoute(target, now);
       result = cached
-        ? this.start(target, endpoint, payload, deadline, opts, cached, base, fromPolicy)
+        ? this.start(target, endpoint, payload, now, deadline, opts, cached, base, fromPolicy)
         : this.resolve(target).then(
-            (fresh) => this.start(target, endpoint, payload, deadline, opts, fresh, base, fromPolicy),
+            (fresh) => this.start(target, endpoint, payload, now, deadline, opts, fresh, base, fromPolicy),
             // Nobody runs it yet: still go through the pipeline, so retries can wait for one.
-            (e: unknown) => (isMeshError(e) && e.code === "NO_RESPONDERS" ? this.start(target, endpoint, payload, deadline, opts, undefined, base, fromPolicy) : Promise.reject(e)),
+            (e: unknown) => (isMeshError(e) && e.code === "NO_RESPONDERS" ? this.start(target, endpoint, payload, now, deadline, opts, undefined, base, fromPolicy) : Promise.reject(e)),
           );
     } catch (e) {
       result = Promise.reject(e);
@@ -128,6 +135,7 @@ export class Caller {
     target: Target,
     endpoint: string,
     payload: unknown,
+    startedAt: number,
     deadline: number,
     opts: CallOptions | undefined,
     cached: CachedRoute | undefined,
@@ -148,6 +156,13 @@ export class Caller {
       rateLimit: this.options.policyRateLimit?.(target.service) ?? cached?.rateLimit,
       attempt: 0,
       attemptDeadline: deadline,
+      requestId: this.transport.nextRequestId(),
+      startedAt,
+      parentTrace: opts?.trace,
+      traceId: "",
+      spanId: "",
+      traceLines: "",
+      reply: undefined,
     };
     if (opts?.retry) this.callOverrides.set(ctx, mergeCallSettings(base, { retry: opts.retry }));
     return this.pipeline(ctx);
@@ -173,7 +188,7 @@ export class Caller {
     } catch (e) {
       return Promise.reject(new MeshError("BAD_REQUEST", `payload for ${subject} cannot be encoded as msgpack: ${(e as Error).message}`, { cause: e }));
     }
-    return this.transport.send(subject, body, ctx.attemptDeadline, ctx.signal, this.options.headerLines?.(ctx.target.service));
+    return this.transport.send(subject, body, ctx, this.options.headerLines?.(ctx.target.service));
   }
 
   private weightedSubject(route: CachedRoute, w: WeightedLanes, endpoint: string): string | undefined {

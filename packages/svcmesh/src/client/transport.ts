@@ -17,7 +17,19 @@ import { RequestHeaderWriter, asNatsHeaders, decodeReply } from "../wire.js";
 /** How often pending calls are checked against their deadlines. */
 const SWEEP_MS = 10;
 
+/** What the transport needs of a call's attempt; it records the reply on it. */
+export interface Attempt {
+  readonly attemptDeadline: number;
+  readonly signal: AbortSignal | undefined;
+  /** Mesh-Request-Id, the same for every attempt of a call (see nextRequestId). */
+  readonly requestId: string;
+  /** traceparent/tracestate header lines, or "". */
+  readonly traceLines: string;
+  reply: Msg | undefined;
+}
+
 interface Pending {
+  attempt: Attempt;
   resolve(value: unknown): void;
   reject(e: MeshError): void;
   deadline: number;
@@ -40,6 +52,7 @@ export class RequestTransport {
   private readonly sub: Subscription;
   private readonly headers: RequestHeaderWriter;
   private seq = 0;
+  private requestSeq = 0;
   private sweeper: NodeJS.Timeout | undefined;
   private readonly status: AsyncIterable<unknown> & { stop?(): void };
   /** Set when the server refused the reply subscription: every call would only time out. */
@@ -58,15 +71,21 @@ export class RequestTransport {
     void this.watchStatus();
   }
 
-  /** Sends one request; the reply token doubles as the request id (`<nuid>.<token>`), unique across the mesh. */
-  send(subject: string, body: Uint8Array, deadline: number, signal: AbortSignal | undefined, headerLines = ""): Promise<unknown> {
+  /** A request id unique across the mesh (`<nuid>.<n>`), for one logical call. */
+  nextRequestId(): string {
+    return `${this.id}.r${(this.requestSeq++).toString(36)}`;
+  }
+
+  /** Sends one attempt; its reply comes back on a token of this transport's inbox. */
+  send(subject: string, body: Uint8Array, attempt: Attempt, headerLines = ""): Promise<unknown> {
+    const { attemptDeadline: deadline, signal } = attempt;
     if (signal?.aborted) return Promise.reject(abortError(subject, signal));
     if (this.inboxRefused) return Promise.reject(this.inboxRefused);
     const token = (this.seq++).toString(36);
     return new Promise<unknown>((resolve, reject) => {
-      const p: Pending = { resolve, reject, deadline, subject, signal, onAbort: undefined };
+      const p: Pending = { attempt, resolve, reject, deadline, subject, signal, onAbort: undefined };
       try {
-        this.nc.publish(subject, body, { reply: this.prefix + token, headers: asNatsHeaders(this.headers.next(deadline, `${this.id}.${token}`, headerLines)) });
+        this.nc.publish(subject, body, { reply: this.prefix + token, headers: asNatsHeaders(this.headers.next(deadline, attempt.requestId, headerLines, attempt.traceLines)) });
       } catch (e) {
         reject(publishError(e, subject));
         return;
@@ -102,6 +121,7 @@ export class RequestTransport {
   private onReply(msg: Msg): void {
     const p = this.take(msg.subject.slice(this.prefix.length));
     if (!p) return;
+    p.attempt.reply = msg;
     let value: unknown;
     try {
       value = decodeReply(msg, p.subject);

@@ -1,4 +1,9 @@
+import type { Span } from "@opentelemetry/api";
 import type { Logger } from "pino";
+import type { AuditWriter } from "../audit/writer.js";
+import type { MeshMetrics } from "../telemetry/metrics.js";
+import { traceContextOfSpan } from "../telemetry/tracer.js";
+import { parseTraceparent, type TraceContext } from "../trace/context.js";
 import type { RequestGuard } from "../policy-state.js";
 import { type MeshCalls, withinDeadline } from "../calls.js";
 import type { RequestMeta } from "../wire.js";
@@ -15,6 +20,15 @@ export interface RejectionEvent {
   caller: string;
 }
 
+/** What the mesh's observability gives its serving instances. */
+export interface ServerTelemetry {
+  /** Make SERVER spans when an OpenTelemetry SDK is registered. */
+  tracing: boolean;
+  metrics: MeshMetrics | undefined;
+  /** Stores audit records; undefined when auditing is off for the whole mesh. */
+  audit: AuditWriter | undefined;
+}
+
 /** What a serving instance shares with every request it handles. */
 export interface InstanceScope {
   service: string;
@@ -27,6 +41,16 @@ export interface InstanceScope {
   /** Authentication and authorization under the policy in force (open when none is). */
   guard: RequestGuard;
   onRejected: ((event: RejectionEvent) => void) | undefined;
+  /** originLines() of this instance: every reply names who answered. */
+  origin: string;
+  /** The header block of successful replies (the origin lines). */
+  okHeaders: { encode(): Uint8Array };
+  telemetry: ServerTelemetry;
+  /** Whether this service writes audit records (and where). */
+  audit: boolean;
+  auditSubject: string;
+  /** Revision of the policy in force, if any. */
+  policyRevision(): number | undefined;
 }
 
 /** The second argument of every handler. Logger and nested-call surface are made on first use. */
@@ -36,15 +60,29 @@ export class HandlerContext {
   readonly requestId: string;
   private childLogger: Logger | undefined;
   private nested: MeshCalls | undefined;
+  private traceContext: TraceContext | undefined | null = null;
 
   constructor(
     private readonly scope: InstanceScope,
     readonly endpoint: string,
-    meta: RequestMeta,
+    private readonly meta: RequestMeta,
+    private readonly span: Span | undefined,
   ) {
     this.caller = meta.caller;
     this.deadline = meta.deadline;
     this.requestId = meta.requestId;
+  }
+
+  /**
+   * The trace this request belongs to (W3C ids), or undefined when the caller sent
+   * none. With an OpenTelemetry SDK it points at this request's SERVER span; nested
+   * calls through `ctx.mesh` continue it.
+   */
+  get trace(): TraceContext | undefined {
+    if (this.traceContext === null) {
+      this.traceContext = this.span ? traceContextOfSpan(this.span, this.meta.tracestate) : parseTraceparent(this.meta.traceparent, this.meta.tracestate);
+    }
+    return this.traceContext;
   }
 
   get service(): string {
@@ -70,9 +108,9 @@ export class HandlerContext {
     return this.childLogger;
   }
 
-  /** Calls to other services from this handler; they inherit this request's deadline. */
+  /** Calls to other services from this handler; they inherit this request's deadline and trace. */
   get mesh(): MeshCalls {
-    this.nested ??= withinDeadline(this.scope.calls, this.deadline);
+    this.nested ??= withinDeadline(this.scope.calls, this.deadline, this.trace);
     return this.nested;
   }
 }

@@ -1,13 +1,17 @@
-// One request through the callee's pipeline: read headers → deadline → per-caller rate
-// limit → bulkhead → decode → validate input → handler → validate output → reply.
+// One request through the callee's pipeline: read headers → deadline → authenticate and
+// authorize → per-caller rate limit → bulkhead → decode → validate input → handler →
+// validate output → reply (naming the instance) → span, metrics, audit record.
 // Every failure becomes an error reply; nothing a caller sends can take the instance
 // down. The cheap rejections (deadline, rate limit, bulkhead) come before the body is
 // decoded, and none of them runs the handler.
+import type { Span } from "@opentelemetry/api";
 import type { Msg } from "nats";
-import type { Logger } from "pino";
+import type { AuditRecord } from "../audit/record.js";
 import { MeshError, isMeshError } from "../errors.js";
 import { type Schema, describeIssues, schemaOrAny, summarizeIssues } from "../schema.js";
-import { ErrorReplyHeaders, asNatsHeaders, decodeBody, encodeBody, errorReplyBody, readRequestMeta } from "../wire.js";
+import { activeTracer, endSpan, rpcAttributes, startServerSpan, withSpan } from "../telemetry/tracer.js";
+import { parseTraceparent, traceIdOf } from "../trace/context.js";
+import { ErrorReplyHeaders, asNatsHeaders, decodeBody, encodeBody, errorReplyBody, readRequestMeta, type RequestMeta } from "../wire.js";
 import { HandlerContext, type InstanceScope, type RejectionType } from "./context.js";
 
 export type Handler = (input: any, ctx: HandlerContext) => unknown;
@@ -30,34 +34,73 @@ export function endpointRuntime(name: string, input: Schema | undefined, output:
 
 /**
  * Handles one request and never rejects: whatever goes wrong becomes an error reply.
- * `settled` runs once at the end (in-flight accounting for graceful stop).
+ * `settled` runs once at the end (in-flight accounting for graceful stop). Around the
+ * pipeline: a SERVER span when an OpenTelemetry SDK is registered, the request metrics,
+ * and an audit record when the handler ran.
  */
 export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, msg: Msg, defaultTimeoutMs: number, settled: () => void): Promise<void> {
+  const t0 = performance.now();
+  const startedAt = Date.now();
+  const meta = readRequestMeta(msg, startedAt, defaultTimeoutMs);
+  const { telemetry } = scope;
+  const tracer = telemetry.tracing ? activeTracer() : undefined;
+  const span = tracer
+    ? startServerSpan(tracer, scope.service, ep.name, {
+        ...rpcAttributes(scope.service, ep.name, msg.subject),
+        "svcmesh.caller": meta.caller,
+        "svcmesh.request_id": meta.requestId,
+        "svcmesh.instance": scope.instance,
+      }, parseTraceparent(meta.traceparent, meta.tracestate))
+    : undefined;
+  const outcome: Outcome = { status: "ok", message: undefined, handlerRan: false };
+  try {
+    await run(scope, ep, msg, meta, startedAt, span, outcome);
+  } finally {
+    settled();
+    const ms = performance.now() - t0;
+    if (span) endSpan(span, outcome.status, outcome.message, { "svcmesh.caller": meta.caller });
+    telemetry.metrics?.request(scope.service, ep.name, outcome.status, ms);
+    if (outcome.handlerRan && scope.audit) audit(scope, ep, meta, startedAt, ms, outcome.status);
+  }
+}
+
+interface Outcome {
+  /** "ok" or the error code replied. */
+  status: string;
+  message: string | undefined;
+  /** The handler was called (the request passed every check): it gets an audit record. */
+  handlerRan: boolean;
+}
+
+async function run(scope: InstanceScope, ep: EndpointRuntime, msg: Msg, meta: RequestMeta, now: number, span: Span | undefined, outcome: Outcome): Promise<void> {
+  const fail = (e: MeshError): void => {
+    outcome.status = e.code;
+    outcome.message = e.message;
+    replyError(scope, msg, e);
+  };
   let admitted = false;
   try {
-    const now = Date.now();
-    const meta = readRequestMeta(msg, now, defaultTimeoutMs);
     if (meta.deadline <= now) {
-      return replyError(scope.logger, msg, new MeshError("TIMEOUT", `deadline passed before ${scope.service}.${ep.name} could start`));
+      return fail(new MeshError("TIMEOUT", `deadline passed before ${scope.service}.${ep.name} could start`));
     }
     // Who is calling, and may they: verified against the policy in force (open without one).
     try {
       meta.caller = scope.guard.admit(meta, ep.name, now);
     } catch (e) {
-      return replyError(scope.logger, msg, e as MeshError);
+      return fail(e as MeshError);
     }
     // Nothing configured costs one field check each: no lookups, no allocations.
     if (scope.limiter !== undefined) {
       const limited = scope.limiter.take(meta.caller, performance.now());
       if (limited !== undefined) {
         rejected(scope, "rate_limited", ep.name, meta.caller);
-        return replyError(scope.logger, msg, limited);
+        return fail(limited);
       }
     }
     if (ep.inFlight >= ep.maxConcurrent) {
       scope.limiter?.refund(meta.caller); // turned away, not served: the token goes back
       rejected(scope, "bulkhead_full", ep.name, meta.caller);
-      return replyError(scope.logger, msg, new MeshError("UNAVAILABLE", `${scope.service}.${ep.name} is at capacity (${ep.maxConcurrent} requests in flight on instance ${scope.instance}); try again shortly`, {
+      return fail(new MeshError("UNAVAILABLE", `${scope.service}.${ep.name} is at capacity (${ep.maxConcurrent} requests in flight on instance ${scope.instance}); try again shortly`, {
         details: { maxConcurrent: ep.maxConcurrent },
       }));
     }
@@ -67,25 +110,27 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
     try {
       input = decodeBody(msg.data);
     } catch {
-      return replyError(scope.logger, msg, new MeshError("BAD_REQUEST", `request body for ${scope.service}.${ep.name} is not valid msgpack`));
+      return fail(new MeshError("BAD_REQUEST", `request body for ${scope.service}.${ep.name} is not valid msgpack`));
     }
     const parsed = ep.input.safeParse(input);
     if (!parsed.success) {
       const issues = summarizeIssues(parsed.error);
-      return replyError(scope.logger, msg, new MeshError("BAD_REQUEST", `invalid input for ${scope.service}.${ep.name}: ${describeIssues(issues)}`, { details: { issues } }));
+      return fail(new MeshError("BAD_REQUEST", `invalid input for ${scope.service}.${ep.name}: ${describeIssues(issues)}`, { details: { issues } }));
     }
     let result: unknown;
+    outcome.handlerRan = true;
     try {
-      result = await ep.handler(parsed.data, new HandlerContext(scope, ep.name, meta));
+      const ctx = new HandlerContext(scope, ep.name, meta, span);
+      result = await (span ? withSpan(span, () => ep.handler(parsed.data, ctx)) : ep.handler(parsed.data, ctx));
     } catch (e) {
-      return replyError(scope.logger, msg, handlerFailure(scope, ep, e));
+      return fail(handlerFailure(scope, ep, e));
     }
     if (ep.checkOutput) {
       const checked = ep.output.safeParse(result);
       if (!checked.success) {
         const issues = summarizeIssues(checked.error);
         scope.logger.error({ endpoint: ep.name, issues }, "handler returned output that does not match its schema");
-        return replyError(scope.logger, msg, new MeshError("BAD_RESPONSE", `${scope.service}.${ep.name} produced invalid output: ${describeIssues(issues)}`, { details: { issues } }));
+        return fail(new MeshError("BAD_RESPONSE", `${scope.service}.${ep.name} produced invalid output: ${describeIssues(issues)}`, { details: { issues } }));
       }
       result = checked.data;
     }
@@ -94,19 +139,40 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
     try {
       body = encodeBody(result);
     } catch (e) {
-      return replyError(scope.logger, msg, new MeshError("BAD_RESPONSE", `${scope.service}.${ep.name} returned a value msgpack cannot encode: ${(e as Error).message}`));
+      return fail(new MeshError("BAD_RESPONSE", `${scope.service}.${ep.name} returned a value msgpack cannot encode: ${(e as Error).message}`));
     }
     try {
-      msg.respond(body);
+      msg.respond(body, { headers: asNatsHeaders(scope.okHeaders) });
     } catch (e) {
-      replyError(scope.logger, msg, replyFailure(scope, ep, e, body.length));
+      fail(replyFailure(scope, ep, e, body.length));
     }
   } catch (e) {
     scope.logger.error({ err: e, endpoint: ep.name }, "request failed outside the handler");
-    replyError(scope.logger, msg, new MeshError("HANDLER_ERROR", "internal error while handling the request"));
+    fail(new MeshError("HANDLER_ERROR", "internal error while handling the request"));
   } finally {
     if (admitted) ep.inFlight--;
-    settled();
+  }
+}
+
+/** One audit record for a request whose handler ran (audit/writer.ts stores it once per request id). */
+function audit(scope: InstanceScope, ep: EndpointRuntime, meta: RequestMeta, startedAt: number, ms: number, status: string): void {
+  try {
+    const record: AuditRecord = {
+      time: startedAt,
+      service: scope.service,
+      version: scope.version,
+      instance: scope.instance,
+      endpoint: ep.name,
+      caller: meta.caller,
+      requestId: meta.requestId,
+      traceId: traceIdOf(meta.traceparent),
+      status,
+      durationMs: Math.round(ms * 1000) / 1000,
+      ...(scope.policyRevision() !== undefined ? { policy: String(scope.policyRevision()) } : {}),
+    };
+    scope.telemetry.audit?.write(scope.auditSubject, meta.requestId, encodeBody(record));
+  } catch (e) {
+    scope.logger.error({ err: e, endpoint: ep.name }, "could not write the audit record");
   }
 }
 
@@ -146,11 +212,11 @@ function replyFailure(scope: InstanceScope, ep: EndpointRuntime, e: unknown, siz
   return new MeshError("BAD_RESPONSE", `${scope.service}.${ep.name} could not reply: ${why}`);
 }
 
-export function replyError(logger: Logger, msg: Msg, error: MeshError): void {
+export function replyError(scope: Pick<InstanceScope, "logger" | "origin">, msg: Msg, error: MeshError): void {
   if (!msg.reply) return;
   try {
-    msg.respond(errorReplyBody(error), { headers: asNatsHeaders(new ErrorReplyHeaders(error.code, error.message)) });
+    msg.respond(errorReplyBody(error), { headers: asNatsHeaders(new ErrorReplyHeaders(error.code, error.message, scope.origin)) });
   } catch (e) {
-    logger.warn({ err: e, code: error.code }, "could not send error reply");
+    scope.logger.warn({ err: e, code: error.code }, "could not send error reply");
   }
 }

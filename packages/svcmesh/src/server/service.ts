@@ -13,8 +13,9 @@ import { INSTANCE_STARTED, INSTANCE_STOPPED, type InstanceAnnouncement, MESH_MET
 import { type Schema, isSchema, jsonSchemaText } from "../schema.js";
 import { EVENTS_ROOT, exactLane, majorLane, queueGroup, validEndpointName, validServiceName } from "../subjects.js";
 import type { RateLimit } from "../settings.js";
-import { encodeBody } from "../wire.js";
-import type { HandlerContext, InstanceScope, RejectionEvent } from "./context.js";
+import { encodeBody, okReplyHeaders, originLines } from "../wire.js";
+import { auditSubject } from "../audit/record.js";
+import type { HandlerContext, InstanceScope, RejectionEvent, ServerTelemetry } from "./context.js";
 import { type EndpointRuntime, type Handler, endpointRuntime, handleRequest, replyError } from "./endpoint.js";
 import { ANY_CALLER, CallerRateLimiter, resolvedLimits } from "./rate-limit.js";
 
@@ -56,6 +57,12 @@ export interface ServeOptions<I = Record<string, unknown>, O = Record<string, un
    * Published in discovery (`rate_limits`) so callers can mirror them.
    */
   rateLimits?: Record<string, RateLimit>;
+  /**
+   * Write an audit record for every call whose handler ran, to svc.audit.<name>
+   * (stored once per request id in the SVC_AUDIT stream). Default true; the mesh's
+   * `connect({ audit: { enabled: false } })` turns it off for every service.
+   */
+  audit?: boolean;
   endpoints: { [K in keyof I]: EndpointSpec<I[K], K extends keyof O ? O[K] : undefined> } & { [K in keyof O]: { output?: O[K]; [more: string]: unknown } };
 }
 
@@ -70,6 +77,12 @@ export interface ServiceHandle {
   stop(): Promise<void>;
 }
 
+/** What the mesh sees of its own instances (metrics read their load). */
+export interface InstanceHandle extends ServiceHandle {
+  /** (service, endpoint, requests in flight) per endpoint. */
+  endpointLoads(): Iterable<readonly [string, string, number]>;
+}
+
 export interface ServiceDeps {
   nc: NatsConnection;
   /** Discovery, e.g. to know how many instances of this service share a limit. */
@@ -80,6 +93,7 @@ export interface ServiceDeps {
   calls: MeshCalls;
   defaultTimeoutMs: number;
   onStopped?: (handle: ServiceHandle) => void;
+  telemetry: ServerTelemetry;
   /** Called for each request turned away by a rate limit or a bulkhead (not awaited; keep it cheap). */
   onRejected?: (event: RejectionEvent) => void;
 }
@@ -107,6 +121,7 @@ export function validateServeOptions(spec: ServeOptions): void {
     }
   }
   validateRateLimits(spec.name, spec.rateLimits, bad);
+  if (spec.audit !== undefined && typeof spec.audit !== "boolean") throw bad(`audit must be true or false (got ${show(spec.audit)})`);
 }
 
 function validateRateLimits(service: string, limits: unknown, bad: (what: string) => MeshError): void {
@@ -133,14 +148,14 @@ function show(value: unknown): string {
   return typeof value === "string" ? JSON.stringify(value) : String(value);
 }
 
-export async function startService(deps: ServiceDeps, spec: ServeOptions): Promise<ServiceHandle> {
+export async function startService(deps: ServiceDeps, spec: ServeOptions): Promise<InstanceHandle> {
   validateServeOptions(spec);
   const instance = new Instance(deps, spec);
   await instance.start();
   return instance;
 }
 
-class Instance implements ServiceHandle {
+class Instance implements InstanceHandle {
   readonly name: string;
   readonly version: string;
   private readonly endpoints = new Map<string, EndpointRuntime>();
@@ -171,6 +186,10 @@ class Instance implements ServiceHandle {
     return this.active;
   }
 
+  *endpointLoads(): Iterable<readonly [string, string, number]> {
+    for (const [name, ep] of this.endpoints) yield [this.name, name, ep.inFlight];
+  }
+
   async start(): Promise<void> {
     const { nc } = this.deps;
     const lane = majorLane(this.name, semver.major(this.version));
@@ -185,6 +204,7 @@ class Instance implements ServiceHandle {
     });
     const id = this.micro.info().id;
     const logger = this.deps.logger.child({ service: this.name, version: this.version, instance: id });
+    const origin = originLines(id, this.version);
     if (limits) this.limiter = new CallerRateLimiter({ service: this.name, limits, registry: this.deps.registry, logger, self: () => this.id });
     this.limitsKey = JSON.stringify(this.spec.rateLimits ?? null);
     this.scope = {
@@ -196,6 +216,12 @@ class Instance implements ServiceHandle {
       limiter: this.limiter,
       guard: new RequestGuard(this.name, this.deps.policy),
       onRejected: this.deps.onRejected,
+      origin,
+      okHeaders: okReplyHeaders(origin),
+      telemetry: this.deps.telemetry,
+      audit: this.spec.audit !== false && this.deps.telemetry.audit !== undefined,
+      auditSubject: auditSubject(this.name),
+      policyRevision: () => this.deps.policy.inForce?.revision,
     };
     for (const [name, ep] of this.endpoints) {
       const spec = (this.spec.endpoints as Record<string, EndpointSpec>)[name]!;
@@ -279,7 +305,7 @@ class Instance implements ServiceHandle {
     const name = msg.subject.slice(lane.length + 1);
     const ep = this.endpoints.get(name);
     if (ep) this.dispatch(ep, msg);
-    else replyError(this.scope.logger, msg, new MeshError("NOT_FOUND", `${this.name}@${this.version} has no endpoint ${JSON.stringify(name)}`));
+    else replyError(this.scope, msg, new MeshError("NOT_FOUND", `${this.name}@${this.version} has no endpoint ${JSON.stringify(name)}`));
   }
 
   private dispatch(ep: EndpointRuntime, msg: Msg): void {

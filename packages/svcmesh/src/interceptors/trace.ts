@@ -1,0 +1,103 @@
+// The outermost interceptor (see pipeline.ts): one CLIENT span, one trace record and
+// one metrics sample per call, refused calls included. It gives the call its trace
+// context (the W3C headers every attempt carries) and, when the call ends, records how
+// it went: status, latency, attempts, and which instance answered.
+//
+// Cost: without an OpenTelemetry SDK, without a MeterProvider and with the record not
+// sampled, a call pays for two ids from a random pool, one header string and one
+// promise reaction.
+import type { Span } from "@opentelemetry/api";
+import { isMeshError } from "../errors.js";
+import type { CallContext, Interceptor } from "../pipeline.js";
+import type { MeshMetrics } from "../telemetry/metrics.js";
+import { activeTracer, endSpan, rpcAttributes, startClientSpan } from "../telemetry/tracer.js";
+import type { TraceBuffer } from "../trace/buffer.js";
+import { newSpanId, newTraceId, sampledAt, traceHeaderLines } from "../trace/context.js";
+import { replyOrigin } from "../wire.js";
+
+export interface TraceInterceptorOptions {
+  callerName: string;
+  /** Propagate trace context, make spans and trace records (false: metrics only). */
+  tracing: boolean;
+  /** Share of ok calls whose record is published (errors always are), 0..1. */
+  sampleRate: number;
+  /** Where records go; undefined: none are published. */
+  buffer: TraceBuffer | undefined;
+  metrics: MeshMetrics | undefined;
+}
+
+export function createTraceInterceptor(o: TraceInterceptorOptions): Interceptor {
+  const { tracing, sampleRate, buffer, metrics, callerName } = o;
+
+  const finish = (ctx: CallContext, span: Span | undefined, t0: number, status: string, message: string | undefined): void => {
+    const ms = performance.now() - t0;
+    const { service } = ctx.target;
+    metrics?.call(service, ctx.endpoint, status, ms, ctx.attempt);
+    const keep = buffer !== undefined && (status !== "ok" || sampledAt(ctx.traceId, sampleRate));
+    const origin = (keep || span) && ctx.reply ? replyOrigin(ctx.reply) : undefined;
+    if (span) {
+      endSpan(span, status, message, {
+        "svcmesh.attempts": ctx.attempt,
+        ...(origin?.instance ? { "svcmesh.instance": origin.instance } : {}),
+      });
+    }
+    if (keep) {
+      buffer.add({
+        time: ctx.startedAt,
+        caller: callerName,
+        service,
+        endpoint: ctx.endpoint,
+        version: origin?.version ?? "",
+        instance: origin?.instance ?? "",
+        requestId: ctx.requestId,
+        traceId: ctx.traceId,
+        spanId: ctx.spanId,
+        latencyMs: Math.round(ms * 1000) / 1000,
+        status,
+        attempts: ctx.attempt,
+        rate: sampleRate,
+      });
+    }
+  };
+
+  return (ctx, next) => {
+    const t0 = performance.now();
+    let span: Span | undefined;
+    if (tracing) {
+      const parent = ctx.parentTrace;
+      const tracer = activeTracer();
+      let flags: number;
+      let state: string;
+      if (tracer) {
+        span = startClientSpan(tracer, ctx.target.service, ctx.endpoint, {
+          ...rpcAttributes(ctx.target.service, ctx.endpoint),
+          "svcmesh.caller": callerName,
+          "svcmesh.request_id": ctx.requestId,
+        }, parent);
+        const sc = span.spanContext();
+        ctx.traceId = sc.traceId;
+        ctx.spanId = sc.spanId;
+        flags = sc.traceFlags;
+        state = sc.traceState?.serialize() ?? parent?.state ?? "";
+      } else {
+        ctx.traceId = parent?.traceId ?? newTraceId();
+        ctx.spanId = newSpanId();
+        // Our own sampling decision travels as the W3C "sampled" flag, so a downstream
+        // service with an SDK and a parent-based sampler keeps the same traces.
+        flags = parent ? parent.flags : sampledAt(ctx.traceId, sampleRate) ? 1 : 0;
+        state = parent?.state ?? "";
+      }
+      ctx.traceLines = traceHeaderLines(ctx.traceId, ctx.spanId, flags, state);
+    }
+    return next(ctx).then(
+      (value) => {
+        finish(ctx, span, t0, "ok", undefined);
+        return value;
+      },
+      (e: unknown) => {
+        finish(ctx, span, t0, isMeshError(e) ? e.code : "UNAVAILABLE", (e as Error)?.message);
+        throw e;
+      },
+    );
+  };
+}

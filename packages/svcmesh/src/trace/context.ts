@@ -1,0 +1,91 @@
+// W3C trace context (https://www.w3.org/TR/trace-context/): the `traceparent` and
+// `tracestate` headers every mesh request carries, so one trace spans all hops with or
+// without an OpenTelemetry SDK. Without one, the mesh makes its own ids (random, from a
+// pooled buffer: a crypto call per id would cost more than the rest of the header).
+import { randomBytes } from "node:crypto";
+
+/** The trace a call belongs to, as the `traceparent`/`tracestate` headers carry it. */
+export interface TraceContext {
+  /** 32 lowercase hex digits. */
+  readonly traceId: string;
+  /** 16 lowercase hex digits: the span this context points at (the parent of the next hop). */
+  readonly spanId: string;
+  /** W3C trace flags; bit 0 is "sampled". */
+  readonly flags: number;
+  /** The `tracestate` header, or "". */
+  readonly state: string;
+}
+
+const POOL_SIZE = 4096;
+let pool = randomBytes(POOL_SIZE);
+let poolPos = 0;
+
+function randomHex(bytes: number): string {
+  if (poolPos + bytes > POOL_SIZE) {
+    pool = randomBytes(POOL_SIZE);
+    poolPos = 0;
+  }
+  const hex = pool.toString("hex", poolPos, poolPos + bytes);
+  poolPos += bytes;
+  return hex;
+}
+
+const ZERO_TRACE = "0".repeat(32);
+const ZERO_SPAN = "0".repeat(16);
+
+export function newTraceId(): string {
+  const id = randomHex(16);
+  return id === ZERO_TRACE ? newTraceId() : id;
+}
+
+export function newSpanId(): string {
+  const id = randomHex(8);
+  return id === ZERO_SPAN ? newSpanId() : id;
+}
+
+const FLAGS = ["00", "01"];
+
+export function formatTraceparent(traceId: string, spanId: string, flags: number): string {
+  return `00-${traceId}-${spanId}-${FLAGS[flags] ?? (flags & 0xff).toString(16).padStart(2, "0")}`;
+}
+
+const HEX32 = /^[0-9a-f]{32}$/;
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:-.*)?$/;
+
+/**
+ * Parses a `traceparent` header; undefined for anything malformed or all-zero ids (a
+ * call then starts a new trace, as the spec says). Version 00 must have exactly four
+ * fields; later versions may add fields, which are ignored.
+ */
+export function parseTraceparent(text: string, state = ""): TraceContext | undefined {
+  if (text.length < 55 || text.length > 512) return undefined;
+  const m = TRACEPARENT.exec(text);
+  if (!m) return undefined;
+  const [, version, traceId, spanId, flags] = m as unknown as [string, string, string, string, string];
+  if (version === "ff" || (version === "00" && text.length !== 55)) return undefined;
+  if (traceId === ZERO_TRACE || spanId === ZERO_SPAN) return undefined;
+  return { traceId, spanId, flags: parseInt(flags, 16), state: state.length <= 512 ? state : "" };
+}
+
+/** The trace id of a traceparent header, or "" if it is not one (no full parse: audit records only need the id). */
+export function traceIdOf(traceparent: string): string {
+  if (traceparent.length < 55 || traceparent.charCodeAt(2) !== 45 /* - */) return "";
+  const id = traceparent.slice(3, 35);
+  return HEX32.test(id) ? id : "";
+}
+
+/** Request header lines for a trace context, each ending in CRLF (see wire.ts). */
+export function traceHeaderLines(traceId: string, spanId: string, flags: number, state: string): string {
+  const parent = `traceparent: ${formatTraceparent(traceId, spanId, flags)}\r\n`;
+  return state ? `${parent}tracestate: ${state.replace(/[\r\n]/g, "")}\r\n` : parent;
+}
+
+/**
+ * Whether an ok call of this trace is kept at `rate`: decided from the trace id, so
+ * every hop of one trace decides the same way (a whole trace is kept or none of it).
+ */
+export function sampledAt(traceId: string, rate: number): boolean {
+  if (rate >= 1) return true;
+  if (rate <= 0) return false;
+  return parseInt(traceId.slice(24, 32), 16) / 0x1_0000_0000 < rate;
+}
