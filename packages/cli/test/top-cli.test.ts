@@ -73,7 +73,7 @@ let flaky: Mesh;
 let nc: NatsConnection;
 
 before(async () => {
-  server = await startNatsServer();
+  server = await startNatsServer({ jetstream: true }); // JetStream: breaker events are stored in SVC_EVENTS
   host = await connect({ servers: server.url, name: "host", audit: { enabled: false } });
   // claims's breaker stays out of the way of its failing calls; flaky's opens after two failures.
   const trace = { sampleRate: 1, flushMs: 50 };
@@ -221,6 +221,13 @@ describe("svcmesh top", () => {
     assert.equal(row?.breaker, "open", r.stdout.slice(-2000));
     assert.equal(row.errorRate, 1);
     assert.equal(lastRow(r.stdout, "payments", "reimburse")?.breaker, "open");
+
+    // A top started after the breaker opened learns its state from the stored events.
+    const late = top(["--json", "--interval", "200", "--count", "3"]);
+    await keepDoing(fail, () => late.child.exitCode !== null);
+    const l = await late.done;
+    assert.equal(l.code, 0, l.stderr);
+    assert.equal(lastRow(l.stdout, "payments", "explode")?.breaker, "open", l.stdout);
   });
 
   test("on a terminal it redraws in place (cursor home, clear screen)", async (t) => {

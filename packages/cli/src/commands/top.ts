@@ -4,8 +4,8 @@
 // the circuit events (svc.events.circuit_*). Like `top`, it redraws in place on a
 // terminal; piped, it prints one snapshot after another.
 import { type Command, InvalidArgumentError } from "commander";
-import type { Msg, NatsConnection, Subscription } from "nats";
-import { decodeEvent, decodeTraceBatch, EVENTS_ROOT, type TraceEvent, traceFilterSubject } from "svcmesh/internal";
+import type { JetStreamManager, Msg, NatsConnection, Subscription } from "nats";
+import { decodeEvent, decodeTraceBatch, EVENTS_ROOT, EVENTS_STREAM, type TraceEvent, traceFilterSubject } from "svcmesh/internal";
 import { positiveCount, serviceName } from "../args.js";
 import { DEFAULT_CLIENT_NAME, withMesh } from "../connection.js";
 import { CliError } from "../errors.js";
@@ -64,8 +64,9 @@ A sampled ok record stands for 1/rate calls, every failed call has its own recor
 p50/p99 are the latencies callers saw (retries included), weighted the same way.
 ERRORS is failed calls / calls. BREAKER is the state of the callers' breakers to the
 service, from svc.events.circuit_open|half_open|close.<service>: open if any caller's
-breaker is open, else half-open if any is probing, else closed (also when no
-transition was heard since top started). Only what happens while it runs is counted.
+breaker is open, else half-open if any is probing, else closed (also when none was
+ever heard of). A service's last stored transitions (stream SVC_EVENTS, if it exists)
+give the state at start; live events follow. Calls are counted from the start only.
 
 On a terminal the table is redrawn in place; otherwise each snapshot is printed,
 separated by a blank line. Ctrl-C stops. With --json: one snapshot per line:
@@ -102,23 +103,33 @@ async function top(nc: NatsConnection, opts: TopOptions, json: boolean): Promise
     finish();
     return true;
   };
+  // Breakers that changed state before top started: their last stored transitions.
+  const recalled = new Set<string>();
+  let jsm: Promise<JetStreamManager | undefined> | undefined;
+  const recall = (service: string): void => {
+    if (recalled.has(service)) return;
+    recalled.add(service);
+    jsm ??= nc.jetstreamManager().catch(() => undefined);
+    void jsm.then((m) => m && recallBreakers(m, stats, service)).catch(() => undefined);
+  };
+  if (opts.service) recall(opts.service);
   const subs: Subscription[] = [
     nc.subscribe(traceFilterSubject(opts.service), {
       callback: (err: Error | null, msg: Msg) => {
         if (onError(err)) return;
         const { events, malformed } = decodeTraceBatch(msg.data);
-        for (const e of events) stats.addTrace(e, Date.now());
+        for (const e of events) {
+          stats.addTrace(e, Date.now());
+          recall(e.service);
+        }
         stats.malformed += malformed;
       },
     }),
-    ...["circuit_open", "circuit_half_open", "circuit_close"].map((type) =>
+    ...CIRCUIT_TYPES.map((type) =>
       nc.subscribe(`${EVENTS_ROOT}.${type}.${opts.service ?? "*"}`, {
         callback: (err: Error | null, msg: Msg) => {
           if (onError(err)) return;
-          const d = decodeEvent(msg.subject, msg.data, Date.now());
-          if (d.kind !== "event") return;
-          const e = d.event as { type: string; service: string; at: number; caller?: string; target?: string };
-          stats.addCircuit(e.type, e.service, `${e.caller ?? ""}>${e.target ?? e.service}`, e.at);
+          addCircuitEvent(stats, msg.subject, msg.data, Date.now());
         },
       })),
   ];
@@ -154,6 +165,28 @@ async function top(nc: NatsConnection, opts: TopOptions, json: boolean): Promise
   }
   if (stats.malformed > 0) process.stderr.write(`svcmesh: skipped ${stats.malformed} malformed trace record${stats.malformed === 1 ? "" : "s"}\n`);
   if (lost && refreshes !== opts.count) throw new CliError(`lost the connection to NATS: ${lost.message}`);
+}
+
+const CIRCUIT_TYPES = ["circuit_open", "circuit_half_open", "circuit_close"] as const;
+
+function addCircuitEvent(stats: TopStats, subject: string, data: Uint8Array, storedAtMs: number): void {
+  const d = decodeEvent(subject, data, storedAtMs);
+  if (d.kind !== "event") return;
+  const e = d.event as { type: string; service: string; at: number; caller?: string; target?: string };
+  stats.addCircuit(e.type, e.service, `${e.caller ?? ""}>${e.target ?? e.service}`, e.at);
+}
+
+/**
+ * The latest stored circuit_open / half_open / close of a service (from SVC_EVENTS,
+ * when it exists): what the breakers were when top started. Per event type only the
+ * last one is kept by subject, so where several callers' breakers changed state, the
+ * latest transition stands for them all until live events say more.
+ */
+async function recallBreakers(jsm: JetStreamManager, stats: TopStats, service: string): Promise<void> {
+  await Promise.all(CIRCUIT_TYPES.map(async (type) => {
+    const m = await jsm.streams.getMessage(EVENTS_STREAM, { last_by_subj: `${EVENTS_ROOT}.${type}.${service}` }).catch(() => undefined);
+    if (m) addCircuitEvent(stats, m.subject, m.data, m.time.getTime());
+  }));
 }
 
 /** Cursor home, clear screen. */
