@@ -36,7 +36,7 @@ before(async () => {
   const rateLimits = { claims: { rps: 50, burst: 100 }, "*": { rps: 10 } };
   ids.push((await mesh.serve({ name: "payments", version: "2.1.0", rateLimits, endpoints: v2 })).id);
   ids.push((await mesh.serve({ name: "payments", version: "2.1.0", rateLimits, endpoints: v2 })).id);
-  await mesh.serve({ name: "payments", version: "1.0.0", endpoints: { reimburse: { handler: () => ({ legacy: true }) } } });
+  await mesh.serve({ name: "payments", version: "1.0.0", endpoints: { reimburse: { input: z.object({ id: z.string() }), handler: () => ({ legacy: true }) } } });
 });
 
 after(async () => {
@@ -113,6 +113,9 @@ describe("svcmesh info", () => {
     assert.ok(!r.stdout.includes("$schema"), "the dialect line is left out");
     assert.ok(out.includes("version 1.0.0  1 instance: " + out.find((l) => l.startsWith("version 1.0.0"))!.split(": ")[1]));
     assert.ok(out.includes("  rate limits: none"), r.stdout);
+    // A short schema stays on its line.
+    assert.equal(out.at(-2), '    input:  {"type":"object","properties":{"id":{"type":"string"}},"required":["id"]}');
+    assert.equal(out.at(-1), "    output: any (no schema)");
   });
 
   test("an unknown service: exit 1 with one line", async () => {
