@@ -76,6 +76,9 @@ export interface ConnectOptions {
   nats?: Omit<ConnectionOptions, "servers" | "name">;
 }
 
+/** How long close() may take before the connection is closed without draining. */
+const CLOSE_BUDGET_MS = 10_000;
+
 /** Like Istio's default: one ok call in a hundred is published; every error is. */
 const DEFAULT_SAMPLE_RATE = 0.01;
 
@@ -318,6 +321,22 @@ export class Mesh implements MeshCalls {
   /** Stops every service (draining in-flight requests), then drains the connection. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      // Closing during an outage must not hang on draining a connection that is not there.
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), CLOSE_BUDGET_MS)));
+      const outcome = await Promise.race([this.closeGracefully().then(() => "done" as const), late]);
+      clearTimeout(timer);
+      if (outcome === "late") {
+        this.logger.warn({ budgetMs: CLOSE_BUDGET_MS }, "mesh close did not finish in time (is NATS reachable?); closing the connection");
+        this.transport.close("mesh connection closed");
+        await this.nc.close().catch(() => undefined);
+      }
+    })();
+    return this.closing;
+  }
+
+  private async closeGracefully(): Promise<void> {
+    {
       await Promise.allSettled([...this.services].map((s) => s.stop()));
       this.traceBuffer?.close();
       await this.auditWriter?.close(); // stores what the stopped services' handlers left
@@ -327,8 +346,7 @@ export class Mesh implements MeshCalls {
       await this.events.close(); // publishes pending coalesced windows while the connection is up
       this.transport.close("mesh connection closed");
       if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
-    })();
-    return this.closing;
+    }
   }
 }
 

@@ -1,0 +1,211 @@
+// The audit trail against a real JetStream server: one record per call that reached a
+// handler, stored once even when the call was retried, re-sent until acknowledged
+// (here: while the stream does not exist yet), and a bounded, visible backlog.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { connect as natsConnect, type NatsConnection } from "nats";
+import { type AuditRecord, AUDIT_STREAM, connect, decodeAuditRecord, ensureAuditStream, type Mesh } from "svcmesh";
+import { z } from "zod";
+import { meshFailure } from "../../../test/helpers/mesh.ts";
+import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/nats-server.ts";
+
+let server: NatsServer;
+let raw: NatsConnection;
+const meshes: Mesh[] = [];
+
+async function open(name: string, extra: Partial<Parameters<typeof connect>[0]> = {}, url = server.url, into = meshes): Promise<Mesh> {
+  const m = await connect({ servers: url, name, logLevel: "silent", trace: false, ...extra });
+  into.push(m);
+  return m;
+}
+
+/** Meshes on a server of their own are closed before that server stops. */
+async function closeAll(list: Mesh[]): Promise<void> {
+  await Promise.allSettled(list.splice(0).map((m) => m.close()));
+}
+
+/** Every record stored for `service`, read with an ordered consumer. */
+async function stored(service: string, nc = raw): Promise<AuditRecord[]> {
+  const jsm = await nc.jetstreamManager();
+  const info = await jsm.streams.info(AUDIT_STREAM).catch(() => undefined);
+  if (!info || info.state.messages === 0) return [];
+  const consumer = await nc.jetstream().consumers.get(AUDIT_STREAM, { filterSubjects: `svc.audit.${service}` });
+  const out: AuditRecord[] = [];
+  const pending = (await consumer.info()).num_pending;
+  if (pending === 0) return out;
+  const messages = await consumer.fetch({ max_messages: pending, expires: 2_000 });
+  for await (const m of messages) {
+    const d = decodeAuditRecord(m.data);
+    assert.ok(d.ok, d.ok ? "" : d.reason);
+    out.push(d.record);
+    if (out.length >= pending) break;
+  }
+  return out;
+}
+
+async function until<T>(what: () => Promise<T>, ok: (v: T) => boolean, waitMs = 5_000): Promise<T> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const v = await what();
+    if (ok(v) || Date.now() > deadline) return v;
+    await sleep(50);
+  }
+}
+
+before(async () => {
+  server = await startNatsServer({ jetstream: true });
+  raw = await natsConnect({ servers: server.url });
+});
+
+after(async () => {
+  await Promise.allSettled(meshes.splice(0).map((m) => m.close()));
+  await raw.close();
+  await server.stop();
+});
+
+describe("audit records", () => {
+  test("one record per call that reached a handler, with who called what and how it ended", async () => {
+    const host = await open("ledger-host");
+    const svc = await host.serve({
+      name: "ledger",
+      version: "3.0.1",
+      endpoints: {
+        post: { input: z.object({ usd: z.number() }), handler: ({ usd }) => { if (usd < 0) throw new Error("negative"); return { ok: true }; } },
+      },
+    });
+    const caller = await open("ledger-clerk");
+    for (let i = 0; i < 10; i++) await caller.call("ledger", "post", { usd: i });
+    await meshFailure(caller.call("ledger", "post", { usd: -1 })); // handler ran: recorded
+    await meshFailure(caller.call("ledger", "post", { usd: "x" })); // refused before the handler: not recorded
+    await meshFailure(caller.call("ledger", "nope")); // no such endpoint: not recorded
+    const records = await until(() => stored("ledger"), (r) => r.length >= 11);
+    assert.equal(records.length, 11);
+    const failed = records.filter((r) => r.status !== "ok");
+    assert.deepEqual(failed.map((r) => r.status), ["HANDLER_ERROR"]);
+    for (const r of records) {
+      assert.equal(r.caller, "ledger-clerk");
+      assert.equal(r.service, "ledger");
+      assert.equal(r.endpoint, "post");
+      assert.equal(r.version, "3.0.1");
+      assert.equal(r.instance, svc.id);
+      assert.ok(r.durationMs >= 0);
+      assert.ok(r.requestId.length > 0);
+    }
+    assert.equal(new Set(records.map((r) => r.requestId)).size, 11);
+    const stats = host.auditStats()!;
+    assert.equal(stats.stored, 11);
+    assert.equal(stats.backlog, 0);
+    assert.equal(stats.lost + stats.dropped, 0);
+  });
+
+  test("a call retried after a timeout ran its handler twice and left exactly one record", async () => {
+    const host = await open("slowpay-host");
+    let runs = 0;
+    await host.serve({
+      name: "slowpay",
+      version: "1.0.0",
+      endpoints: {
+        refund: {
+          idempotent: true,
+          handler: async () => {
+            if (++runs === 1) await sleep(700); // the first attempt times out at the caller
+            return { refunded: true };
+          },
+        },
+      },
+    });
+    const caller = await open("slowpay-clerk");
+    const reply = await caller.call("slowpay", "refund", { claimId: "C-9" }, { timeoutMs: 4_000, retry: { attempts: 3, backoffMs: 10, attemptTimeoutMs: 300 } });
+    assert.deepEqual(reply, { refunded: true });
+    await until(async () => runs, (n) => n >= 2);
+    await sleep(800); // the first attempt's handler finishes and writes its record too
+    const records = await until(() => stored("slowpay"), (r) => r.length >= 1);
+    assert.equal(runs, 2, "the handler ran once per attempt");
+    assert.equal(records.length, 1, "one record for one logical call");
+    const stats = await until(async () => host.auditStats()!, (s) => s.stored + s.duplicates >= 2);
+    assert.equal(stats.stored, 1);
+    assert.equal(stats.duplicates, 1, "the second write was recognised as the same call");
+  });
+
+  test("records are re-sent with the same id until the stream can take them: none lost, none doubled", async () => {
+    const fresh = await startNatsServer({ jetstream: true });
+    const nc = await natsConnect({ servers: fresh.url });
+    const own: Mesh[] = [];
+    try {
+      // The stream does not exist and this mesh may not create it: JetStream answers
+      // every publish with "no responders" until an operator creates it.
+      const host = await open("late-stream-host", { audit: { createStream: false, ackTimeoutMs: 300 } }, fresh.url, own);
+      await host.serve({ name: "latestream", version: "1.0.0", endpoints: { note: { handler: () => "noted" } } });
+      const caller = await open("late-stream-clerk", {}, fresh.url, own);
+      for (let i = 0; i < 25; i++) await caller.call("latestream", "note");
+      await sleep(700);
+      const waiting = host.auditStats()!;
+      assert.equal(waiting.backlog, 25, "nothing is stored yet, nothing is lost: all wait");
+      assert.equal(waiting.stored, 0);
+      assert.ok(waiting.resent > 0, "records are being re-sent");
+      await ensureAuditStream(nc);
+      const records = await until(() => stored("latestream", nc), (r) => r.length >= 25, 8_000);
+      assert.equal(records.length, 25);
+      assert.equal(new Set(records.map((r) => r.requestId)).size, 25, "each stored once");
+      const done = await until(async () => host.auditStats()!, (s) => s.backlog === 0);
+      assert.equal(done.lost, 0);
+      assert.equal(done.dropped, 0);
+    } finally {
+      await closeAll(own);
+      await nc.close();
+      await fresh.stop();
+    }
+  });
+
+  test("the backlog is bounded and visible: beyond maxBacklog records are dropped and counted, calls unaffected", async () => {
+    const fresh = await startNatsServer({ jetstream: true });
+    const own: Mesh[] = [];
+    try {
+      const host = await open("bounded-host", { audit: { createStream: false, maxBacklog: 5, ackTimeoutMs: 200, closeTimeoutMs: 200 } }, fresh.url, own);
+      await host.serve({ name: "bounded", version: "1.0.0", endpoints: { ping: { handler: () => "pong" } } });
+      const caller = await open("bounded-clerk", {}, fresh.url, own);
+      for (let i = 0; i < 20; i++) assert.equal(await caller.call("bounded", "ping"), "pong");
+      const stats = host.auditStats()!;
+      assert.equal(stats.backlog, 5);
+      assert.equal(stats.dropped, 15);
+      await host.close();
+      assert.equal(host.auditStats()!.lost, 5, "what was never stored is counted lost at close, not forgotten");
+    } finally {
+      await closeAll(own);
+      await fresh.stop();
+    }
+  });
+
+  test("without JetStream calls work, and records are counted as dropped instead of piling up", async () => {
+    const plain = await startNatsServer();
+    const own: Mesh[] = [];
+    try {
+      const host = await open("nojs-host", {}, plain.url, own);
+      await host.serve({ name: "nojs", version: "1.0.0", endpoints: { ping: { handler: () => "pong" } } });
+      const caller = await open("nojs-clerk", {}, plain.url, own);
+      for (let i = 0; i < 10; i++) assert.equal(await caller.call("nojs", "ping"), "pong");
+      const stats = await until(async () => host.auditStats()!, (s) => s.dropped === 10);
+      assert.equal(stats.dropped, 10);
+      assert.equal(stats.backlog, 0);
+    } finally {
+      await closeAll(own);
+      await plain.stop();
+    }
+  });
+
+  test("audit can be turned off per service and per mesh", async () => {
+    const host = await open("quiet-host");
+    await host.serve({ name: "quiet", version: "1.0.0", audit: false, endpoints: { ping: { handler: () => "pong" } } });
+    const offMesh = await open("off-host", { audit: { enabled: false } });
+    await offMesh.serve({ name: "offmesh", version: "1.0.0", endpoints: { ping: { handler: () => "pong" } } });
+    const caller = await open("quiet-clerk");
+    await caller.call("quiet", "ping");
+    await caller.call("offmesh", "ping");
+    await sleep(300);
+    assert.equal((await stored("quiet")).length, 0);
+    assert.equal((await stored("offmesh")).length, 0);
+    assert.equal(host.auditStats()!.stored, 0);
+    assert.equal(offMesh.auditStats(), undefined);
+    await assert.rejects(host.serve({ name: "x", version: "1.0.0", audit: "yes" as never, endpoints: { a: { handler: () => 1 } } }), /audit must be true or false/);
+  });
+});
