@@ -3,7 +3,9 @@
 export const ROWS = {
   bare: "bare nc.request",
   ceiling: "ceiling (hand-correlated)",
-  svcmesh: "svcmesh",
+  svcmesh: "svcmesh (tracing off)",
+  tracing1: "svcmesh, tracing 1% + OTel SDK",
+  tracing100: "svcmesh, tracing 100% + OTel SDK",
   resilience: "svcmesh, resilience on",
   policy: "svcmesh, resilience + identity + policy",
 };

@@ -25,7 +25,7 @@ function policyDocument() {
 }
 
 async function meshWithPolicy(url, name) {
-  const mesh = await connect({ servers: url, name, seed: benchIdentity(name).seed, policy: { watch: false } });
+  const mesh = await connect({ servers: url, name, seed: benchIdentity(name).seed, policy: { watch: false }, trace: false, audit: { enabled: false } });
   mesh.policy.set(policyDocument(), REVISION);
   return mesh;
 }

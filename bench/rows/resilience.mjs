@@ -16,13 +16,13 @@ export const resilientPayments = {
 };
 
 export async function serve(url) {
-  const mesh = await connect({ servers: url, name: "payments" });
+  const mesh = await connect({ servers: url, name: "payments", trace: false, audit: { enabled: false } });
   await mesh.serve(resilientPayments);
   return { close: () => mesh.close() };
 }
 
 export async function caller(url) {
-  const mesh = await connect({ servers: url, name: "claims" });
+  const mesh = await connect({ servers: url, name: "claims", trace: false, audit: { enabled: false } });
   const payments = mesh.client("payments@^2");
   const opts = { timeoutMs: TIMEOUT_MS };
   return {

@@ -156,9 +156,15 @@ function textOf(bytes: Uint8Array, start: number, end: number): string {
   return bytes instanceof Buffer ? bytes.toString("utf8", start, end) : textDecoder.decode(bytes.subarray(start, end));
 }
 
+const keyBytes = new Map<string, Uint8Array>();
+
 /** The value of `key` (exact, first occurrence) in a NATS header block, or "". */
 export function headerFromBlock(block: Uint8Array, key: string): string {
-  const k = textEncoder.encode(`${key}:`);
+  let k = keyBytes.get(key);
+  if (!k) {
+    k = textEncoder.encode(`${key}:`);
+    if (keyBytes.size < 64) keyBytes.set(key, k);
+  }
   for (let pos = lineAfter(block, 0, block.length); pos > 0; pos = lineAfter(block, pos, block.length)) {
     if (keyAt(block, pos, block.length, k)) return textOf(block, pos + k.length, lineEnd(block, pos, block.length));
   }

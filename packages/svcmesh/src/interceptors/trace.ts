@@ -34,13 +34,14 @@ export function createTraceInterceptor(o: TraceInterceptorOptions): Interceptor 
     const { service } = ctx.target;
     metrics?.call(service, ctx.endpoint, status, ms, ctx.attempt);
     const keep = buffer !== undefined && (status !== "ok" || sampledAt(ctx.traceId, sampleRate));
-    const origin = (keep || span) && ctx.reply ? replyOrigin(ctx.reply) : undefined;
-    if (span) {
+    const recording = span !== undefined && span.isRecording();
+    const origin = (keep || recording) && ctx.reply ? replyOrigin(ctx.reply) : undefined;
+    if (recording) {
       endSpan(span, status, message, {
         "svcmesh.attempts": ctx.attempt,
         ...(origin?.instance ? { "svcmesh.instance": origin.instance } : {}),
       });
-    }
+    } else span?.end(); // a span the sampler dropped: nothing to describe
     if (keep) {
       buffer.add({
         time: ctx.startedAt,
@@ -69,11 +70,14 @@ export function createTraceInterceptor(o: TraceInterceptorOptions): Interceptor 
       let flags: number;
       let state: string;
       if (tracer) {
-        span = startClientSpan(tracer, ctx.target.service, ctx.endpoint, {
-          ...rpcAttributes(ctx.target.service, ctx.endpoint),
-          "svcmesh.caller": callerName,
-          "svcmesh.request_id": ctx.requestId,
-        }, parent);
+        // Attributes only for spans the sampler keeps: building them for the dropped
+        // ones (99% at a 1% rate) cost more than the rest of the span.
+        span = startClientSpan(tracer, ctx.target.service, ctx.endpoint, parent);
+        if (span.isRecording()) {
+          span.setAttributes(rpcAttributes(ctx.target.service, ctx.endpoint));
+          span.setAttribute("svcmesh.caller", callerName);
+          span.setAttribute("svcmesh.request_id", ctx.requestId);
+        }
         const sc = span.spanContext();
         ctx.traceId = sc.traceId;
         ctx.spanId = sc.spanId;

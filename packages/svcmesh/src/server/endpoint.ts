@@ -44,21 +44,21 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
   const meta = readRequestMeta(msg, startedAt, defaultTimeoutMs);
   const { telemetry } = scope;
   const tracer = telemetry.tracing ? activeTracer() : undefined;
-  const span = tracer
-    ? startServerSpan(tracer, scope.service, ep.name, {
-        ...rpcAttributes(scope.service, ep.name, msg.subject),
-        "svcmesh.caller": meta.caller,
-        "svcmesh.request_id": meta.requestId,
-        "svcmesh.instance": scope.instance,
-      }, parseTraceparent(meta.traceparent, meta.tracestate))
-    : undefined;
+  const span = tracer ? startServerSpan(tracer, scope.service, ep.name, parseTraceparent(meta.traceparent, meta.tracestate)) : undefined;
+  const recording = span !== undefined && span.isRecording();
+  if (recording) {
+    span.setAttributes(rpcAttributes(scope.service, ep.name, msg.subject));
+    span.setAttribute("svcmesh.request_id", meta.requestId);
+    span.setAttribute("svcmesh.instance", scope.instance);
+  }
   const outcome: Outcome = { status: "ok", message: undefined, handlerRan: false };
   try {
     await run(scope, ep, msg, meta, startedAt, span, outcome);
   } finally {
     settled();
     const ms = performance.now() - t0;
-    if (span) endSpan(span, outcome.status, outcome.message, { "svcmesh.caller": meta.caller });
+    if (recording) endSpan(span, outcome.status, outcome.message, { "svcmesh.caller": meta.caller });
+    else span?.end();
     telemetry.metrics?.request(scope.service, ep.name, outcome.status, ms);
     if (outcome.handlerRan && scope.audit) audit(scope, ep, meta, startedAt, ms, outcome.status);
   }

@@ -54,15 +54,20 @@ export function traceContextOfSpan(span: Span, fallbackState: string): TraceCont
   return { traceId: sc.traceId, spanId: sc.spanId, flags: sc.traceFlags, state: sc.traceState?.serialize() ?? fallbackState };
 }
 
-export function startClientSpan(tracer: Tracer, service: string, endpoint: string, attributes: Attributes, parent: TraceContext | undefined): Span {
-  return tracer.startSpan(`${service}/${endpoint}`, { kind: SpanKind.CLIENT, attributes }, parentContextOf(parent));
+// Spans start without attributes: callers add them only when span.isRecording(), so a
+// span the sampler drops costs no attribute objects.
+const CLIENT_OPTIONS = { kind: SpanKind.CLIENT } as const;
+const SERVER_OPTIONS = { kind: SpanKind.SERVER } as const;
+
+export function startClientSpan(tracer: Tracer, service: string, endpoint: string, parent: TraceContext | undefined): Span {
+  return tracer.startSpan(`${service}/${endpoint}`, CLIENT_OPTIONS, parentContextOf(parent));
 }
 
-export function startServerSpan(tracer: Tracer, service: string, endpoint: string, attributes: Attributes, parent: TraceContext | undefined): Span {
+export function startServerSpan(tracer: Tracer, service: string, endpoint: string, parent: TraceContext | undefined): Span {
   // A request without a (valid) traceparent starts a new trace: never the context of
   // whatever happened to be active when the message arrived.
   const ctx = parent ? parentContextOf(parent) : ROOT_CONTEXT;
-  return tracer.startSpan(`${service}/${endpoint}`, { kind: SpanKind.SERVER, attributes }, ctx);
+  return tracer.startSpan(`${service}/${endpoint}`, SERVER_OPTIONS, ctx);
 }
 
 /** Ends a span with the call's outcome: OK, or ERROR with the mesh error code as `error.type`. */
