@@ -8,13 +8,9 @@ import { connect, type Mesh } from "svcmesh";
 import { AUDIT_STREAM, type AuditRecord, auditSubject } from "svcmesh/internal";
 import { z } from "zod";
 import { type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
-import { type CliOptions, runCli } from "./run-cli.ts";
+import { type CliOptions, lines, runCli } from "./run-cli.ts";
 
 const cli = (args: string[], opts: CliOptions = {}) => runCli(args, { ...opts, env: { NATS_URL: server.url, ...opts.env } });
-
-function lines(text: string): string[] {
-  return text.split("\n").filter((l) => l.length > 0);
-}
 
 const records = (stdout: string): AuditRecord[] => lines(stdout).map((l) => JSON.parse(l) as AuditRecord);
 

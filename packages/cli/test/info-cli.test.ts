@@ -5,13 +5,9 @@ import { after, before, describe, test } from "node:test";
 import { connect, type Mesh } from "svcmesh";
 import { z } from "zod";
 import { type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
-import { type CliOptions, runCli } from "./run-cli.ts";
+import { type CliOptions, lines, runCli } from "./run-cli.ts";
 
 const cli = (args: string[], opts: CliOptions = {}) => runCli(args, { ...opts, env: { NATS_URL: server.url, ...opts.env } });
-
-function lines(text: string): string[] {
-  return text.split("\n").filter((l) => l.length > 0);
-}
 
 let server: NatsServer;
 let mesh: Mesh;

@@ -1,5 +1,5 @@
 // Runs the built `svcmesh` command as a process, for the CLI suites.
-import { spawn, spawnSync } from "node:child_process";
+import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
 export const CLI_MAIN = fileURLToPath(new URL("../dist/main.js", import.meta.url));
@@ -49,4 +49,49 @@ export function runCliOffline(args: string[]): Omit<CliRun, "ms"> {
     timeout: 15_000,
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+export interface LiveRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * A long-running command (`watch`, `top`) as a process: its output so far, and its end
+ * (killed after `killAfterMs` at the latest).
+ */
+export function spawnCli(args: string[], env: Record<string, string>, killAfterMs: number): { child: ChildProcessWithoutNullStreams; out: { stdout: string; stderr: string }; done: Promise<LiveRun> } {
+  const child = spawn(process.execPath, [CLI_MAIN, ...args], {
+    env: { ...process.env, SVCMESH_LOG_LEVEL: "silent", ...env },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  child.stdin.end();
+  const out = { stdout: "", stderr: "" };
+  child.stdout.on("data", (d: Buffer) => (out.stdout += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (out.stderr += d.toString()));
+  const done = new Promise<LiveRun>((resolve, reject) => {
+    const killer = setTimeout(() => child.kill("SIGKILL"), killAfterMs);
+    child.on("error", reject);
+    child.on("close", (code, signal) => {
+      clearTimeout(killer);
+      resolve({ code, signal, ...out });
+    });
+  });
+  return { child, out, done };
+}
+
+/** Runs `act` every 100 ms until `until()` holds (at most 10 s): a CLI subscribes at a moment we cannot see. */
+export async function keepDoing(act: () => Promise<unknown>, until: () => boolean): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!until() && Date.now() < deadline) {
+    await act();
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** The non-empty lines of a command's output. */
+export function lines(text: string): string[] {
+  return text.split("\n").filter((l) => l.length > 0);
 }

@@ -3,59 +3,19 @@
 // records and breaker events are also published by hand to check the arithmetic.
 // Run `pnpm build` first.
 import assert from "node:assert/strict";
-import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 import { connect as natsConnect, type NatsConnection } from "nats";
 import { connect, type Mesh } from "svcmesh";
 import { encodeBody, encodeTraceBatch, type TraceEvent, traceSubject } from "svcmesh/internal";
 import { type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
-import { CLI_MAIN, runCli } from "./run-cli.ts";
+import { CLI_MAIN, keepDoing, lines, runCli, spawnCli } from "./run-cli.ts";
 
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
 
 interface Snapshot {
   at: number;
   windowMs: number;
   rows: { service: string; endpoint: string; rps: number; p50Ms: number | null; p99Ms: number | null; errorRate: number; breaker: string; calls: number }[];
-}
-
-/** A running `svcmesh top`: its output so far, and its end (killed after 20 s at the latest). */
-function top(args: string[]): { child: ChildProcessWithoutNullStreams; out: { stdout: string; stderr: string }; done: Promise<Run> } {
-  const child = spawn(process.execPath, [CLI_MAIN, "top", ...args], {
-    env: { ...process.env, SVCMESH_LOG_LEVEL: "silent", NATS_URL: server.url },
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  child.stdin.end();
-  const out = { stdout: "", stderr: "" };
-  child.stdout.on("data", (d: Buffer) => (out.stdout += d.toString()));
-  child.stderr.on("data", (d: Buffer) => (out.stderr += d.toString()));
-  const done = new Promise<Run>((resolve, reject) => {
-    const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-    child.on("error", reject);
-    child.on("close", (code, signal) => {
-      clearTimeout(killer);
-      resolve({ code, signal, ...out });
-    });
-  });
-  return { child, out, done };
-}
-
-/** Runs `act` every 100 ms until `until()` holds (at most 10 s). */
-async function keepDoing(act: () => Promise<unknown>, until: () => boolean): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!until() && Date.now() < deadline) {
-    await act();
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function lines(text: string): string[] {
-  return text.split("\n").filter((l) => l.length > 0);
 }
 
 function snapshots(stdout: string): Snapshot[] {
@@ -64,6 +24,11 @@ function snapshots(stdout: string): Snapshot[] {
 
 function lastRow(stdout: string, service: string, endpoint: string): Snapshot["rows"][number] | undefined {
   return snapshots(stdout).at(-1)?.rows.find((r) => r.service === service && r.endpoint === endpoint);
+}
+
+/** A running `svcmesh top` (killed after 20 s at the latest). */
+function top(args: string[]): ReturnType<typeof spawnCli> {
+  return spawnCli(["top", ...args], { NATS_URL: server.url }, 20_000);
 }
 
 let server: NatsServer;

@@ -2,7 +2,6 @@
 // in-process through the library (which publishes their trace records), or trace
 // records are published by hand for the malformed and filter cases. Run `pnpm build` first.
 import assert from "node:assert/strict";
-import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 import { connect as natsConnect, type NatsConnection } from "nats";
 import { connect, type Mesh, MeshError } from "svcmesh";
@@ -10,47 +9,12 @@ import { encodeTraceBatch, type TraceEvent, traceSubject } from "svcmesh/interna
 import { z } from "zod";
 import { type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
 import { formatTrace } from "../dist/commands/watch.js";
-import { CLI_MAIN, runCli } from "./run-cli.ts";
+import { keepDoing, lines, runCli, spawnCli } from "./run-cli.ts";
 
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
 
-/** A running `svcmesh watch`: its output so far, and its end (killed after 15 s at the latest). */
-function watch(args: string[], env: Record<string, string> = {}): { child: ChildProcessWithoutNullStreams; out: { stdout: string; stderr: string }; done: Promise<Run> } {
-  const child = spawn(process.execPath, [CLI_MAIN, "watch", ...args], {
-    env: { ...process.env, SVCMESH_LOG_LEVEL: "silent", NATS_URL: server.url, ...env },
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  child.stdin.end();
-  const out = { stdout: "", stderr: "" };
-  child.stdout.on("data", (d: Buffer) => (out.stdout += d.toString()));
-  child.stderr.on("data", (d: Buffer) => (out.stderr += d.toString()));
-  const done = new Promise<Run>((resolve, reject) => {
-    const killer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-    child.on("error", reject);
-    child.on("close", (code, signal) => {
-      clearTimeout(killer);
-      resolve({ code, signal, ...out });
-    });
-  });
-  return { child, out, done };
-}
-
-/** Runs `act` every 100 ms until `until()` holds (at most 10 s): the CLI subscribes at a moment we cannot see. */
-async function keepDoing(act: () => Promise<unknown>, until: () => boolean): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!until() && Date.now() < deadline) {
-    await act();
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function lines(text: string): string[] {
-  return text.split("\n").filter((l) => l.length > 0);
+/** A running `svcmesh watch` (killed after 15 s at the latest). */
+function watch(args: string[], env: Record<string, string> = {}): ReturnType<typeof spawnCli> {
+  return spawnCli(["watch", ...args], { NATS_URL: server.url, ...env }, 15_000);
 }
 
 let server: NatsServer;
