@@ -213,9 +213,9 @@ export function originLines(instance: string, version: string): string {
   return `${Header.instance}: ${headerValue(instance)}\r\n${Header.version}: ${headerValue(version)}\r\n`;
 }
 
-/** The constant header block of an instance's successful replies. */
-export function okReplyHeaders(origin: string): EncodedHeaders {
-  const block = textEncoder.encode(`NATS/1.0\r\n${origin}\r\n`);
+/** A constant header block of `lines` (each ending in CRLF), encoded once: reply origins, audit message ids. */
+export function headerBlock(lines: string): EncodedHeaders {
+  const block = textEncoder.encode(`NATS/1.0\r\n${lines}\r\n`);
   return { encode: () => block };
 }
 

@@ -14,7 +14,7 @@
 import { type Msg, type NatsConnection, nuid, type Subscription } from "nats";
 import type { Logger } from "pino";
 import { isMeshError } from "../errors.js";
-import { headerValue } from "../wire.js";
+import { asNatsHeaders, type EncodedHeaders, headerBlock, headerValue } from "../wire.js";
 import { type AuditStreamOptions, ensureAuditStream } from "./record.js";
 
 export interface AuditOptions {
@@ -53,7 +53,7 @@ export interface AuditStats {
 interface Entry {
   subject: string;
   body: Uint8Array;
-  headers: { encode(): Uint8Array };
+  headers: EncodedHeaders;
   firstAt: number;
   /** Not before this time (backoff after a 503). */
   nextAt: number;
@@ -146,9 +146,9 @@ export class AuditWriter {
       }
       return;
     }
-    const block = Buffer.from(`NATS/1.0\r\nNats-Msg-Id: ${headerValue(id || nuid.next())}\r\n\r\n`, "latin1");
+    const headers = headerBlock(`Nats-Msg-Id: ${headerValue(id || nuid.next())}\r\n`);
     const now = Date.now();
-    this.queue.push({ subject, body, headers: { encode: () => block }, firstAt: now, nextAt: 0, sentAt: 0, sends: 0 });
+    this.queue.push({ subject, body, headers, firstAt: now, nextAt: 0, sentAt: 0, sends: 0 });
     this.pump();
   }
 
@@ -240,7 +240,7 @@ export class AuditWriter {
     if (e.sends++ > 0) this.counters.resent++;
     this.inFlight.set(token, e);
     try {
-      this.nc.publish(e.subject, e.body, { reply: this.prefix + token, headers: e.headers as never });
+      this.nc.publish(e.subject, e.body, { reply: this.prefix + token, headers: asNatsHeaders(e.headers) });
     } catch (err) {
       // Never sent: the sweep re-sends it after the ack timeout.
       this.logger.debug({ err }, "audit publish failed");

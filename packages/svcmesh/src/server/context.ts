@@ -6,7 +6,7 @@ import { traceContextOfSpan } from "../telemetry/tracer.js";
 import { parseTraceparent, type TraceContext } from "../trace/context.js";
 import type { RequestGuard } from "../policy-state.js";
 import { type MeshCalls, withinDeadline } from "../calls.js";
-import type { RequestMeta } from "../wire.js";
+import type { EncodedHeaders, RequestMeta } from "../wire.js";
 import type { CallerRateLimiter } from "./rate-limit.js";
 
 /** Why the callee turned a request away without running its handler. */
@@ -44,7 +44,7 @@ export interface InstanceScope {
   /** originLines() of this instance: every reply names who answered. */
   origin: string;
   /** The header block of successful replies (the origin lines). */
-  okHeaders: { encode(): Uint8Array };
+  okHeaders: EncodedHeaders;
   telemetry: ServerTelemetry;
   /** Whether this service writes audit records (and where). */
   audit: boolean;

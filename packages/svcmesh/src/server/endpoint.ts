@@ -157,6 +157,7 @@ async function run(scope: InstanceScope, ep: EndpointRuntime, msg: Msg, meta: Re
 /** One audit record for a request whose handler ran (audit/writer.ts stores it once per request id). */
 function audit(scope: InstanceScope, ep: EndpointRuntime, meta: RequestMeta, startedAt: number, ms: number, status: string): void {
   try {
+    const policy = scope.policyRevision();
     const record: AuditRecord = {
       time: startedAt,
       service: scope.service,
@@ -168,7 +169,7 @@ function audit(scope: InstanceScope, ep: EndpointRuntime, meta: RequestMeta, sta
       traceId: traceIdOf(meta.traceparent),
       status,
       durationMs: Math.round(ms * 1000) / 1000,
-      ...(scope.policyRevision() !== undefined ? { policy: String(scope.policyRevision()) } : {}),
+      ...(policy !== undefined ? { policy: String(policy) } : {}),
     };
     scope.telemetry.audit?.write(scope.auditSubject, meta.requestId, encodeBody(record));
   } catch (e) {

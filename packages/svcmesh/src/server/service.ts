@@ -13,7 +13,7 @@ import { INSTANCE_STARTED, INSTANCE_STOPPED, type InstanceAnnouncement, MESH_MET
 import { type Schema, isSchema, jsonSchemaText } from "../schema.js";
 import { EVENTS_ROOT, exactLane, majorLane, queueGroup, validEndpointName, validServiceName } from "../subjects.js";
 import type { RateLimit } from "../settings.js";
-import { encodeBody, okReplyHeaders, originLines } from "../wire.js";
+import { encodeBody, headerBlock, originLines } from "../wire.js";
 import { auditSubject } from "../audit/record.js";
 import type { HandlerContext, InstanceScope, RejectionEvent, ServerTelemetry } from "./context.js";
 import { type EndpointRuntime, type Handler, endpointRuntime, handleRequest, replyError } from "./endpoint.js";
@@ -217,7 +217,7 @@ class Instance implements InstanceHandle {
       guard: new RequestGuard(this.name, this.deps.policy),
       onRejected: this.deps.onRejected,
       origin,
-      okHeaders: okReplyHeaders(origin),
+      okHeaders: headerBlock(origin),
       telemetry: this.deps.telemetry,
       audit: this.spec.audit !== false && this.deps.telemetry.audit !== undefined,
       auditSubject: auditSubject(this.name),

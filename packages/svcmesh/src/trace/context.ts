@@ -3,6 +3,7 @@
 // without an OpenTelemetry SDK. Without one, the mesh makes its own ids (random, from a
 // pooled buffer: a crypto call per id would cost more than the rest of the header).
 import { randomBytes } from "node:crypto";
+import { Header } from "../subjects.js";
 
 /** The trace a call belongs to, as the `traceparent`/`tracestate` headers carry it. */
 export interface TraceContext {
@@ -76,8 +77,8 @@ export function traceIdOf(traceparent: string): string {
 
 /** Request header lines for a trace context, each ending in CRLF (see wire.ts). */
 export function traceHeaderLines(traceId: string, spanId: string, flags: number, state: string): string {
-  const parent = `traceparent: ${formatTraceparent(traceId, spanId, flags)}\r\n`;
-  return state ? `${parent}tracestate: ${state.replace(/[\r\n]/g, "")}\r\n` : parent;
+  const parent = `${Header.traceparent}: ${formatTraceparent(traceId, spanId, flags)}\r\n`;
+  return state ? `${parent}${Header.tracestate}: ${state.replace(/[\r\n]/g, "")}\r\n` : parent;
 }
 
 /**
