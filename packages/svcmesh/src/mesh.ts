@@ -171,7 +171,7 @@ export class Mesh implements MeshCalls {
     });
     this.events = new MeshEvents(nc, this.logger, options.name, options.events);
     const tracing = options.trace !== false;
-    this.traceBuffer = tracing ? new TraceBuffer(nc, this.logger, options.trace || {}) : undefined;
+    this.traceBuffer = tracing ? new TraceBuffer(nc, this.logger, { caller: this.name, rate: sampleRateOf(options.trace) }, options.trace || {}) : undefined;
     this.auditWriter = options.audit?.enabled === false ? undefined : new AuditWriter(nc, this.logger, inboxPrefixOf(options), options.audit);
     const metrics = MeshMetrics.create({
       breakers: () => this.breakerStates,

@@ -236,11 +236,42 @@ export class ErrorReplyHeaders implements EncodedHeaders {
 }
 
 /** The instance (and its version) that sent a reply, from its origin headers; "" when absent. */
-export function replyOrigin(msg: Msg): { instance: string; version: string } {
-  const block = rawHeaderBlock(msg);
-  if (block === undefined) return { instance: "", version: "" };
-  if (block === null) return { instance: msg.headers?.get(Header.instance) ?? "", version: msg.headers?.get(Header.version) ?? "" };
-  return { instance: headerFromBlock(block, Header.instance), version: headerFromBlock(block, Header.version) };
+export interface ReplyOrigin {
+  readonly instance: string;
+  readonly version: string;
+}
+
+const NO_ORIGIN: ReplyOrigin = { instance: "", version: "" };
+
+/**
+ * The header blocks of recent replies and who they name. An instance answers every ok
+ * call with the same constant block (originLines), so with tracing at 100% most calls
+ * find theirs here and compare ~80 bytes instead of decoding two header values.
+ */
+const recentOrigins: { block: Uint8Array; origin: ReplyOrigin }[] = [];
+const RECENT_ORIGINS = 16;
+const CACHEABLE_BLOCK = 256;
+let nextRecent = 0;
+
+function sameBytes(a: Uint8Array, b: Uint8Array, length: number): boolean {
+  for (let i = 0; i < length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Which instance answered, and its version, from a reply's origin headers ("" if absent). */
+export function replyOrigin(msg: Msg): ReplyOrigin {
+  const raw = rawHeaders(msg);
+  if (raw === undefined) return NO_ORIGIN;
+  if (raw === null) return { instance: msg.headers?.get(Header.instance) ?? "", version: msg.headers?.get(Header.version) ?? "" };
+  const { bytes, end } = raw;
+  for (const r of recentOrigins) if (r.block.length === end && sameBytes(r.block, bytes, end)) return r.origin;
+  const block = bytes.slice(0, end);
+  const origin = { instance: headerFromBlock(block, Header.instance), version: headerFromBlock(block, Header.version) };
+  if (origin.instance !== "" && end <= CACHEABLE_BLOCK) {
+    recentOrigins[nextRecent] = { block, origin };
+    nextRecent = (nextRecent + 1) % RECENT_ORIGINS;
+  }
+  return origin;
 }
 
 /**

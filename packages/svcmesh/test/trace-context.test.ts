@@ -1,6 +1,7 @@
 // W3C traceparent parsing and the mesh's own ids and sampling decision.
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import fc from "fast-check";
 import { formatTraceparent, newSpanId, newTraceId, parseTraceparent, sampledAt, traceHeaderLines, traceIdOf } from "../src/trace/context.ts";
 
 const VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -16,6 +17,35 @@ test("traceparent: valid headers parse, malformed and all-zero ones do not", () 
   assert.equal(parseTraceparent("01" + VALID.slice(2) + "-future")?.traceId, "4bf92f3577b34da6a3ce929d0e0e4736", "later versions may add fields");
   assert.equal(traceIdOf(VALID), "4bf92f3577b34da6a3ce929d0e0e4736");
   assert.equal(traceIdOf("00-NOT-HEX-AT-ALL-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"), "");
+});
+
+// The spec's grammar as a regular expression: the reference the hand-written scanner must agree with.
+const REFERENCE = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:-.*)?$/;
+function referenceParse(text: string): string | undefined {
+  const m = text.length >= 55 && text.length <= 512 ? REFERENCE.exec(text) : null;
+  if (!m || m[1] === "ff" || (m[1] === "00" && text.length !== 55)) return undefined;
+  if (/^0+$/.test(m[2]!) || /^0+$/.test(m[3]!)) return undefined;
+  return `${m[2]}/${m[3]}/${parseInt(m[4]!, 16)}`;
+}
+
+test("traceparent: the scanner accepts exactly what the spec's grammar accepts", () => {
+  // Valid headers with a few characters replaced, cut or extended: near misses are what matter.
+  const alphabet = fc.constantFrom(..."0123456789abcdefABCDEF-xz ".split(""));
+  const mutated = fc.tuple(
+    fc.constantFrom(VALID, "01" + VALID.slice(2), "cc" + VALID.slice(2) + "-x", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+    fc.array(fc.tuple(fc.nat(60), alphabet), { maxLength: 3 }),
+    fc.integer({ min: -3, max: 3 }),
+  ).map(([base, edits, resize]) => {
+    const chars = base.split("");
+    for (const [at, c] of edits) chars[at % chars.length] = c;
+    const text = chars.join("");
+    return resize < 0 ? text.slice(0, resize) : text + "-".repeat(resize);
+  });
+  fc.assert(fc.property(fc.oneof(mutated, fc.string({ maxLength: 70 })), (text) => {
+    const parsed = parseTraceparent(text);
+    assert.equal(parsed && `${parsed.traceId}/${parsed.spanId}/${parsed.flags}`, referenceParse(text), text);
+    assert.equal(traceIdOf(text) !== "", text.length >= 55 && text[2] === "-" && /^[0-9a-f]{32}$/.test(text.slice(3, 35)), text);
+  }), { numRuns: 20_000, seed: 52 });
 });
 
 test("ids are hex, non-zero and different; header lines carry no CR/LF from tracestate", () => {

@@ -10,8 +10,9 @@ import type { Span } from "@opentelemetry/api";
 import { isMeshError } from "../errors.js";
 import type { CallContext, Interceptor } from "../pipeline.js";
 import type { MeshMetrics } from "../telemetry/metrics.js";
-import { activeTracer, endSpan, rpcAttributes, startClientSpan } from "../telemetry/tracer.js";
+import { activeTracer, endSpan, type SpanTemplate, spanTemplate, startClientSpan } from "../telemetry/tracer.js";
 import type { TraceBuffer } from "../trace/buffer.js";
+import type { TraceCall } from "../trace/event.js";
 import { newSpanId, newTraceId, sampledAt, traceHeaderLines } from "../trace/context.js";
 import { replyOrigin } from "../wire.js";
 
@@ -26,8 +27,28 @@ export interface TraceInterceptorOptions {
   metrics: MeshMetrics | undefined;
 }
 
+/** Callers call few endpoints; past this many templates the cache starts over. */
+const MAX_TEMPLATES = 4096;
+
 export function createTraceInterceptor(o: TraceInterceptorOptions): Interceptor {
   const { tracing, sampleRate, buffer, metrics, callerName } = o;
+  // service → endpoint → span name and attributes: no strings or objects per call.
+  const templates = new Map<string, Map<string, SpanTemplate>>();
+  let templateCount = 0;
+  const templateOf = (service: string, endpoint: string): SpanTemplate => {
+    let byEndpoint = templates.get(service);
+    let t = byEndpoint?.get(endpoint);
+    if (t) return t;
+    if (templateCount >= MAX_TEMPLATES) {
+      templates.clear();
+      templateCount = 0;
+      byEndpoint = undefined;
+    }
+    if (!byEndpoint) templates.set(service, (byEndpoint = new Map()));
+    byEndpoint.set(endpoint, (t = spanTemplate(service, endpoint, { "svcmesh.caller": callerName })));
+    templateCount++;
+    return t;
+  };
 
   const finish = (ctx: CallContext, span: Span | undefined, t0: number, status: string, message: string | undefined): void => {
     const ms = performance.now() - t0;
@@ -37,27 +58,13 @@ export function createTraceInterceptor(o: TraceInterceptorOptions): Interceptor 
     const recording = span !== undefined && span.isRecording();
     const origin = (keep || recording) && ctx.reply ? replyOrigin(ctx.reply) : undefined;
     if (recording) {
-      endSpan(span, status, message, {
-        "svcmesh.attempts": ctx.attempt,
-        ...(origin?.instance ? { "svcmesh.instance": origin.instance } : {}),
-      });
+      span.setAttribute("svcmesh.attempts", ctx.attempt);
+      if (origin?.instance) span.setAttribute("svcmesh.instance", origin.instance);
+      endSpan(span, status, message);
     } else span?.end(); // a span the sampler dropped: nothing to describe
     if (keep) {
-      buffer.add({
-        time: ctx.startedAt,
-        caller: callerName,
-        service,
-        endpoint: ctx.endpoint,
-        version: origin?.version ?? "",
-        instance: origin?.instance ?? "",
-        requestId: ctx.requestId,
-        traceId: ctx.traceId,
-        spanId: ctx.spanId,
-        latencyMs: Math.round(ms * 1000) / 1000,
-        status,
-        attempts: ctx.attempt,
-        rate: sampleRate,
-      });
+      const call: TraceCall = [ctx.startedAt, -1, ctx.requestId, ctx.traceId, ctx.spanId, Math.round(ms * 1000) / 1000, status, ctx.attempt];
+      buffer.add(service, ctx.endpoint, call, origin?.instance ?? "", origin?.version ?? "");
     }
   };
 
@@ -72,10 +79,10 @@ export function createTraceInterceptor(o: TraceInterceptorOptions): Interceptor 
       if (tracer) {
         // Attributes only for spans the sampler keeps: building them for the dropped
         // ones (99% at a 1% rate) cost more than the rest of the span.
-        span = startClientSpan(tracer, ctx.target.service, ctx.endpoint, parent);
+        const template = templateOf(ctx.target.service, ctx.endpoint);
+        span = startClientSpan(tracer, template.name, parent);
         if (span.isRecording()) {
-          span.setAttributes(rpcAttributes(ctx.target.service, ctx.endpoint));
-          span.setAttribute("svcmesh.caller", callerName);
+          span.setAttributes(template.attributes);
           span.setAttribute("svcmesh.request_id", ctx.requestId);
         }
         const sc = span.spanContext();

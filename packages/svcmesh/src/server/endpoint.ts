@@ -26,6 +26,8 @@ export interface EndpointRuntime {
   maxConcurrent: number;
   /** Requests of this endpoint admitted and not yet answered. */
   inFlight: number;
+  /** Its SERVER spans' name and attributes, made once per subject served. */
+  spanTemplate?: SpanTemplate & { subject: string };
 }
 
 export function endpointRuntime(name: string, input: Schema | undefined, output: Schema | undefined, handler: Handler, maxConcurrent?: number): EndpointRuntime {
@@ -44,12 +46,12 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
   const meta = readRequestMeta(msg, startedAt, defaultTimeoutMs);
   const { telemetry } = scope;
   const tracer = telemetry.tracing ? activeTracer() : undefined;
-  const span = tracer ? startServerSpan(tracer, scope.service, ep.name, parseTraceparent(meta.traceparent, meta.tracestate)) : undefined;
+  const template = tracer ? serverSpanTemplate(scope, ep, msg.subject) : undefined;
+  const span = tracer ? startServerSpan(tracer, template!.name, parseTraceparent(meta.traceparent, meta.tracestate)) : undefined;
   const recording = span !== undefined && span.isRecording();
   if (recording) {
-    span.setAttributes(rpcAttributes(scope.service, ep.name, msg.subject));
+    span.setAttributes(template!.attributes);
     span.setAttribute("svcmesh.request_id", meta.requestId);
-    span.setAttribute("svcmesh.instance", scope.instance);
   }
   const outcome: Outcome = { status: "ok", message: undefined, handlerRan: false };
   try {
@@ -57,11 +59,21 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
   } finally {
     settled();
     const ms = performance.now() - t0;
-    if (recording) endSpan(span, outcome.status, outcome.message, { "svcmesh.caller": meta.caller });
+    if (recording) {
+      span.setAttribute("svcmesh.caller", meta.caller);
+      endSpan(span, outcome.status, outcome.message);
+    }
     else span?.end();
     telemetry.metrics?.request(scope.service, ep.name, outcome.status, ms);
     if (outcome.handlerRan && scope.audit) audit(scope, ep, meta, startedAt, ms, outcome.status);
   }
+}
+
+function serverSpanTemplate(scope: InstanceScope, ep: EndpointRuntime, subject: string): SpanTemplate {
+  if (ep.spanTemplate?.subject !== subject) {
+    ep.spanTemplate = { subject, ...spanTemplate(scope.service, ep.name, { "messaging.destination.name": subject, "svcmesh.instance": scope.instance }) };
+  }
+  return ep.spanTemplate;
 }
 
 interface Outcome {

@@ -5,6 +5,7 @@ import {
   type Attributes,
   type Context,
   context,
+  createContextKey,
   createTraceState,
   ProxyTracerProvider,
   ROOT_CONTEXT,
@@ -29,6 +30,7 @@ export function activeTracer(): Tracer | undefined {
   const delegate = provider instanceof ProxyTracerProvider ? provider.getDelegate() : provider;
   if (delegate !== lastDelegate) {
     lastDelegate = delegate;
+    probeCountdown = 0; // an SDK being registered often comes with a context manager
     // Another copy of the API has its own no-op class: recognise it by name as well.
     const noop = delegate === NOOP_PROVIDER || delegate.constructor?.name === "NoopTracerProvider";
     lastTracer = noop ? undefined : delegate.getTracer(INSTRUMENTATION_NAME);
@@ -59,21 +61,32 @@ export function traceContextOfSpan(span: Span, fallbackState: string): TraceCont
 const CLIENT_OPTIONS = { kind: SpanKind.CLIENT } as const;
 const SERVER_OPTIONS = { kind: SpanKind.SERVER } as const;
 
-export function startClientSpan(tracer: Tracer, service: string, endpoint: string, parent: TraceContext | undefined): Span {
-  return tracer.startSpan(`${service}/${endpoint}`, CLIENT_OPTIONS, parentContextOf(parent));
+/** A span's name (`<service>/<endpoint>`) and the attributes it gets when recorded, made once per endpoint. */
+export interface SpanTemplate {
+  readonly name: string;
+  readonly attributes: Attributes;
 }
 
-export function startServerSpan(tracer: Tracer, service: string, endpoint: string, parent: TraceContext | undefined): Span {
+export function spanTemplate(service: string, endpoint: string, extra: Attributes): SpanTemplate {
+  return { name: `${service}/${endpoint}`, attributes: { ...rpcAttributes(service, endpoint), ...extra } };
+}
+
+export function startClientSpan(tracer: Tracer, name: string, parent: TraceContext | undefined): Span {
+  return tracer.startSpan(name, CLIENT_OPTIONS, parentContextOf(parent));
+}
+
+export function startServerSpan(tracer: Tracer, name: string, parent: TraceContext | undefined): Span {
   // A request without a (valid) traceparent starts a new trace: never the context of
   // whatever happened to be active when the message arrived.
   const ctx = parent ? parentContextOf(parent) : ROOT_CONTEXT;
-  return tracer.startSpan(`${service}/${endpoint}`, SERVER_OPTIONS, ctx);
+  return tracer.startSpan(name, SERVER_OPTIONS, ctx);
 }
 
+const OK_STATUS = { code: SpanStatusCode.OK } as const;
+
 /** Ends a span with the call's outcome: OK, or ERROR with the mesh error code as `error.type`. */
-export function endSpan(span: Span, status: string, message: string | undefined, extra?: Attributes): void {
-  if (extra) span.setAttributes(extra);
-  if (status === "ok") span.setStatus({ code: SpanStatusCode.OK });
+export function endSpan(span: Span, status: string, message: string | undefined): void {
+  if (status === "ok") span.setStatus(OK_STATUS);
   else {
     span.setAttribute("error.type", status);
     span.setAttribute("svcmesh.error_code", status);
@@ -82,18 +95,28 @@ export function endSpan(span: Span, status: string, message: string | undefined,
   span.end();
 }
 
+// Without a registered context manager, context.with() runs the function in the root
+// context anyway: making a context for the span would be wasted on every request. A
+// manager can be registered at any time, so this is looked at again now and then.
+const PROBE = ROOT_CONTEXT.setValue(createContextKey("svcmesh context probe"), true);
+const PROBE_EVERY = 1024;
+let probeCountdown = 0;
+let managed = false;
+
+function contextManaged(): boolean {
+  if (probeCountdown-- <= 0) {
+    probeCountdown = PROBE_EVERY;
+    managed = context.with(PROBE, () => context.active() === PROBE);
+  }
+  return managed;
+}
+
 /** Runs `fn` with `span` as the active span (so the user's own spans nest under it). */
 export function withSpan<T>(span: Span, fn: () => T): T {
-  return context.with(trace.setSpan(context.active(), span), fn);
+  return contextManaged() ? context.with(trace.setSpan(context.active(), span), fn) : fn();
 }
 
 /** Span attributes per the OpenTelemetry RPC and messaging conventions. */
-export function rpcAttributes(service: string, endpoint: string, subject?: string): Attributes {
-  return {
-    "rpc.system": "nats",
-    "messaging.system": "nats",
-    "rpc.service": service,
-    "rpc.method": endpoint,
-    ...(subject ? { "messaging.destination.name": subject } : {}),
-  };
+function rpcAttributes(service: string, endpoint: string): Attributes {
+  return { "rpc.system": "nats", "messaging.system": "nats", "rpc.service": service, "rpc.method": endpoint };
 }

@@ -1,10 +1,10 @@
-// Batches svc.trace records: one NATS message per subject per flush (a msgpack array),
-// so a traced call costs an array push, not a publish. Bounded: beyond `maxBuffered`
+// Batches svc.trace records: one NATS message per endpoint per flush (see event.ts for
+// the format), so a traced call costs an array push, not a publish. Bounded: beyond `maxBuffered`
 // records wait at once, new ones are dropped and counted (trace records are a live
 // feed; the audit trail is the durable record).
 import type { NatsConnection } from "nats";
 import type { Logger } from "pino";
-import { encodeTraceBatch, type TraceEvent, traceSubject } from "./event.js";
+import { TraceBatch, type TraceCall, traceSubject } from "./event.js";
 
 export interface TraceBufferOptions {
   /** How often buffered records are published (default 250 ms). */
@@ -15,6 +15,12 @@ export interface TraceBufferOptions {
   maxBatch?: number;
 }
 
+/** Who the records are from, and the sampling rate of their ok calls. */
+export interface TraceSource {
+  caller: string;
+  rate: number;
+}
+
 export interface TraceBufferStats {
   buffered: number;
   published: number;
@@ -22,7 +28,8 @@ export interface TraceBufferStats {
 }
 
 export class TraceBuffer {
-  private readonly batches = new Map<string, TraceEvent[]>();
+  /** service → endpoint → the batch being filled (two lookups: no subject string per call). */
+  private readonly batches = new Map<string, Map<string, TraceBatch>>();
   private buffered = 0;
   private published = 0;
   private dropped = 0;
@@ -32,23 +39,24 @@ export class TraceBuffer {
   private readonly maxBuffered: number;
   private readonly maxBatch: number;
 
-  constructor(private readonly nc: NatsConnection, private readonly logger: Logger, options: TraceBufferOptions = {}) {
+  constructor(private readonly nc: NatsConnection, private readonly logger: Logger, private readonly source: TraceSource, options: TraceBufferOptions = {}) {
     this.flushMs = options.flushMs ?? 250;
     this.maxBuffered = options.maxBuffered ?? 10_000;
     this.maxBatch = options.maxBatch ?? 500;
   }
 
-  add(event: TraceEvent): void {
+  /** Buffers one call to `service.endpoint`, answered by `instance` ("" if none did). */
+  add(service: string, endpoint: string, call: TraceCall, instance: string, version: string): void {
     if (this.closed || this.buffered >= this.maxBuffered) {
       if (this.dropped++ === 0) this.logger.warn({ maxBuffered: this.maxBuffered }, "trace records are backing up; dropping some");
       return;
     }
-    const subject = traceSubject(event.service, event.endpoint);
-    let batch = this.batches.get(subject);
-    if (!batch) this.batches.set(subject, (batch = []));
-    batch.push(event);
+    let byEndpoint = this.batches.get(service);
+    if (!byEndpoint) this.batches.set(service, (byEndpoint = new Map()));
+    let batch = byEndpoint.get(endpoint);
+    if (!batch) byEndpoint.set(endpoint, (batch = new TraceBatch({ caller: this.source.caller, service, endpoint, rate: this.source.rate })));
     this.buffered++;
-    if (batch.length >= this.maxBatch) this.publish(subject, batch);
+    if (batch.add(call, instance, version) >= this.maxBatch) this.publish(batch);
     else this.timer ??= setTimeout(() => this.flush(), this.flushMs).unref();
   }
 
@@ -56,7 +64,7 @@ export class TraceBuffer {
   flush(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
-    for (const [subject, batch] of this.batches) this.publish(subject, batch);
+    for (const byEndpoint of this.batches.values()) for (const batch of byEndpoint.values()) this.publish(batch);
   }
 
   stats(): TraceBufferStats {
@@ -69,19 +77,24 @@ export class TraceBuffer {
     this.closed = true;
   }
 
-  private publish(subject: string, batch: TraceEvent[]): void {
-    this.batches.delete(subject);
-    this.buffered -= batch.length;
+  private publish(batch: TraceBatch): void {
+    const { service, endpoint } = batch.header;
+    const byEndpoint = this.batches.get(service);
+    byEndpoint?.delete(endpoint);
+    if (byEndpoint?.size === 0) this.batches.delete(service);
+    const records = batch.calls.length;
+    this.buffered -= records;
     if (this.nc.isClosed()) {
-      this.dropped += batch.length;
+      this.dropped += records;
       return;
     }
+    const subject = traceSubject(service, endpoint);
     try {
-      this.nc.publish(subject, encodeTraceBatch(batch));
-      this.published += batch.length;
+      this.nc.publish(subject, batch.encode());
+      this.published += records;
     } catch (e) {
-      this.dropped += batch.length;
-      this.logger.warn({ err: e, subject, records: batch.length }, "could not publish trace records");
+      this.dropped += records;
+      this.logger.warn({ err: e, subject, records }, "could not publish trace records");
     }
   }
 }

@@ -1,7 +1,15 @@
 // svc.trace events: one record per call, published by the caller when the call ends,
-// on `svc.trace.<service>.<endpoint>`. Records are batched: one message is a msgpack
-// array of records for one subject. They are a live feed for `svcmesh watch` / `top`
-// (plain NATS, not stored); the audit trail (audit/) is the durable record.
+// on `svc.trace.<service>.<endpoint>`. Records are batched: one message carries the
+// records of one caller for one endpoint. They are a live feed for `svcmesh watch` /
+// `top` (plain NATS, not stored); the audit trail (audit/) is the durable record.
+//
+// Wire format of a message (msgpack), compact because at 100% sampling every call is
+// encoded: what the records of a message share is written once, and each call is a
+// positional array rather than a map whose 13 keys would be encoded again every time.
+//   { v: 1, caller, service, endpoint, rate,
+//     origins: [[instance, version], ...],          // who answered, listed once
+//     calls: [[time, origin, requestId, traceId, spanId, latencyMs, status, attempts], ...] }
+// `origin` indexes `origins`, or is -1 when no instance answered.
 import { z } from "zod";
 import { TRACE_ROOT } from "../subjects.js";
 import { decodeBody, encodeBody } from "../wire.js";
@@ -36,9 +44,82 @@ export function traceFilterSubject(service?: string, endpoint?: string): string 
   return `${TRACE_ROOT}.${service || "*"}.${endpoint || "*"}`;
 }
 
-export function encodeTraceBatch(events: readonly TraceEvent[]): Uint8Array {
-  return encodeBody(events);
+/** One call in a message: see the wire format above. The buffer sets `origin`. */
+export type TraceCall = [time: number, origin: number, requestId: string, traceId: string, spanId: string, latencyMs: number, status: string, attempts: number];
+
+/** What every record of one message shares. */
+export interface TraceBatchHeader {
+  caller: string;
+  service: string;
+  endpoint: string;
+  rate: number;
 }
+
+/** The records of one message as they accumulate (trace/buffer.ts keeps one per endpoint). */
+export class TraceBatch {
+  readonly calls: TraceCall[] = [];
+  private readonly origins: [string, string][] = [];
+  private readonly originIndex = new Map<string, number>();
+
+  constructor(readonly header: TraceBatchHeader) {}
+
+  /** Adds a call answered by `instance` ("" when none answered); returns the calls held. */
+  add(call: TraceCall, instance: string, version: string): number {
+    if (instance === "") call[1] = -1;
+    else {
+      let i = this.originIndex.get(instance);
+      if (i === undefined) {
+        i = this.origins.push([instance, version]) - 1;
+        this.originIndex.set(instance, i);
+      }
+      call[1] = i;
+    }
+    return this.calls.push(call);
+  }
+
+  encode(): Uint8Array {
+    const { caller, service, endpoint, rate } = this.header;
+    return encodeBody({ v: 1, caller, service, endpoint, rate, origins: this.origins, calls: this.calls });
+  }
+}
+
+/**
+ * Encodes records as one message. They must share caller, service, endpoint and rate
+ * (one message is one caller's records for one endpoint).
+ */
+export function encodeTraceBatch(events: readonly TraceEvent[]): Uint8Array {
+  const first = events[0];
+  if (!first) throw new Error("a trace batch holds at least one record");
+  const batch = new TraceBatch({ caller: first.caller, service: first.service, endpoint: first.endpoint, rate: first.rate });
+  for (const e of events) {
+    if (e.caller !== first.caller || e.service !== first.service || e.endpoint !== first.endpoint || e.rate !== first.rate) {
+      throw new Error("the records of one trace batch must share caller, service, endpoint and rate");
+    }
+    batch.add([e.time, -1, e.requestId, e.traceId, e.spanId, e.latencyMs, e.status, e.attempts], e.instance, e.version);
+  }
+  return batch.encode();
+}
+
+const BatchSchema = z.object({
+  v: z.literal(1),
+  caller: z.string(),
+  service: z.string().min(1),
+  endpoint: z.string(),
+  rate: z.number().min(0).max(1),
+  origins: z.array(z.tuple([z.string(), z.string()])),
+  calls: z.array(z.unknown()),
+});
+
+const CallSchema = z.tuple([
+  z.number(),
+  z.number().int().min(-1),
+  z.string(),
+  z.string(),
+  z.string(),
+  z.number().nonnegative(),
+  z.string(),
+  z.number().int().nonnegative(),
+]);
 
 export interface DecodedTraceBatch {
   events: TraceEvent[];
@@ -54,13 +135,20 @@ export function decodeTraceBatch(data: Uint8Array): DecodedTraceBatch {
   } catch {
     return { events: [], malformed: 1 };
   }
-  if (!Array.isArray(body)) return { events: [], malformed: 1 };
+  const batch = BatchSchema.safeParse(body);
+  if (!batch.success) return { events: [], malformed: 1 };
+  const { caller, service, endpoint, rate, origins, calls } = batch.data;
   const events: TraceEvent[] = [];
   let malformed = 0;
-  for (const item of body) {
-    const r = TraceEventSchema.safeParse(item);
-    if (r.success) events.push(r.data);
-    else malformed++;
+  for (const item of calls) {
+    const r = CallSchema.safeParse(item);
+    const origin = r.success && r.data[1] >= 0 ? origins[r.data[1]] : undefined;
+    if (!r.success || (r.data[1] >= 0 && !origin)) {
+      malformed++;
+      continue;
+    }
+    const [time, , requestId, traceId, spanId, latencyMs, status, attempts] = r.data;
+    events.push({ time, caller, service, endpoint, version: origin?.[1] ?? "", instance: origin?.[0] ?? "", requestId, traceId, spanId, latencyMs, status, attempts, rate });
   }
   return { events, malformed };
 }
