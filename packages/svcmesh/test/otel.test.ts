@@ -68,7 +68,11 @@ before(async () => {
   await auth.serve({
     name: "auth",
     version: "1.0.0",
-    endpoints: { verify: { input: z.object({ clerk: z.string() }), output: z.object({ ok: z.boolean() }), handler: ({ clerk }) => ({ ok: clerk !== "mallory" }) } },
+    endpoints: { verify: { input: z.object({ clerk: z.string() }), output: z.object({ ok: z.boolean() }), handler: ({ clerk }) => {
+      // A span of the user's own, started in the handler: it must nest under the SERVER span.
+      trace.getTracer("test").startSpan("auth-lookup").end();
+      return { ok: clerk !== "mallory" };
+    } } },
   });
   const payments = await open("payments");
   await payments.serve({
@@ -126,9 +130,9 @@ describe("OpenTelemetry traces", () => {
       }
     });
     assert.deepEqual(reply, { status: "paid", txn: "T-C-1" });
-    // root + clerk→claims (client, server) + claims→auth (client, server) + claims→payments (client, server)
-    const spans = await spansUntil(7, rootTraceId);
-    assert.equal(spans.length, 7, `spans: ${spans.map((s) => s.name).join(", ")}`);
+    // root + clerk→claims (client, server) + claims→auth (client, server, the handler's own) + claims→payments (client, server)
+    const spans = await spansUntil(8, rootTraceId);
+    assert.equal(spans.length, 8, `spans: ${spans.map((s) => s.name).join(", ")}`);
     const byId = new Map(spans.map((s) => [s.spanContext().spanId, s]));
     const parentOf = (s: ReadableSpan) => byId.get(s.parentSpanContext?.spanId ?? "");
     const find = (kind: SpanKind, service: string) => {
@@ -149,6 +153,7 @@ describe("OpenTelemetry traces", () => {
     assert.equal(parentOf(clientPay), serverClaims);
     assert.equal(parentOf(serverAuth), clientAuth);
     assert.equal(parentOf(serverPay), clientPay);
+    assert.equal(parentOf(spans.find((s) => s.name === "auth-lookup")!), serverAuth, "a handler's own spans are children of its SERVER span");
     for (const s of [serverClaims, serverAuth, serverPay]) assert.equal(s.parentSpanContext?.isRemote, true, "server spans continue a remote parent");
 
     // Names and attributes per the RPC/messaging conventions.
