@@ -51,3 +51,19 @@ export const pack = (value) => encoder.encode(value);
 export const unpack = (bytes) => decoder.decode(bytes);
 
 export const claimBytes = pack(claim).length;
+
+// The scale table's payload rows only (the main table keeps the claim): a request of
+// `bytes` bytes of msgpack, a claim id, an amount and a string filling the rest. The
+// handler and the reply are the same decide() and decision as everywhere.
+export const sizedRequestSchema = z.object({ claimId: z.string(), usd: z.number().positive(), blob: z.string() });
+
+/** { body, schema } of a row's request: the claim, or the sized request when `bytes` is given. */
+export function requestOf(bytes) {
+  if (bytes === undefined) return { body: claim, schema: claimSchema };
+  const sized = (n) => ({ claimId: claim.claimId, usd: claim.usd, blob: "x".repeat(Math.max(0, n)) });
+  // The string's own length prefix grows with it (1, 2, 3 or 5 bytes): measure once, then correct.
+  const empty = pack(sized(0)).length;
+  const body = sized(bytes - empty - (pack(sized(bytes - empty)).length - bytes));
+  if (pack(body).length !== bytes) throw new Error(`no request of exactly ${bytes} bytes (smallest is ${empty})`);
+  return { body, schema: sizedRequestSchema };
+}

@@ -30,12 +30,12 @@ function processTicks(pid) {
   }
 }
 
-/** A point-in-time reading; pids is { caller, service, server }. */
+/** A point-in-time reading; pids is { caller, service, server }, a role may be several pids (summed). */
 export function cpuSnapshot(pids) {
   return {
     at: performance.now(),
     system: systemBusyTicks(),
-    procs: Object.fromEntries(Object.entries(pids).map(([role, pid]) => [role, processTicks(pid)])),
+    procs: Object.fromEntries(Object.entries(pids).map(([role, pid]) => [role, [pid].flat().reduce((t, p) => t + processTicks(p), 0)])),
   };
 }
 

@@ -1,4 +1,4 @@
-// Deterministic nkey identities for the bench (rows "policy" and policy-propagation.mjs).
+// Deterministic nkey identities for the bench (policy-document.mjs, rows "policy", policy-instance.mjs).
 // The row processes get only the server URL, so each derives the same key pair from
 // its name: seed = nkey user seed over sha256("svcmesh-bench/" + name). These keys
 // guard nothing (a private nats-server on loopback, for one run); never do this for a
@@ -49,30 +49,3 @@ export function benchIdentity(name) {
   return { seed, publicKey };
 }
 
-/**
- * The policy document of the bench: identities for both processes, payments allows
- * claims, and payments.reimburse needs a role and a data class that claims holds.
- * `variant` (> 0) adds an unrelated service entry, so that the propagation script can
- * apply 20 different documents; the rules for claims → payments stay the same.
- */
-export function benchPolicyText({ variant = 0 } = {}) {
-  const claims = benchIdentity("claims").publicKey;
-  const payments = benchIdentity("payments").publicKey;
-  return `version: 1
-identities:
-  claims:
-    key: ${claims}
-    roles: [CLAIMS_CLERK]
-    clearances: [PII]
-  payments:
-    key: ${payments}
-    roles: [PAYER]
-services:
-  payments:
-    allow: [claims]
-    endpoints:
-      reimburse:
-        roles: [CLAIMS_CLERK]
-        dataClass: PII
-${variant ? `  audit-${variant}:\n    allow: [payments]\n` : ""}`;
-}

@@ -18,7 +18,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { applyPolicy } from "svcmesh";
 import { forkChild, killAll, nextMessage, exited } from "./children.mjs";
-import { benchPolicyText } from "./identities.mjs";
+import { benchPolicyText } from "./policy-document.mjs";
 import { machine, svcmeshBuild } from "./machine.mjs";
 import { startNatsServer } from "./nats-server.mjs";
 

@@ -1,9 +1,14 @@
-// The request-reply benchmark: bare nc.request vs a hand-correlated nats.js client vs
-// svcmesh, each as separate service and caller processes on a private nats-server.
+// The request-reply benchmark: bare nc.request, a hand-correlated nats.js client, the
+// NATS services framework, Moleculer and svcmesh, each as separate service and caller
+// processes on a private nats-server (main table); and svcmesh with one thing scaled per
+// group: service instances, services registered, policy rules, payload size (scale table).
+// The rows are in rows/index.mjs.
 //
-//   pnpm bench                      3 interleaved rounds, 1 s warm-up + 3 s per measurement
+//   pnpm bench                      both tables, 3 interleaved rounds, 1 s warm-up + 3 s per measurement
 //   pnpm bench -- --quick           1 round, 0.3 s + 1 s (a smoke run; numbers are noisy;
 //                                   written to bench/out/quick.json, not latest.json)
+//   pnpm bench -- --table scale --rows rules,payload
+//                                   a subset: one table, and rows by id or by group
 //   node bench/run.mjs --rows svcmesh --inflight 256 --rounds 1 --prof /tmp/prof
 //                                   CPU profiles of caller and service (see profile-summary.mjs)
 //
@@ -18,8 +23,8 @@ import { claimBytes } from "./contract.mjs";
 import { cpuSnapshot, cpuWindow } from "./cpu.mjs";
 import { machine, svcmeshBuild } from "./machine.mjs";
 import { startNatsServer } from "./nats-server.mjs";
-import { ROWS } from "./rows/index.mjs";
-import { formatTable, summarize } from "./summary.mjs";
+import { ROWS, TABLES } from "./rows/index.mjs";
+import { formatTables, summarize } from "./summary.mjs";
 
 const outFile = (name) => new URL(`./out/${name}.json`, import.meta.url).pathname;
 /** How long a child may take beyond its measured time (connect, discovery, exit). */
@@ -33,6 +38,7 @@ function options() {
       rounds: { type: "string" },
       "warmup-ms": { type: "string" },
       "duration-ms": { type: "string" },
+      table: { type: "string", default: "all" },
       rows: { type: "string" },
       inflight: { type: "string" },
       "max-others": { type: "string" },
@@ -43,8 +49,13 @@ function options() {
     },
   });
   if (values.help) {
-    console.log("usage: node bench/run.mjs [--quick] [--rounds N] [--warmup-ms MS] [--duration-ms MS]\n" +
-      "  [--rows bare,ceiling,svcmesh] [--inflight 1,16,256] [--max-others CORES] [--attempts N] [--prof DIR] [--out FILE]\n" +
+    const groups = [...new Set(Object.values(ROWS).filter((r) => r.table === "scale").map((r) => r.group))];
+    console.log("usage: node bench/run.mjs [--quick] [--table main|scale|all] [--rows ROWS] [--inflight 1,16,256]\n" +
+      "  [--rounds N] [--warmup-ms MS] [--duration-ms MS] [--max-others CORES] [--attempts N] [--prof DIR] [--out FILE]\n" +
+      `main rows:    ${Object.keys(ROWS).filter((r) => ROWS[r].table === "main").join(", ")}\n` +
+      `scale groups: ${groups.join(", ")} (rows ${Object.keys(ROWS).filter((r) => ROWS[r].table === "scale").join(", ")})\n` +
+      "--rows takes row ids and scale group names; --inflight replaces every row's default\n" +
+      "(main rows 1,16,256; scale rows 256; payload rows 1,256, at 500 KB 1,16)\n" +
       "env defaults: BENCH_ROUNDS, BENCH_WARMUP_MS, BENCH_DURATION_MS, BENCH_MAX_OTHERS, BENCH_ATTEMPTS");
     process.exit(0);
   }
@@ -55,14 +66,20 @@ function options() {
     return n;
   };
   const list = (text, fallback) => (text ?? fallback).split(",").map((s) => s.trim()).filter(Boolean);
-  const rows = list(values.rows, Object.keys(ROWS).join(","));
-  for (const r of rows) if (!Object.hasOwn(ROWS, r)) throw new Error(`unknown row ${r} (rows: ${Object.keys(ROWS).join(", ")})`);
+  if (values.table !== "all" && !TABLES.includes(values.table)) throw new Error(`--table must be main, scale or all, got ${values.table}`);
+  const wanted = list(values.rows, Object.keys(ROWS).join(","));
+  const matches = (id, w) => id === w || (ROWS[id].table === "scale" && ROWS[id].group === w);
+  for (const w of wanted) {
+    if (!Object.keys(ROWS).some((id) => matches(id, w))) throw new Error(`unknown row or group ${w} (node bench/run.mjs --help lists them)`);
+  }
+  const rows = Object.keys(ROWS).filter((id) => (values.table === "all" || ROWS[id].table === values.table) && wanted.some((w) => matches(id, w)));
+  if (rows.length === 0) throw new Error(`no row of --table ${values.table} matches --rows ${values.rows}`);
   return {
     rounds: int("--rounds", values.rounds ?? env.BENCH_ROUNDS, values.quick ? 1 : 3),
     warmupMs: int("--warmup-ms", values["warmup-ms"] ?? env.BENCH_WARMUP_MS, values.quick ? 300 : 1000),
     durationMs: int("--duration-ms", values["duration-ms"] ?? env.BENCH_DURATION_MS, values.quick ? 1000 : 3000),
-    rows: Object.keys(ROWS).filter((r) => rows.includes(r)), // table order, whatever the flag's order
-    inFlight: list(values.inflight, "1,16,256").map((s) => int("--inflight", s)),
+    rows, // table order, whatever the flag's order
+    inFlightFor: (row) => (values.inflight ? list(values.inflight).map((s) => int("--inflight", s)) : ROWS[row].inFlight),
     // The machine is shared: a measurement during which other processes took more
     // than maxOthers cores is repeated, up to `attempts` times, keeping the quietest.
     maxOthers: Number(values["max-others"] ?? env.BENCH_MAX_OTHERS ?? 0.25),
@@ -77,15 +94,16 @@ function profArgs(opts, role) {
   return opts.profDir ? ["--cpu-prof", `--cpu-prof-dir=${join(opts.profDir, role)}`] : [];
 }
 
-async function startService(opts, row, url) {
-  const child = forkChild("service.mjs", [row, url], profArgs(opts, "service"));
-  await nextMessage(child, "ready", CHILD_SLACK_MS);
-  return child;
+/** The row's service processes (ROWS[row].instances of them), once all serve. */
+async function startServices(opts, row, url) {
+  const children = Array.from({ length: ROWS[row].instances }, () => forkChild("service.mjs", [row, url], profArgs(opts, "service")));
+  await Promise.all(children.map((child) => nextMessage(child, "ready", CHILD_SLACK_MS)));
+  return children;
 }
 
-async function stopService(child) {
-  if (child.connected) child.send("stop");
-  await exited(child, 5_000);
+async function stopServices(children) {
+  for (const child of children) if (child.connected) child.send("stop");
+  await Promise.all(children.map((child) => exited(child, 5_000)));
 }
 
 async function measure(opts, row, url, inFlight, pids) {
@@ -119,16 +137,20 @@ async function measureQuietly(opts, row, url, inFlight, pids) {
   return best;
 }
 
-async function serviceRss(child) {
-  child.send("rss");
-  return (await nextMessage(child, "rss", 5_000)).rss;
+/** Mean RSS of the service processes, bytes. */
+async function serviceRss(children) {
+  const rss = await Promise.all(children.map(async (child) => {
+    child.send("rss");
+    return (await nextMessage(child, "rss", 5_000)).rss;
+  }));
+  return rss.reduce((a, b) => a + b, 0) / rss.length;
 }
 
 function progress(m, opts) {
   const cpu = m.cpu ? `  CPU µs/call ${Object.values(m.cpu.perCallUs).join("/")}  others ${m.cpu.otherCores} cores` : "";
   const total = opts.profDir ? `  (${m.totalCalls} calls in all, warm-up included: pass --calls to profile-summary.mjs)` : "";
   const note = total + (m.errors ? `  errors ${m.errors} (first: ${m.firstError})` : "") + (m.capped ? "  SAMPLE CAP REACHED" : "");
-  console.error(`round ${m.round}/${opts.rounds}  ${m.row.padEnd(8)} ${String(m.inFlight).padStart(3)} in flight: ` +
+  console.error(`round ${m.round}/${opts.rounds}  ${m.row.padEnd(12)} ${String(m.inFlight).padStart(3)} in flight: ` +
     `${Math.round(m.rps).toLocaleString("en-US").padStart(7)} req/s  p50 ${m.p50us} µs  p99 ${m.p99us} µs${cpu}${note}`);
 }
 
@@ -151,16 +173,17 @@ async function main() {
   try {
     for (let round = 1; round <= opts.rounds; round++) {
       for (const row of opts.rows) {
-        const service = await startService(opts, row, server.url);
+        const services = await startServices(opts, row, server.url);
         try {
-          for (const inFlight of opts.inFlight) {
-            const result = await measureQuietly(opts, row, server.url, inFlight, { service: service.pid, server: server.pid });
-            const m = { round, row, inFlight, ...result, rss: await serviceRss(service) };
+          for (const inFlight of opts.inFlightFor(row)) {
+            const pids = { service: services.map((s) => s.pid), server: server.pid };
+            const result = await measureQuietly(opts, row, server.url, inFlight, pids);
+            const m = { round, row, inFlight, instances: services.length, ...result, rss: await serviceRss(services) };
             measurements.push(m);
             progress(m, opts);
           }
         } finally {
-          await stopService(service);
+          await stopServices(services);
         }
       }
     }
@@ -170,7 +193,7 @@ async function main() {
   }
 
   const table = summarize(measurements);
-  console.log(formatTable(table));
+  console.log(formatTables(table));
   const buildAfter = svcmeshBuild();
   if (buildAfter !== host.svcmeshBuild) {
     host.svcmeshBuildAfter = buildAfter;
@@ -182,7 +205,8 @@ async function main() {
     console.error(`profiles in ${opts.profDir}/{caller,service}; not writing ${opts.out} (profiling skews the numbers)`);
     return;
   }
-  const { profDir: _, out, ...settings } = opts;
+  const { profDir: _, out, inFlightFor: __, ...settings } = opts;
+  settings.inFlight = Object.fromEntries(opts.rows.map((r) => [r, opts.inFlightFor(r)]));
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), machine: host, settings, requestBytes: claimBytes, table, measurements }, null, 2) + "\n");
   console.error(`wrote ${out}`);

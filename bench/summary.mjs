@@ -1,10 +1,9 @@
-// Turns per-round measurements into the table: medians over rounds, the min–max
-// spread of throughput, and each row's throughput as a ratio to bare nc.request at
-// the same concurrency (from the same run, never from another day's numbers).
-//   node bench/summary.mjs [bench/out/latest.json]   reprints the table of a saved run
-import { ROWS } from "./rows/index.mjs";
-
-const BASELINE = "bare";
+// Turns per-round measurements into the tables: medians over rounds, the min–max
+// spread of throughput, and each row's throughput as a ratio to its base row at the
+// same concurrency (main table: bare nc.request; scale table: the group's first step),
+// from the same run, never from another day's numbers.
+//   node bench/summary.mjs [bench/out/latest.json]   reprints the tables of a saved run
+import { ROWS, TABLES } from "./rows/index.mjs";
 
 function median(values) {
   const v = values.filter((x) => x !== null && x !== undefined).sort((a, b) => a - b);
@@ -22,7 +21,10 @@ export function summarize(measurements) {
       const rps = ms.map((m) => m.rps);
       lines.push({
         row,
-        label: ROWS[row],
+        table: ROWS[row].table,
+        label: ROWS[row].label,
+        scale: ROWS[row].scale,
+        instances: ROWS[row].instances,
         inFlight,
         rounds: ms.length,
         rps: median(rps),
@@ -31,20 +33,22 @@ export function summarize(measurements) {
         p50us: median(ms.map((m) => m.p50us)),
         p99us: median(ms.map((m) => m.p99us)),
         errors: ms.reduce((n, m) => n + m.errors, 0),
-        rssMB: median(ms.map((m) => m.rss / 2 ** 20)),
+        rssMB: median(ms.map((m) => m.rss / 2 ** 20)), // per service process (mean over instances)
         cpuUsPerCall: Object.fromEntries(["caller", "service", "server"].map((role) => [role, median(ms.map((m) => m.cpu?.perCallUs[role]))])),
         otherCoresMax: Math.max(0, ...ms.map((m) => m.cpu?.otherCores ?? 0)),
       });
     }
   }
   for (const line of lines) {
-    const base = lines.find((b) => b.row === BASELINE && b.inFlight === line.inFlight);
+    const baseRow = ROWS[line.row].base;
+    line.base = baseRow;
+    const base = lines.find((b) => b.row === baseRow && b.inFlight === line.inFlight);
     line.ratio = base?.rps ? line.rps / base.rps : null;
     // Paired per round too: bare itself swings between rounds, and the spread of
     // the paired ratios says how firm the headline ratio is.
     const paired = measurements
       .filter((m) => m.row === line.row && m.inFlight === line.inFlight)
-      .map((m) => m.rps / measurements.find((b) => b.row === BASELINE && b.inFlight === m.inFlight && b.round === m.round)?.rps)
+      .map((m) => m.rps / measurements.find((b) => b.row === baseRow && b.inFlight === m.inFlight && b.round === m.round)?.rps)
       .filter(Number.isFinite);
     line.ratioMin = paired.length ? Math.min(...paired) : null;
     line.ratioMax = paired.length ? Math.max(...paired) : null;
@@ -55,31 +59,52 @@ export function summarize(measurements) {
 const k = (n) => `${(n / 1000).toFixed(1)}k`;
 const num = (n, digits = 0) => (n === null ? "–" : n.toFixed(digits));
 
-/** A Markdown table: readable in a terminal, pasteable into RESULTS.md as is. */
-export function formatTable(lines) {
-  const head = ["row", "in-flight", "req/s median (min–max)", "p50 µs", "p99 µs", "× bare (per-round min–max)", "service RSS MB", "errors",
+const ratioCell = (l) => (l.row === l.base ? "1.00×" : l.ratio === null ? "–" : `${l.ratio.toFixed(2)}× (${l.ratioMin.toFixed(2)}–${l.ratioMax.toFixed(2)})`);
+
+/**
+ * One table as Markdown: readable in a terminal, pasteable into RESULTS.md as is. The
+ * scale table has a column for the varied parameter, and its ratio is to the group's
+ * first step (payload rows: to bare at the same size); its service CPU and RSS are of
+ * all instances together and per instance.
+ */
+export function formatTable(lines, table = "main") {
+  lines = lines.filter((l) => l.table === table);
+  if (lines.length === 0) return "";
+  const scale = table === "scale";
+  const head = ["row", ...(scale ? ["scale"] : []), "in-flight", "req/s median (min–max)", "p50 µs", "p99 µs",
+    scale ? "× group base (per-round min–max)" : "× bare (per-round min–max)", scale ? "RSS MB per service process" : "service RSS MB", "errors",
     "CPU µs/call caller/svc/nats", "others' cores (max)"];
   const body = lines.map((l) => [
     l.label,
+    ...(scale ? [l.scale] : []),
     String(l.inFlight),
     `${k(l.rps)} (${k(l.rpsMin)}–${k(l.rpsMax)})`,
     num(l.p50us),
     num(l.p99us),
-    l.row === BASELINE ? "1.00×" : l.ratio === null ? "–" : `${l.ratio.toFixed(2)}× (${l.ratioMin.toFixed(2)}–${l.ratioMax.toFixed(2)})`,
+    ratioCell(l),
     num(l.rssMB, 0),
     String(l.errors),
     Object.values(l.cpuUsPerCall).map((us) => num(us, 1)).join(" / "),
     l.otherCoresMax.toFixed(2),
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => r[i].length)));
-  const fmt = (cells) => `| ${cells.map((c, i) => (i < 1 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(" | ")} |`;
-  const rule = `| ${widths.map((w, i) => (i < 1 ? "-".repeat(w) : "-".repeat(w - 1) + ":")).join(" | ")} |`;
+  const textColumns = scale ? 2 : 1; // left-aligned; numbers right-aligned
+  const fmt = (cells) => `| ${cells.map((c, i) => (i < textColumns ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(" | ")} |`;
+  const rule = `| ${widths.map((w, i) => (i < textColumns ? "-".repeat(w) : "-".repeat(w - 1) + ":")).join(" | ")} |`;
   return [fmt(head), rule, ...body.map(fmt)].join("\n");
+}
+
+/** Every table that has lines, each under a heading. */
+export function formatTables(lines) {
+  return TABLES.map((t) => [t, formatTable(lines, t)])
+    .filter(([, text]) => text)
+    .map(([t, text]) => `${t === "main" ? "Main table" : "Scale table"}\n\n${text}`)
+    .join("\n\n");
 }
 
 // Run directly: reprint a saved run's table.
 if (import.meta.url === `file://${process.argv[1]}`) {
   const { readFileSync } = await import("node:fs");
   const file = process.argv[2] ?? new URL("./out/latest.json", import.meta.url).pathname;
-  console.log(formatTable(summarize(JSON.parse(readFileSync(file, "utf8")).measurements)));
+  console.log(formatTables(summarize(JSON.parse(readFileSync(file, "utf8")).measurements)));
 }

@@ -6,6 +6,11 @@
 // claims. So the caller checks the policy before sending, and the callee verifies the
 // token and checks the policy again, on every call.
 //
+// Options from the row table (rows/index.mjs):
+//   { traceRate }  row "everything": tracing on at that rate with the OTel SDK
+//                  registered in both processes (bench/otel.mjs), as the tracing rows do.
+//   { rules }      rows "rules-N": the document holds N endpoint rules (policy-document.mjs).
+//
 // The bench server has no JetStream (no KV bucket to follow), so the policy is set in
 // code with mesh.policy.set and the KV watch is off (`policy: { watch: false }`): that
 // keeps anything from replacing the document mid-run. The seeds are derived from the
@@ -13,31 +18,46 @@
 // NATS server has no authorization block, so it accepts the nkey connection as is.
 import { connect, parsePolicy } from "svcmesh";
 import { TIMEOUT_MS, claim } from "../contract.mjs";
+import { benchIdentity } from "../identities.mjs";
+import { registerTracing } from "../otel.mjs";
+import { benchPolicyText } from "../policy-document.mjs";
 import { resilientPayments } from "./resilience.mjs";
-import { benchIdentity, benchPolicyText } from "../identities.mjs";
 
 const REVISION = 1;
 
-function policyDocument() {
-  const parsed = parsePolicy(benchPolicyText());
+function policyDocument(rules) {
+  const parsed = parsePolicy(benchPolicyText({ rules }));
   if (!parsed.ok) throw new Error(`bench policy does not parse: ${JSON.stringify(parsed.errors)}`);
   return parsed.policy;
 }
 
-async function meshWithPolicy(url, name) {
-  const mesh = await connect({ servers: url, name, seed: benchIdentity(name).seed, policy: { watch: false }, trace: false, audit: { enabled: false } });
-  mesh.policy.set(policyDocument(), REVISION);
-  return mesh;
+/** A mesh with the bench policy in force; close() also shuts the OTel SDK down if it was registered. */
+async function meshWithPolicy(url, name, { traceRate, rules } = {}) {
+  const shutdownTracing = traceRate ? registerTracing(traceRate) : undefined;
+  const mesh = await connect({
+    servers: url,
+    name,
+    seed: benchIdentity(name).seed,
+    policy: { watch: false },
+    trace: traceRate ? { sampleRate: traceRate } : false,
+    audit: { enabled: false },
+  });
+  mesh.policy.set(policyDocument(rules), REVISION);
+  const close = async () => {
+    await mesh.close();
+    await shutdownTracing?.();
+  };
+  return { mesh, close };
 }
 
-export async function serve(url) {
-  const mesh = await meshWithPolicy(url, "payments");
+export async function serve(url, options) {
+  const { mesh, close } = await meshWithPolicy(url, "payments", options);
   await mesh.serve(resilientPayments);
-  return { close: () => mesh.close() };
+  return { close };
 }
 
-export async function caller(url) {
-  const mesh = await meshWithPolicy(url, "claims");
+export async function caller(url, options) {
+  const { mesh, close } = await meshWithPolicy(url, "claims", options);
   const payments = mesh.client("payments@^2");
   const opts = { timeoutMs: TIMEOUT_MS };
   // One call before measuring that must pass the callee's checks: a policy or token
@@ -45,6 +65,6 @@ export async function caller(url) {
   await payments.call("reimburse", claim, opts);
   return {
     call: () => payments.call("reimburse", claim, opts),
-    close: () => mesh.close(),
+    close,
   };
 }
