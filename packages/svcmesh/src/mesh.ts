@@ -303,6 +303,11 @@ export class Mesh implements MeshCalls {
     return handle;
   }
 
+  /** Call attempts sent and still waiting for their reply or their deadline. */
+  get callsInFlight(): number {
+    return this.transport.inFlight;
+  }
+
   /** Audit records this process wrote: stored, duplicates, backlog, dropped, lost. */
   auditStats(): AuditStats | undefined {
     return this.auditWriter?.stats();
