@@ -25,6 +25,7 @@ import { machine, svcmeshBuild } from "./machine.mjs";
 import { startNatsServer } from "./nats-server.mjs";
 import { ROWS, TABLES } from "./rows/index.mjs";
 import { formatTables, summarize } from "./summary.mjs";
+import { checkTargets, formatTargets } from "./targets.mjs";
 
 const outFile = (name) => new URL(`./out/${name}.json`, import.meta.url).pathname;
 /** How long a child may take beyond its measured time (connect, discovery, exit). */
@@ -194,6 +195,7 @@ async function main() {
 
   const table = summarize(measurements);
   console.log(formatTables(table));
+  console.log("\n" + formatTargets(checkTargets(table)));
   const buildAfter = svcmeshBuild();
   if (buildAfter !== host.svcmeshBuild) {
     host.svcmeshBuildAfter = buildAfter;

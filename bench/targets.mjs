@@ -1,0 +1,66 @@
+// The targets of issue #6 checked against one run's table (summary.mjs lines), so a
+// run says itself which it met. Medians over rounds; a target whose rows were not run
+// is "not measured".
+//   node bench/targets.mjs [bench/out/latest.json]   checks a saved run
+import { summarize } from "./summary.mjs";
+
+const MAX_FLAT_DRIFT = 0.1;
+
+/** [{ target, met: true | false | null, detail }] */
+export function checkTargets(lines) {
+  const at = (row, inFlight) => lines.find((l) => l.row === row && l.inFlight === inFlight);
+  const cpu = (l) => Object.values(l.cpuUsPerCall).reduce((a, b) => a + (b ?? NaN), 0);
+  const out = [];
+  const check = (target, rows, test) => {
+    if (rows.some((r) => !r)) out.push({ target, met: null, detail: "not measured" });
+    else out.push({ target, ...test(...rows) });
+  };
+  const fmt = (x) => x.toFixed(2);
+
+  check("svcmesh core req/s ≥ 0.9× ceiling at 256", [at("svcmesh", 256), at("ceiling", 256)], (s, c) => {
+    const r = s.rps / c.rps;
+    return { met: r >= 0.9, detail: `${fmt(r)}× (${Math.round(s.rps)} vs ${Math.round(c.rps)} req/s)` };
+  });
+  check("svcmesh everything on req/s ≥ 1.25× Moleculer with fault tolerance at 256", [at("everything", 256), at("moleculerFt", 256)], (e, m) => {
+    const r = e.rps / m.rps;
+    return { met: r >= 1.25, detail: `${fmt(r)}× (${Math.round(e.rps)} vs ${Math.round(m.rps)} req/s)` };
+  });
+  check("svcmesh everything on req/s ≥ 0.8× ceiling at 256", [at("everything", 256), at("ceiling", 256)], (e, c) => {
+    const r = e.rps / c.rps;
+    return { met: r >= 0.8, detail: `${fmt(r)}× (${Math.round(e.rps)} vs ${Math.round(c.rps)} req/s)` };
+  });
+  for (const row of ["svcmesh", "everything"]) {
+    check(`${row} p50 at 1 in flight ≤ 1.1× ceiling's`, [at(row, 1), at("ceiling", 1)], (s, c) => {
+      const r = s.p50us / c.p50us;
+      return { met: r <= 1.1, detail: `${fmt(r)}× (${s.p50us} vs ${c.p50us} µs)` };
+    });
+    check(`${row} p99 at 256 ≤ Moleculer defaults'`, [at(row, 256), at("moleculer", 256)], (s, m) => ({
+      met: s.p99us <= m.p99us,
+      detail: `${s.p99us} vs ${m.p99us} µs`,
+    }));
+  }
+  // Flat: req/s within 10% of the first step, and CPU per call (all three processes) too,
+  // since CPU per call is the steadier figure on a shared machine.
+  for (const [name, first, last] of [["policy rules 10 → 10,000", "rules-10", "rules-10000"], ["services 1 → 200", "registered-1", "registered-200"]]) {
+    check(`per-call cost flat (±10%), ${name}, at 256`, [at(last, 256), at(first, 256)], (l, f) => {
+      const r = l.rps / f.rps;
+      const c = cpu(l) / cpu(f);
+      return {
+        met: r >= 1 - MAX_FLAT_DRIFT && c <= 1 + MAX_FLAT_DRIFT,
+        detail: `req/s ${fmt(r)}×, CPU µs/call ${cpu(l).toFixed(1)} vs ${cpu(f).toFixed(1)} (${fmt(c)}×)`,
+      };
+    });
+  }
+  return out;
+}
+
+export function formatTargets(results) {
+  const mark = { true: "met    ", false: "MISSED ", null: "–      " };
+  return ["Targets (issue #6)", ...results.map((t) => `  ${mark[t.met]} ${t.target}: ${t.detail}`)].join("\n");
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const { readFileSync } = await import("node:fs");
+  const file = process.argv[2] ?? new URL("./out/latest.json", import.meta.url).pathname;
+  console.log(formatTargets(checkTargets(summarize(JSON.parse(readFileSync(file, "utf8")).measurements))));
+}
