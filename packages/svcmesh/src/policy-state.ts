@@ -48,6 +48,23 @@ export class PolicyState {
 }
 
 /**
+ * Longest caller name and request id a callee accepts. Both key state the instance
+ * keeps (a rate-limit bucket per caller, the audit trail's dedup by request id), so
+ * without a bound each distinct megabyte-long header value would be kept.
+ */
+export const MAX_CALLER_CHARS = 256;
+export const MAX_REQUEST_ID_CHARS = 128;
+
+function checkMetaSizes(meta: RequestMeta): void {
+  if (meta.caller.length > MAX_CALLER_CHARS) {
+    throw new MeshError("BAD_REQUEST", `${Header.caller} is ${meta.caller.length} characters long; at most ${MAX_CALLER_CHARS} are accepted`);
+  }
+  if (meta.requestId.length > MAX_REQUEST_ID_CHARS) {
+    throw new MeshError("BAD_REQUEST", `${Header.requestId} is ${meta.requestId.length} characters long; at most ${MAX_REQUEST_ID_CHARS} are accepted`);
+  }
+}
+
+/**
  * The callee's gate, one per served service: who is calling (verified against the
  * registered keys, never a key the caller sent) and may they call this endpoint.
  */
@@ -61,8 +78,9 @@ export class RequestGuard {
     state.onChange((p) => this.verifier?.updateKeys(p?.keys ?? new Map()));
   }
 
-  /** The caller to act for, or throws UNAUTHENTICATED / FORBIDDEN. Open mesh: the header's name. */
+  /** The caller to act for, or throws BAD_REQUEST / UNAUTHENTICATED / FORBIDDEN. Open mesh: the header's name. */
   admit(meta: RequestMeta, endpoint: string, now: number): string {
+    checkMetaSizes(meta);
     const p = this.state.inForce;
     if (!p) return meta.caller;
     let caller = meta.caller;

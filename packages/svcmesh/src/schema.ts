@@ -32,13 +32,25 @@ export interface IssueSummary {
 
 /** At most this many issues travel back, so an error reply stays small. */
 const MAX_ISSUES = 50;
+/** Paths and messages echo the input (a record's keys): bounded, or a huge key makes a reply too big to send. */
+const MAX_PATH_SEGMENTS = 16;
+const MAX_SEGMENT_CHARS = 64;
+const MAX_MESSAGE_CHARS = 256;
+
+function clip(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+function pathSegment(p: PropertyKey): string | number {
+  return typeof p === "number" ? p : clip(String(p), MAX_SEGMENT_CHARS);
+}
 
 /** zod issues as plain data that survives msgpack. */
 export function summarizeIssues(error: z.ZodError): IssueSummary[] {
   return error.issues.slice(0, MAX_ISSUES).map((i) => ({
-    path: i.path.map((p) => (typeof p === "symbol" ? String(p) : p)),
+    path: i.path.length > MAX_PATH_SEGMENTS ? [...i.path.slice(0, MAX_PATH_SEGMENTS).map(pathSegment), "…"] : i.path.map(pathSegment),
     code: i.code,
-    message: i.message,
+    message: clip(i.message, MAX_MESSAGE_CHARS),
   }));
 }
 

@@ -226,10 +226,20 @@ function replyFailure(scope: InstanceScope, ep: EndpointRuntime, e: unknown, siz
 }
 
 export function replyError(scope: Pick<InstanceScope, "logger" | "origin">, msg: Msg, error: MeshError): void {
-  if (!msg.reply) return;
+  if (!msg.reply) {
+    // Nobody to tell: a failed fire-and-forget request must not vanish without a trace.
+    scope.logger.warn({ code: error.code, subject: msg.subject, reason: error.message.slice(0, 200) }, "dropped a failed request that has no reply subject");
+    return;
+  }
+  const headers = asNatsHeaders(new ErrorReplyHeaders(error.code, error.message, scope.origin));
   try {
-    msg.respond(errorReplyBody(error), { headers: asNatsHeaders(new ErrorReplyHeaders(error.code, error.message, scope.origin)) });
-  } catch (e) {
-    scope.logger.warn({ err: e, code: error.code }, "could not send error reply");
+    msg.respond(errorReplyBody(error), { headers });
+  } catch {
+    // Details too large for max_payload: the caller still gets the code and message.
+    try {
+      msg.respond(undefined, { headers });
+    } catch (e) {
+      scope.logger.warn({ err: e, code: error.code }, "could not send error reply");
+    }
   }
 }
