@@ -23,7 +23,12 @@ interface Phase {
   mode: "healthy" | "slow" | "failing";
   ms: number;
 }
-const WARM_UP: Phase = { mode: "healthy", ms: 1000 };
+/** One short bad phase first, so the failure paths' one-time allocations happen before the baseline. */
+const WARM_UP: Phase[] = [
+  { mode: "healthy", ms: 500 },
+  { mode: "failing", ms: 800 },
+  { mode: "healthy", ms: 1000 },
+];
 /** Each bad phase is followed by a healthy one long enough to close the breaker (reset 300 ms + a probe). */
 const PHASES: Phase[] = [
   { mode: "slow", ms: 1200 },
@@ -84,15 +89,19 @@ async function runPhase(phase: Phase): Promise<PhaseRun> {
   return { ...phase, startedAt, endedAt: Date.now() };
 }
 
-function load(ms: number): Promise<CallOutcome<string>[]> {
-  return runLoad<string>({
+/** Runs the phases one after another under a bounded load lasting as long as they do. */
+async function flap(phases: Phase[]): Promise<{ outcomes: CallOutcome<string>[]; runs: PhaseRun[] }> {
+  const load = runLoad<string>({
     total: MAX_CALLS,
     concurrency: CONCURRENCY,
-    maxMs: ms,
+    maxMs: phases.reduce((sum, p) => sum + p.ms, 0),
     paceMs: PACE_MS,
     settleWithinMs: TIMEOUT_MS + 2000,
     call: () => caller.call<string>(SERVICE, "ping"),
   });
+  const runs: PhaseRun[] = [];
+  for (const p of phases) runs.push(await runPhase(p));
+  return { outcomes: await load, runs };
 }
 
 function resources(): { timers: number; handles: number } {
@@ -114,27 +123,19 @@ test("timeouts, breaker opens and closes with events, then calls succeed; the ca
   );
 
   // Warm up: routes, breaker, the events stream and every lazy timer exist before the baseline.
-  const [warm] = await Promise.all([load(WARM_UP.ms), runPhase(WARM_UP)]);
-  assert.ok(warm.length > 0 && warm.every((r) => r.ok), "every call succeeds while healthy");
+  assert.ok((await flap(WARM_UP)).outcomes.at(-1)?.ok, "the warm-up ends healthy");
   await sleep(1200); // one coalescing window: the warm-up's event windows are flushed
   const before = { ...resources(), heapMb: heapMb() };
+  const startedAt = Date.now();
 
-  const totalMs = PHASES.reduce((sum, p) => sum + p.ms, 0);
-  const [outcomes, runs] = await Promise.all([
-    load(totalMs),
-    (async () => {
-      const done: PhaseRun[] = [];
-      for (const p of PHASES) done.push(await runPhase(p));
-      return done;
-    })(),
-  ]);
+  const { outcomes, runs } = await flap(PHASES);
 
   // Let the breaker's last transition be stored and consumed, and the last event windows flush.
   const until = Date.now() + 5000;
   while (events.at(-1)?.type !== "circuit_close" && Date.now() < until) await sleep(50);
   await sleep(1200);
-  const opened = events.filter((e) => e.type === "circuit_open");
-  const closed = events.filter((e) => e.type === "circuit_close");
+  const opened = events.filter((e) => e.type === "circuit_open" && e.at >= startedAt);
+  const closed = events.filter((e) => e.type === "circuit_close" && e.at >= startedAt);
   const lastClose = closed.at(-1)?.at ?? Infinity;
   const codes = new Set(outcomes.filter((r) => !r.ok).map((r) => r.code));
   const recovered = outcomes.filter((r) => r.startedAt > lastClose);
