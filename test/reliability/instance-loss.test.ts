@@ -29,7 +29,7 @@ const FRESH_MS = 50;
 
 let server: NatsServer;
 let caller: Mesh;
-let instances: FixtureProcess[] = [];
+const instances: FixtureProcess[] = [];
 
 interface Answer {
   instance: string;
@@ -38,7 +38,8 @@ interface Answer {
 
 before(async () => {
   server = await startNatsServer({ jetstream: true });
-  instances = await Promise.all([0, 1, 2].map(() => startFixture("who-service.ts", [SERVICE, "1.0.0"], { NATS_URL: server.url })));
+  // Pushed as each starts, so `after` stops them even if another one fails to start.
+  await Promise.all([0, 1, 2].map(async () => instances.push(await startFixture("who-service.ts", [SERVICE, "1.0.0"], { NATS_URL: server.url }))));
   caller = await connect({
     servers: server.url,
     name: "loss-caller",
