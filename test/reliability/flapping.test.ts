@@ -10,7 +10,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { connect, type Mesh } from "svcmesh";
 import { type FixtureProcess, startFixture } from "../../packages/svcmesh/test/fixtures/process.ts";
-import { type CallOutcome, figure, runLoad } from "../helpers/load.ts";
+import { type CallOutcome, figure, LOST, runLoad } from "../helpers/load.ts";
 import { type NatsServer, sleep, startNatsServer } from "../helpers/nats-server.ts";
 
 const SERVICE = "flappy";
@@ -159,7 +159,7 @@ test("timeouts, breaker opens and closes with events, then calls succeed; the ca
     `heap ${heapGrowth >= 0 ? "+" : ""}${heapGrowth.toFixed(1)} MB`,
   ].join(", "));
 
-  assert.ok(!codes.has("LOST"), "every call settled by its deadline (plus slack)");
+  assert.ok(!codes.has(LOST), "every call settled by its deadline (plus slack)");
   for (const code of codes) assert.ok(["TIMEOUT", "UNAVAILABLE", "CIRCUIT_OPEN"].includes(code!), `unexpected failure code ${code}`);
   for (const code of ["TIMEOUT", "UNAVAILABLE", "CIRCUIT_OPEN"]) assert.ok(codes.has(code), `some calls failed with ${code}`);
   assert.ok(events.every((e) => e.target === `${SERVICE}.v1`), JSON.stringify(events));

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { connect, type Mesh } from "svcmesh";
 import { type FixtureProcess, startFixture } from "../../packages/svcmesh/test/fixtures/process.ts";
-import { figure, runLoad } from "../helpers/load.ts";
+import { figure, LOST, runLoad } from "../helpers/load.ts";
 import { type NatsServer, startNatsServer } from "../helpers/nats-server.ts";
 
 const SERVICE = "lossy";
@@ -116,7 +116,7 @@ test("SIGKILL of one of three instances mid-load: idempotent calls retried on a 
 
   assert.equal(outcomes.length, TOTAL, "every call was made within the time bound");
   assert.ok(killedAt > 0, "the victim was killed");
-  assert.deepEqual(failed.filter((r) => r.code === "LOST"), [], "every call settled by its deadline (plus slack)");
+  assert.deepEqual(failed.filter((r) => r.code === LOST), [], "every call settled by its deadline (plus slack)");
   for (const r of failed) {
     assert.equal(r.code, "TIMEOUT", `call ${r.i} failed with ${r.code}: ${String(r.error)}`);
     assert.ok(!isIdempotent(r.i), `idempotent call ${r.i} failed instead of being retried: ${String(r.error)}`);
