@@ -1,0 +1,98 @@
+// What tracing costs per call, in CPU rather than req/s: caller and service run in this
+// one process on a private nats-server, and the configurations take turns, round after
+// round, so drift and neighbours on the shared machine spread over all of them alike.
+// CPU time per call moves far less with a busy neighbour than req/s does, so this is
+// the tool for working on tracing's cost; run.mjs's tracing rows are the figures.
+//
+//   node bench/tracing-cost.mjs [--rounds 5] [--ms 2000] [--inflight 256] [--configs off,nosdk1,sdk1,sdk100]
+//
+// Configurations: off (trace: false), nosdk1 (trace records at 1%, no SDK), sdk1 / sdk100
+// (an OpenTelemetry SDK with a 1% / 100% sampler, as bench/otel.mjs registers it, and
+// trace records at the same rate).
+import { trace } from "@opentelemetry/api";
+import { parseArgs } from "node:util";
+import { connect } from "svcmesh";
+import { TIMEOUT_MS, claim, claimSchema, decide, decisionSchema } from "./contract.mjs";
+import { cpuSnapshot, cpuWindow } from "./cpu.mjs";
+import { startNatsServer } from "./nats-server.mjs";
+import { registerTracing } from "./otel.mjs";
+
+const { values } = parseArgs({ options: { rounds: { type: "string", default: "5" }, ms: { type: "string", default: "2000" }, inflight: { type: "string", default: "256" }, configs: { type: "string", default: "off,nosdk1,sdk1,sdk100" } } });
+const rounds = Number(values.rounds);
+const measureMs = Number(values.ms);
+const inFlight = Number(values.inflight);
+const CONFIGS = {
+  off: { trace: false, sdk: undefined },
+  nosdk1: { trace: { sampleRate: 0.01 }, sdk: undefined },
+  sdk1: { trace: { sampleRate: 0.01 }, sdk: 0.01 },
+  sdk100: { trace: { sampleRate: 1 }, sdk: 1 },
+};
+const configs = values.configs.split(",");
+for (const c of configs) if (!CONFIGS[c]) throw new Error(`unknown config ${c}`);
+
+async function measure(url, name) {
+  const { trace: traceOption, sdk } = CONFIGS[name];
+  const shutdownSdk = sdk === undefined ? undefined : registerTracing(sdk);
+  const common = { servers: url, trace: traceOption, audit: { enabled: false }, policy: { watch: false } };
+  const service = await connect({ ...common, name: "payments" });
+  await service.serve({ name: "payments", version: "2.1.0", endpoints: { reimburse: { input: claimSchema, output: decisionSchema, handler: async (c) => decide(c) } } });
+  const caller = await connect({ ...common, name: "claims", defaults: { retry: { attempts: 1 }, breaker: { enabled: false } } });
+  const payments = caller.client("payments@^2");
+  const opts = { timeoutMs: TIMEOUT_MS };
+  let calls = 0;
+  let errors = 0;
+  const run = async (ms) => {
+    const end = performance.now() + ms;
+    const maxCalls = ms * 1000; // bounded in count as well as time
+    let started = 0;
+    const worker = async () => {
+      while (performance.now() < end && started++ < maxCalls) {
+        try {
+          await payments.call("reimburse", claim, opts);
+          calls++;
+        } catch {
+          errors++;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: inFlight }, worker));
+  };
+  await run(500); // warm-up
+  calls = 0;
+  const a = cpuSnapshot({ mesh: process.pid, server: serverPid });
+  const t0 = performance.now();
+  await run(measureMs);
+  const b = cpuSnapshot({ mesh: process.pid, server: serverPid });
+  const rps = calls / ((performance.now() - t0) / 1000);
+  await caller.close();
+  await service.close();
+  await shutdownSdk?.();
+  trace.disable(); // back to the API's no-op provider for the next configuration
+  return { rps, errors, ...cpuWindow(a, b, calls) };
+}
+
+const server = await startNatsServer();
+const serverPid = server.pid;
+const results = Object.fromEntries(configs.map((c) => [c, []]));
+try {
+  for (let r = 1; r <= rounds; r++) {
+    for (const c of configs) {
+      const m = await measure(server.url, c);
+      results[c].push(m);
+      console.error(`round ${r} ${c.padEnd(7)} ${Math.round(m.rps)} req/s  CPU µs/call mesh ${m.perCallUs.mesh} nats ${m.perCallUs.server}  others ${m.otherCores} cores${m.errors ? `  errors ${m.errors}` : ""}`);
+    }
+  }
+} finally {
+  await server.stop();
+}
+
+const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+const total = (m) => m.perCallUs.mesh + m.perCallUs.server;
+const base = configs.includes("off") ? median(results.off.map(total)) : undefined;
+console.log("| config | CPU µs/call caller+service | nats-server | total | × off at equal CPU | req/s (median) |");
+console.log("| --- | ---: | ---: | ---: | ---: | ---: |");
+for (const c of configs) {
+  const ms = results[c];
+  const t = median(ms.map(total));
+  console.log(`| ${c} | ${median(ms.map((m) => m.perCallUs.mesh)).toFixed(1)} | ${median(ms.map((m) => m.perCallUs.server)).toFixed(1)} | ${t.toFixed(1)} | ${base ? (base / t).toFixed(2) + "×" : "–"} | ${Math.round(median(ms.map((m) => m.rps)))} |`);
+}
