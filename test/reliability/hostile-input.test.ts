@@ -298,7 +298,7 @@ function startService(): Promise<void> {
   service = spawn(process.execPath, ["--expose-gc", "--import", "tsx", fixture, SERVICE, VERSION], {
     // warn: the drop lines, and any error the service logs, without per-request noise.
     env: { ...process.env, NATS_URL: server.url, SVCMESH_LOG_LEVEL: "warn" },
-    stdio: ["ignore", "pipe", "inherit"],
+    stdio: ["pipe", "pipe", "inherit"],
   });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("the service did not become ready in 20 s")), 20_000);
