@@ -1,0 +1,320 @@
+// Stores messages in a JetStream stream, each exactly once, for the audit writer and the
+// mesh events sender:
+// - every message is published with a JetStream message id (Nats-Msg-Id), so a re-sent
+//   message is stored once;
+// - every publish waits for JetStream's acknowledgement and is re-sent with the same id
+//   until one arrives: a replicated stream answers 503 for seconds while it elects a
+//   leader, and nats.js silently drops what is published while it reconnects;
+// - re-sending stops after `resendHorizonMs` (the message is then counted as lost and
+//   logged), which must stay below the stream's duplicate window, or a late re-send
+//   would be stored twice;
+// - the backlog is bounded (`maxBacklog`): beyond it new messages are refused, counted
+//   and logged, never buffered without end.
+// Acks are correlated by hand on one inbox subscription (like client/transport.ts):
+// js.publish() would cost a timer and a request per message.
+import { type Msg, type NatsConnection, nuid, type Subscription } from "nats";
+import type { Logger } from "pino";
+import { asNatsHeaders, type EncodedHeaders, headerBlock, headerValue } from "../wire.js";
+
+/** A message as its owner handed it over. */
+export interface Outgoing {
+  readonly subject: string;
+  readonly body: Uint8Array;
+}
+
+export interface AckedPublisherOptions {
+  /** Messages queued or awaiting their ack at most; beyond, new ones are refused. */
+  maxBacklog: number;
+  /** Publishes awaiting an ack at once. */
+  maxInFlight: number;
+  /** How long to wait for an ack before re-sending. */
+  ackTimeoutMs: number;
+  /** How long a message is re-sent before it is given up as lost. */
+  resendHorizonMs: number;
+  /** What one message is, for logs ("audit record", "mesh event"). */
+  what: string;
+  /** Makes sure the stream can take messages; called before the first publish and after a failure. */
+  prepare(): Promise<unknown>;
+  /**
+   * `prepare` failed. "retry": everything waits and prepare runs again in a second.
+   * "release": the waiting messages go back to the owner (`onReleased`), which drops them
+   * or sends them some other way, and the next publish prepares afresh.
+   */
+  onPrepareFailed(e: unknown): "retry" | "release";
+  onReleased(waiting: readonly Outgoing[]): void;
+}
+
+export interface AckedPublisherStats {
+  /** Messages queued or awaiting their ack. */
+  backlog: number;
+  inFlight: number;
+  stored: number;
+  /** Acks that said "duplicate": stored before (a re-send, or the same id from elsewhere). */
+  duplicates: number;
+  resent: number;
+  /** Refused: the backlog was full, or the publisher was closed. */
+  dropped: number;
+  /** Given up after the re-send horizon, or left unsent at close. */
+  lost: number;
+}
+
+interface Entry extends Outgoing {
+  headers: EncodedHeaders;
+  firstAt: number;
+  /** Not before this time (backoff after a 503). */
+  nextAt: number;
+  sentAt: number;
+  sends: number;
+}
+
+const SWEEP_MS = 50;
+/** Backoff after a "no stream leader" answer: JetStream elections take seconds. */
+const BACKOFF_MS = [100, 250, 500, 1000, 2000];
+const PREPARE_RETRY_MS = 1_000;
+const decoder = new TextDecoder();
+
+/** A FIFO with O(1) shift: an array and a head index, compacted now and then. */
+class Fifo<T> {
+  private items: T[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  push(item: T): void {
+    this.items.push(item);
+  }
+
+  shift(): T | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const item = this.items[this.head++];
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return item;
+  }
+
+  drain(): T[] {
+    const rest = this.items.slice(this.head);
+    this.items = [];
+    this.head = 0;
+    return rest;
+  }
+}
+
+export class AckedPublisher {
+  /** Messages ready to send, oldest first. */
+  private readonly queue = new Fifo<Entry>();
+  /** Messages waiting out a backoff before they are re-sent. */
+  private waiting: Entry[] = [];
+  private readonly inFlight = new Map<string, Entry>();
+  private readonly prefix: string;
+  private sub: Subscription | undefined;
+  private seq = 0;
+  private sweeper: NodeJS.Timeout | undefined;
+  private ready: Promise<void> | undefined;
+  private streamOk = false;
+  private closed = false;
+  private idle: (() => void) | undefined;
+  private lastDropLog = 0;
+  private readonly counters = { stored: 0, duplicates: 0, resent: 0, dropped: 0, lost: 0 };
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly logger: Logger,
+    inboxPrefix: string,
+    private readonly options: AckedPublisherOptions,
+  ) {
+    this.prefix = `${inboxPrefix}.${nuid.next()}.`;
+  }
+
+  /** Queues one message under JetStream message id `id` (a fresh one if empty). False when refused (closed, backlog full). */
+  publish(subject: string, id: string, body: Uint8Array): boolean {
+    if (this.closed) {
+      this.counters.dropped++;
+      return false;
+    }
+    if (this.backlog() >= this.options.maxBacklog) {
+      this.counters.dropped++;
+      const now = Date.now();
+      if (now - this.lastDropLog > 5_000) {
+        this.lastDropLog = now;
+        this.logger.error({ backlog: this.options.maxBacklog, dropped: this.counters.dropped }, `${this.options.what} backlog full: new ones are being dropped (is JetStream reachable?)`);
+      }
+      return false;
+    }
+    const headers = headerBlock(`Nats-Msg-Id: ${headerValue(id || nuid.next())}\r\n`);
+    this.queue.push({ subject, body, headers, firstAt: Date.now(), nextAt: 0, sentAt: 0, sends: 0 });
+    this.pump();
+    return true;
+  }
+
+  backlog(): number {
+    return this.queue.length + this.waiting.length + this.inFlight.size;
+  }
+
+  stats(): AckedPublisherStats {
+    return { backlog: this.backlog(), inFlight: this.inFlight.size, ...this.counters };
+  }
+
+  /** Waits (up to `timeoutMs`) for the backlog to be stored; what is left is counted lost. Later publishes are refused. */
+  async close(timeoutMs: number): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.backlog() > 0 && !this.nc.isClosed()) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => (this.idle = resolve)),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs))),
+      ]);
+      clearTimeout(timer);
+    }
+    const left = this.backlog();
+    if (left > 0) {
+      this.counters.lost += left;
+      this.logger.error({ left }, `${this.options.what}s not stored before close`);
+    }
+    this.queue.drain();
+    this.waiting = [];
+    this.inFlight.clear();
+    clearInterval(this.sweeper);
+    this.sub?.unsubscribe();
+  }
+
+  /** The stream is ready and the ack inbox subscribed; on failure the owner decides what happens. */
+  private prepare(): Promise<void> {
+    this.ready ??= (async () => {
+      await this.options.prepare();
+      this.sub ??= this.nc.subscribe(`${this.prefix}*`, { callback: (err, msg) => !err && this.onAck(msg) });
+      this.streamOk = true;
+      this.pump();
+    })().catch((e: unknown) => {
+      if (this.options.onPrepareFailed(e) === "release") {
+        this.options.onReleased([...this.queue.drain(), ...this.waiting.splice(0)]);
+        this.ready = undefined;
+        this.finishIfIdle();
+        return;
+      }
+      setTimeout(() => {
+        this.ready = undefined;
+        if (this.backlog() > 0 && !this.closed) void this.prepare();
+        else if (this.closed) this.finishIfIdle();
+      }, PREPARE_RETRY_MS).unref();
+    });
+    return this.ready;
+  }
+
+  private pump(): void {
+    if (!this.streamOk) {
+      void this.prepare();
+      this.ensureSweeper();
+      return;
+    }
+    const now = Date.now();
+    while (this.inFlight.size < this.options.maxInFlight) {
+      const e = this.queue.shift();
+      if (!e) break;
+      this.send(e, now);
+    }
+    this.ensureSweeper();
+    this.finishIfIdle();
+  }
+
+  private send(e: Entry, now: number): void {
+    if (this.nc.isClosed()) {
+      this.counters.lost++;
+      return;
+    }
+    const token = (this.seq++).toString(36);
+    e.sentAt = now;
+    if (e.sends++ > 0) this.counters.resent++;
+    this.inFlight.set(token, e);
+    try {
+      this.nc.publish(e.subject, e.body, { reply: this.prefix + token, headers: asNatsHeaders(e.headers) });
+    } catch (err) {
+      // Never sent: the sweep re-sends it after the ack timeout.
+      this.logger.debug({ err }, `${this.options.what} publish failed`);
+    }
+  }
+
+  private onAck(msg: Msg): void {
+    const token = msg.subject.slice(this.prefix.length);
+    const e = this.inFlight.get(token);
+    if (!e) return; // late ack of a message already re-sent and acknowledged
+    this.inFlight.delete(token);
+    const outcome = ackOutcome(msg);
+    if (outcome === "stored") this.counters.stored++;
+    else if (outcome === "duplicate") this.counters.duplicates++;
+    else this.retry(e, Date.now());
+    this.pump();
+  }
+
+  private retry(e: Entry, now: number): void {
+    if (now - e.firstAt >= this.options.resendHorizonMs) {
+      this.counters.lost++;
+      this.logger.error({ subject: e.subject, sends: e.sends }, `${this.options.what} given up after the re-send horizon`);
+      return;
+    }
+    e.nextAt = now + BACKOFF_MS[Math.min(e.sends - 1, BACKOFF_MS.length - 1)]!;
+    this.waiting.push(e);
+  }
+
+  private ensureSweeper(): void {
+    if (this.sweeper || this.backlog() === 0) return;
+    this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
+    this.sweeper.unref();
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const [token, e] of this.inFlight) {
+      if (now - e.sentAt >= this.options.ackTimeoutMs) {
+        this.inFlight.delete(token);
+        this.retry(e, now);
+      }
+    }
+    if (this.waiting.length > 0) {
+      const still: Entry[] = [];
+      for (const e of this.waiting) {
+        if (e.nextAt <= now) this.queue.push(e);
+        else still.push(e);
+      }
+      this.waiting = still;
+    }
+    if (this.backlog() === 0) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+    }
+    this.pump();
+  }
+
+  private finishIfIdle(): void {
+    if (this.idle && this.backlog() === 0) this.idle();
+  }
+}
+
+/**
+ * What a JetStream publish ack says: stored, duplicate (stored before), or retry (no
+ * responders while a leader is elected, or an error such as "stream not found").
+ */
+function ackOutcome(msg: Msg): "stored" | "duplicate" | "retry" {
+  if (msg.data.length === 0) return "retry"; // a status-only reply: 503 no responders
+  try {
+    const ack = JSON.parse(decoder.decode(msg.data)) as { error?: unknown; seq?: unknown; duplicate?: unknown };
+    if (ack.error !== undefined || typeof ack.seq !== "number") return "retry";
+    return ack.duplicate === true ? "duplicate" : "stored";
+  } catch {
+    return "retry";
+  }
+}
+
+/**
+ * The inbox prefix the connection was opened with (mesh.ts sets a private one where the
+ * broker's permissions require it): acks must come back under it. NatsConnectionImpl
+ * keeps its options public; the NatsConnection interface does not declare them.
+ */
+export function connectionInboxPrefix(nc: NatsConnection): string {
+  return (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix || "_INBOX";
+}
