@@ -32,7 +32,7 @@ const plan: BrokerPlan = {
 };
 
 function attempt(): Attempt {
-  return { attemptDeadline: Date.now() + 5000, signal: undefined, requestId: "raw-1", traceLines: "", reply: undefined };
+  return { attemptDeadline: Date.now() + 5000, signal: undefined, requestId: "raw-1", idempotent: false, traceLines: "", reply: undefined };
 }
 
 const Claim = z.object({ claimId: z.string(), usd: z.number().positive() });

@@ -10,9 +10,20 @@
 // { operation: "publish", subject } }). One status watcher per transport turns that into
 // FORBIDDEN for the pending calls to that subject at once, instead of a TIMEOUT at the
 // deadline. The success path pays nothing for it.
+//
+// Reconnects: nats.js empties its outbound buffer on every dial attempt, so whatever is
+// published while it reconnects vanishes without an error (NATS-NOTES §1), and replies
+// sent to this inbox while it was away are gone too. The same status watcher tracks the
+// connection: calls made while it is down are held here, unsent, and published once it
+// is back (they never left the process, so sending them then cannot run a handler
+// twice). Calls already sent when it dropped may have lost their request or their reply:
+// idempotent ones are sent again on reconnect, with the same request id (the callee's
+// audit stores one record per id); the others may still be answered by a callee that
+// replies after the reconnect, and otherwise fail with TIMEOUT at their deadline, since
+// running them twice would be worse than not knowing.
 import { ErrorCode, Events, type Msg, type NatsConnection, type NatsError, nuid, type Subscription } from "nats";
 import { MeshError, isMeshError } from "../errors.js";
-import { RequestHeaderWriter, asNatsHeaders, decodeReply } from "../wire.js";
+import { type EncodedHeaders, RequestHeaderWriter, asNatsHeaders, decodeReply } from "../wire.js";
 
 /** How often pending calls are checked against their deadlines. */
 const SWEEP_MS = 10;
@@ -23,6 +34,8 @@ export interface Attempt {
   readonly signal: AbortSignal | undefined;
   /** Mesh-Request-Id, the same for every attempt of a call (see nextRequestId). */
   readonly requestId: string;
+  /** The callee declared the endpoint idempotent: it may be sent again after a reconnect. */
+  readonly idempotent: boolean;
   /** traceparent/tracestate header lines, or "". */
   readonly traceLines: string;
   reply: Msg | undefined;
@@ -36,6 +49,11 @@ interface Pending {
   subject: string;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
+  /** What was (or will be) published, kept for a send after a reconnect. */
+  body: Uint8Array;
+  headers: Uint8Array;
+  /** Made while the connection was down: not published yet. */
+  held: boolean;
 }
 
 export interface TransportOptions {
@@ -57,6 +75,8 @@ export class RequestTransport {
   private readonly status: AsyncIterable<unknown> & { stop?(): void };
   /** Set when the server refused the reply subscription: every call would only time out. */
   private inboxRefused: MeshError | undefined;
+  /** Between a disconnect and the reconnect: new calls are held, not published. */
+  private offline = false;
 
   constructor(private readonly nc: NatsConnection, private readonly options: TransportOptions) {
     this.prefix = `${options.inboxPrefix}.${this.id}.`;
@@ -83,12 +103,16 @@ export class RequestTransport {
     if (this.inboxRefused) return Promise.reject(this.inboxRefused);
     const token = (this.seq++).toString(36);
     return new Promise<unknown>((resolve, reject) => {
-      const p: Pending = { attempt, resolve, reject, deadline, subject, signal, onAbort: undefined };
-      try {
-        this.nc.publish(subject, body, { reply: this.prefix + token, headers: asNatsHeaders(this.headers.next(deadline, attempt.requestId, headerLines, attempt.traceLines)) });
-      } catch (e) {
-        reject(publishError(e, subject));
-        return;
+      const writer = this.headers.next(deadline, attempt.requestId, headerLines, attempt.traceLines);
+      // A fresh slice per call (wire.ts), so keeping it for a later send is safe.
+      const p: Pending = { attempt, resolve, reject, deadline, subject, signal, onAbort: undefined, body, headers: writer.encode(), held: this.offline };
+      if (!p.held) {
+        try {
+          this.publish(token, p, writer);
+        } catch (e) {
+          reject(publishError(e, subject));
+          return;
+        }
       }
       if (signal) {
         p.onAbort = () => this.fail(token, abortError(subject, signal));
@@ -108,6 +132,10 @@ export class RequestTransport {
 
   get inFlight(): number {
     return this.pending.size;
+  }
+
+  private publish(token: string, p: Pending, headers: EncodedHeaders = { encode: () => p.headers }): void {
+    this.nc.publish(p.subject, p.body, { reply: this.prefix + token, headers: asNatsHeaders(headers) });
   }
 
   private take(token: string): Pending | undefined {
@@ -136,11 +164,28 @@ export class RequestTransport {
   private async watchStatus(): Promise<void> {
     try {
       for await (const s of this.status) {
+        const type = (s as { type?: unknown }).type;
+        if (type === Events.Disconnect) this.offline = true;
+        else if (type === Events.Reconnect) this.onReconnect();
         const ctx = permissionContext(s);
         if (ctx?.operation === "publish") this.onPublishRefused(ctx.subject);
       }
     } catch {
       // the connection closed
+    }
+  }
+
+  /** Sends the held calls, and again the idempotent ones whose request or reply may have been lost. */
+  private onReconnect(): void {
+    this.offline = false;
+    for (const [token, p] of this.pending) {
+      if (!p.held && !p.attempt.idempotent) continue;
+      p.held = false;
+      try {
+        this.publish(token, p);
+      } catch (e) {
+        this.fail(token, publishError(e, p.subject));
+      }
     }
   }
 
@@ -175,7 +220,11 @@ export class RequestTransport {
     }
     const now = Date.now();
     for (const [token, p] of this.pending) {
-      if (p.deadline <= now) {
+      if (p.deadline > now) continue;
+      if (p.held) {
+        // Never sent: the connection stayed down until the deadline.
+        this.fail(token, new MeshError("UNAVAILABLE", `could not send to ${p.subject} before the deadline: no connection to NATS (reconnecting)`, { details: { subject: p.subject, neverSent: true } }));
+      } else {
         this.fail(token, new MeshError("TIMEOUT", `no reply from ${p.subject} before the deadline`));
         this.options.onFailure?.("TIMEOUT", p.subject);
       }
