@@ -107,8 +107,11 @@ export async function connect(options: ConnectOptions): Promise<Mesh> {
     noAsyncTraces: true,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
+    // A hung server keeps its socket open: only unanswered pings reveal it, here within
+    // 3-4 s; and a dial to it hangs until the connect timeout (NATS-NOTES §1).
     timeout: 2_000,
-    pingInterval: 5_000,
+    pingInterval: 1_000,
+    maxPingOut: 3,
     ...(options.tls ? { tls: options.tls } : {}),
     inboxPrefix: inboxPrefixOf(options),
     ...(seed ? { authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)) } : {}),
