@@ -12,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import { after, describe, test } from "node:test";
 import { parse } from "yaml";
 import { serviceNames } from "../packages/examples/src/catalog.ts";
+import { pollJson, waitForJetStreamMeta } from "./helpers/cluster.ts";
 import { freePort, natsServerBinary, sleep } from "./helpers/nats-server.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -214,22 +215,6 @@ async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
   }
 }
 
-async function pollJson(url: string, ok: (body: Record<string, unknown>) => boolean, timeoutMs: number): Promise<Record<string, unknown>> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < end) {
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(1_000) });
-      last = await res.json();
-      if (ok(last as Record<string, unknown>)) return last as Record<string, unknown>;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(200);
-  }
-  assert.fail(`${url} did not reach the expected state within ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
-}
-
 test("the compose topology works: cluster forms, services join across nodes, the client's story succeeds", async () => {
   const bin = natsServerBinary();
   const ports = new Map<string, { client: number; cluster: number; http: number }>();
@@ -267,11 +252,8 @@ test("the compose topology works: cluster forms, services join across nodes, the
     await pollJson(`http://127.0.0.1:${http}/routez`, (b) => b.num_routes === 2, 20_000);
   }
   // JetStream forms one meta group over the three nodes.
-  const jsz = await pollJson(`http://127.0.0.1:${ports.get(nodeNames[0]!)!.http}/jsz`, (b) => {
-    const meta = b.meta_cluster as { leader?: string; cluster_size?: number } | undefined;
-    return Boolean(meta?.leader) && meta?.cluster_size === 3;
-  }, 30_000);
-  assert.ok(nodeNames.includes(String((jsz.meta_cluster as { leader: string }).leader)), JSON.stringify(jsz.meta_cluster));
+  const leader = await waitForJetStreamMeta(ports.get(nodeNames[0]!)!.http, 3, 30_000);
+  assert.ok(nodeNames.includes(leader), `meta leader ${leader}`);
 
   const mapEnv = (s: ComposeService): NodeJS.ProcessEnv => {
     const env = envOf(s);
