@@ -9,7 +9,7 @@ import type { Msg } from "nats";
 import type { AuditRecord } from "../audit/record.js";
 import { MeshError, isMeshError } from "../errors.js";
 import { type Schema, describeIssues, schemaOrAny, summarizeIssues } from "../schema.js";
-import { activeTracer, endSpan, rpcAttributes, startServerSpan, withSpan } from "../telemetry/tracer.js";
+import { activeTracer, endSpan, type SpanTemplate, spanTemplate, startServerSpan, withSpan } from "../telemetry/tracer.js";
 import { parseTraceparent, traceIdOf } from "../trace/context.js";
 import { ErrorReplyHeaders, asNatsHeaders, decodeBody, encodeBody, errorReplyBody, readRequestMeta, type RequestMeta } from "../wire.js";
 import { HandlerContext, type InstanceScope, type RejectionType } from "./context.js";
