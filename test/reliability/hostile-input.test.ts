@@ -8,14 +8,14 @@
 // SVCMESH_HOSTILE_TIME_LIMIT_S; SVCMESH_HOSTILE_SEED replays a run.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { connect as tcpConnect } from "node:net";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import fc from "fast-check";
 import { connect as natsConnect, type NatsConnection } from "nats";
 import { connect, isMeshError, type Mesh } from "svcmesh";
-import { asNatsHeaders, decodeReply, encodeBody, exactLane, Header, majorLane } from "svcmesh/internal";
+import { asNatsHeaders, decodeBody, decodeReply, encodeBody, exactLane, Header, majorLane } from "svcmesh/internal";
 import { type MemoryReport, Payment } from "../../packages/svcmesh/test/fixtures/payments-service.ts";
 import { type NatsServer, sleep, startNatsServer } from "../helpers/nats-server.ts";
 
@@ -478,4 +478,17 @@ test("a failed request without a reply subject is dropped with a log line", asyn
   raw.publish(subjectOf("major"), Uint8Array.of(0xc1));
   for (let i = 0; i < 100 && serviceLog.drops === drops; i++) await sleep(20);
   assert.equal(serviceLog.drops, drops + 1);
+});
+
+test("a few bytes promising a 30M-element array are BAD_REQUEST, without a memory spike", async () => {
+  const lie = Buffer.alloc(5);
+  lie[0] = 0xdd; // array 32
+  lie.writeUInt32BE(30_000_000, 1);
+  assert.throws(() => decodeBody(lie), /maxArrayLength/);
+  writeFileSync(`/proc/${service.pid}/clear_refs`, "5"); // resets the peak RSS (VmHWM)
+  const before = await serviceMemory();
+  for (let i = 0; i < 20; i++) assert.equal((await requestError(lie)).code, "BAD_REQUEST");
+  const after = await serviceMemory();
+  // Preallocated, each would be 240 MB.
+  assert.ok(after.peakRss - before.rss < 100 * 1024 * 1024, `peak RSS rose ${mb(after.peakRss - before.rss)} MB`);
 });

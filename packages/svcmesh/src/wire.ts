@@ -6,7 +6,14 @@ import { MeshError, meshErrorFromWire } from "./errors.js";
 import { Header } from "./subjects.js";
 
 const encoder = new Encoder({ ignoreUndefined: true });
-const decoder = new Decoder();
+/**
+ * Array length prefixes are capped by the body's size (each element takes a byte):
+ * unbounded, msgpack preallocates `new Array(n)`, and a 5-byte body claiming 30M
+ * elements cost 240 MB. Small bodies share one decoder; a large one gets its own, cheap
+ * next to decoding it, and not kept (a decoder holds on to its last input).
+ */
+const SMALL_BODY = 65_536;
+const decoder = new Decoder({ maxArrayLength: SMALL_BODY });
 const textEncoder = new TextEncoder();
 const EMPTY = new Uint8Array(0);
 const MAX_HEADER_VALUE = 1024;
@@ -26,7 +33,8 @@ export function encodeBody(value: unknown): Uint8Array {
 
 /** Decodes a msgpack body; an empty body is `undefined`. Throws BAD_REQUEST-free errors: callers pick the code. */
 export function decodeBody(bytes: Uint8Array): unknown {
-  return bytes.length === 0 ? undefined : decoder.decode(bytes);
+  if (bytes.length === 0) return undefined;
+  return (bytes.length < SMALL_BODY ? decoder : new Decoder({ maxArrayLength: bytes.length })).decode(bytes);
 }
 
 /** Header values may not hold CR/LF and should stay short. */
