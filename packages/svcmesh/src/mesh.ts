@@ -87,6 +87,12 @@ const DISCOVERY_DEFAULTS: RegistryOptions = { ttlMs: 10_000, jitterMs: 50, maxWa
 export interface TraceOptions extends TraceBufferOptions {
   /** Share of ok calls published as svc.trace records, 0 to 1. */
   sampleRate?: number;
+  /**
+   * With an OpenTelemetry SDK: a hop whose incoming trace is not sampled (W3C flag)
+   * records nothing without asking the SDK's sampler, as a parent-based sampler (the
+   * SDK's default) would decide anyway (default true). false: ask the sampler at every hop.
+   */
+  followParentSampling?: boolean;
 }
 
 export async function connect(options: ConnectOptions): Promise<Mesh> {
@@ -181,7 +187,8 @@ export class Mesh implements MeshCalls {
       inFlight: () => [...this.services].flatMap((s) => [...s.endpointLoads()]),
       auditBacklog: () => this.auditWriter?.stats().backlog ?? 0,
     });
-    this.telemetry = { tracing, metrics, audit: this.auditWriter };
+    const followParentSampling = (options.trace || {}).followParentSampling !== false;
+    this.telemetry = { tracing, followParentSampling, metrics, audit: this.auditWriter };
     let heard!: () => void;
     this.firstPolicy = new Promise<void>((resolve) => (heard = resolve));
     if (options.policy?.watch === false) heard();
@@ -228,7 +235,7 @@ export class Mesh implements MeshCalls {
       metrics?.rateLimited("client", ctx.target.service, this.name);
       this.events.count("rate_limited", this.name, ctx.target.service, ctx.endpoint);
     });
-    const trace = createTraceInterceptor({ callerName: this.name, tracing, sampleRate: sampleRateOf(options.trace), buffer: this.traceBuffer, metrics });
+    const trace = createTraceInterceptor({ callerName: this.name, tracing, followParentSampling, sampleRate: sampleRateOf(options.trace), buffer: this.traceBuffer, metrics });
     const retry = createRetryInterceptor({ settingsFor: (ctx) => this.caller.settings(ctx).retry });
     retry.onExhausted((e) => this.events.retryExhausted(this.name, e.ctx.key, e.ctx.endpoint, e.attempts, e.code));
     this.caller = new Caller(this.registry, this.transport, {

@@ -180,7 +180,7 @@ describe("rejection hook", () => {
     const svc = await startService(
       {
         nc, registry, logger, calls, defaultTimeoutMs: 2_000, policy: new PolicyState(),
-        telemetry: { tracing: false, metrics: undefined, audit: undefined },
+        telemetry: { tracing: false, followParentSampling: true, metrics: undefined, audit: undefined },
         onRejected: (e) => {
           events.push(e);
           throw new Error("listener bug");

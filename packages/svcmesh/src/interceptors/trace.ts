@@ -10,7 +10,7 @@ import type { Span } from "@opentelemetry/api";
 import { isMeshError } from "../errors.js";
 import type { CallContext, Interceptor } from "../pipeline.js";
 import type { MeshMetrics } from "../telemetry/metrics.js";
-import { activeTracer, endSpan, type SpanTemplate, spanTemplate, startClientSpan } from "../telemetry/tracer.js";
+import { activeTracer, endSpan, type SpanTemplate, spanTemplate, startClientSpan, unsampled, unsampledSpan } from "../telemetry/tracer.js";
 import type { TraceBuffer } from "../trace/buffer.js";
 import type { TraceCall } from "../trace/event.js";
 import { newSpanId, newTraceId, sampledAt, traceHeaderLines } from "../trace/context.js";
@@ -22,6 +22,8 @@ export interface TraceInterceptorOptions {
   tracing: boolean;
   /** Share of ok calls whose record is published (errors always are), 0..1. */
   sampleRate: number;
+  /** A call whose parent trace is not sampled gets a non-recording span without asking the SDK (tracer.ts unsampledSpan). */
+  followParentSampling: boolean;
   /** Where records go; undefined: none are published. */
   buffer: TraceBuffer | undefined;
   metrics: MeshMetrics | undefined;
@@ -31,7 +33,7 @@ export interface TraceInterceptorOptions {
 const MAX_TEMPLATES = 4096;
 
 export function createTraceInterceptor(o: TraceInterceptorOptions): Interceptor {
-  const { tracing, sampleRate, buffer, metrics, callerName } = o;
+  const { tracing, sampleRate, buffer, metrics, callerName, followParentSampling } = o;
   // service → endpoint → span name and attributes: no strings or objects per call.
   const templates = new Map<string, Map<string, SpanTemplate>>();
   let templateCount = 0;
@@ -80,7 +82,7 @@ export function createTraceInterceptor(o: TraceInterceptorOptions): Interceptor 
         // Attributes only for spans the sampler keeps: building them for the dropped
         // ones (99% at a 1% rate) cost more than the rest of the span.
         const template = templateOf(ctx.target.service, ctx.endpoint);
-        span = startClientSpan(tracer, template.name, parent);
+        span = followParentSampling && unsampled(parent) ? unsampledSpan(parent) : startClientSpan(tracer, template.name, parent);
         if (span.isRecording()) {
           span.setAttributes(template.attributes);
           span.setAttribute("svcmesh.request_id", ctx.requestId);

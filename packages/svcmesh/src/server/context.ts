@@ -24,6 +24,8 @@ export interface RejectionEvent {
 export interface ServerTelemetry {
   /** Make SERVER spans when an OpenTelemetry SDK is registered. */
   tracing: boolean;
+  /** A request whose trace is not sampled gets a non-recording span without asking the SDK (tracer.ts unsampledSpan). */
+  followParentSampling: boolean;
   metrics: MeshMetrics | undefined;
   /** Stores audit records; undefined when auditing is off for the whole mesh. */
   audit: AuditWriter | undefined;

@@ -4,12 +4,12 @@
 // Every failure becomes an error reply; nothing a caller sends can take the instance
 // down. The cheap rejections (deadline, rate limit, bulkhead) come before the body is
 // decoded, and none of them runs the handler.
-import type { Span } from "@opentelemetry/api";
+import type { Span, Tracer } from "@opentelemetry/api";
 import type { Msg } from "nats";
 import type { AuditRecord } from "../audit/record.js";
 import { MeshError, isMeshError } from "../errors.js";
 import { type Schema, describeIssues, schemaOrAny, summarizeIssues } from "../schema.js";
-import { activeTracer, endSpan, type SpanTemplate, spanTemplate, startServerSpan, withSpan } from "../telemetry/tracer.js";
+import { activeTracer, endSpan, type SpanTemplate, spanTemplate, startServerSpan, unsampled, unsampledSpan, withSpan } from "../telemetry/tracer.js";
 import { parseTraceparent, traceIdOf } from "../trace/context.js";
 import { ErrorReplyHeaders, asNatsHeaders, decodeBody, encodeBody, errorReplyBody, readRequestMeta, type RequestMeta } from "../wire.js";
 import { HandlerContext, type InstanceScope, type RejectionType } from "./context.js";
@@ -46,11 +46,10 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
   const meta = readRequestMeta(msg, startedAt, defaultTimeoutMs);
   const { telemetry } = scope;
   const tracer = telemetry.tracing ? activeTracer() : undefined;
-  const template = tracer ? serverSpanTemplate(scope, ep, msg.subject) : undefined;
-  const span = tracer ? startServerSpan(tracer, template!.name, parseTraceparent(meta.traceparent, meta.tracestate)) : undefined;
+  const span = tracer ? serverSpan(tracer, scope, ep, msg.subject, meta) : undefined;
   const recording = span !== undefined && span.isRecording();
   if (recording) {
-    span.setAttributes(template!.attributes);
+    span.setAttributes(serverSpanTemplate(scope, ep, msg.subject).attributes);
     span.setAttribute("svcmesh.request_id", meta.requestId);
   }
   const outcome: Outcome = { status: "ok", message: undefined, handlerRan: false };
@@ -67,6 +66,12 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
     telemetry.metrics?.request(scope.service, ep.name, outcome.status, ms);
     if (outcome.handlerRan && scope.audit) audit(scope, ep, meta, startedAt, ms, outcome.status);
   }
+}
+
+function serverSpan(tracer: Tracer, scope: InstanceScope, ep: EndpointRuntime, subject: string, meta: RequestMeta): Span {
+  const parent = parseTraceparent(meta.traceparent, meta.tracestate);
+  if (scope.telemetry.followParentSampling && unsampled(parent)) return unsampledSpan(parent);
+  return startServerSpan(tracer, serverSpanTemplate(scope, ep, subject).name, parent);
 }
 
 function serverSpanTemplate(scope: InstanceScope, ep: EndpointRuntime, subject: string): SpanTemplate {
