@@ -73,7 +73,8 @@ test("a held call whose deadline passes while NATS is down fails UNAVAILABLE, ma
 
 test("in flight at the disconnect: an idempotent call is sent again with its request id, a non-idempotent one is not", async () => {
   for (const [endpoint, idempotent] of [["put", true], ["charge", false]] as const) {
-    const call = caller.call("ledger", endpoint, {}, { timeoutMs: 10_000 });
+    // Long enough to outlast the outage; the non-idempotent one may end at its deadline.
+    const call = caller.call("ledger", endpoint, {}, { timeoutMs: idempotent ? 10_000 : 4_000 });
     call.catch(() => undefined); // judged below
     const deadline = Date.now() + 5_000;
     while (seen[endpoint]!.length === 0 && Date.now() < deadline) await sleep(10);
