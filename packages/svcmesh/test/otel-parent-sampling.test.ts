@@ -57,7 +57,7 @@ test("unsampled parent, followed (default): no spans, the trace id carried, a ne
   assert.equal(seen.traceId, TRACE_ID);
   assert.equal(seen.flags, 0);
   assert.match(seen.spanId, /^[0-9a-f]{16}$/);
-  assert.notEqual(seen.spanId, PARENT_SPAN, "the server's span has an id of its own");
+  assert.notEqual(seen.spanId, PARENT_SPAN, "the CLIENT hop made a span id of its own, which the request continues");
   await sleep(100);
   assert.deepEqual(await spansOf(TRACE_ID, 0), [], "the SDK's sampler was not asked, so its always-on decision never applied");
 });

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
-import { formatTraceparent, newSpanId, newTraceId, parseTraceparent, sampledAt, traceHeaderLines, traceIdOf } from "../src/trace/context.ts";
+import { formatTraceparent, newSpanId, newTraceId, notSampled, parseTraceparent, sampledAt, traceHeaderLines, traceIdOf } from "../src/trace/context.ts";
 
 const VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -46,6 +46,17 @@ test("traceparent: the scanner accepts exactly what the spec's grammar accepts",
     assert.equal(parsed && `${parsed.traceId}/${parsed.spanId}/${parsed.flags}`, referenceParse(text), text);
     assert.equal(traceIdOf(text) !== "", text.length >= 55 && text[2] === "-" && /^[0-9a-f]{32}$/.test(text.slice(3, 35)), text);
   }), { numRuns: 20_000, seed: 52 });
+});
+
+test("notSampled: the flags of a well-shaped header, without checking its ids", () => {
+  for (const flags of ["00", "02", "0e", "fe"]) assert.equal(notSampled(VALID.slice(0, 53) + flags), true, flags);
+  for (const flags of ["01", "03", "ff", "zz", "0"]) assert.equal(notSampled(VALID.slice(0, 53) + flags), false, flags);
+  for (const bad of ["", "garbage", "ff" + VALID.slice(2, 53) + "00", VALID.slice(0, 35) + "x" + VALID.slice(36, 53) + "00"]) assert.equal(notSampled(bad), false, bad);
+  // Every valid header: notSampled agrees with the full parse.
+  for (let i = 0; i < 200; i++) {
+    const text = formatTraceparent(newTraceId(), newSpanId(), i & 0xff);
+    assert.equal(notSampled(text), (parseTraceparent(text)!.flags & 1) === 0, text);
+  }
 });
 
 test("ids are hex, non-zero and different; header lines carry no CR/LF from tracestate", () => {

@@ -9,8 +9,8 @@ import type { Msg } from "nats";
 import type { AuditRecord } from "../audit/record.js";
 import { MeshError, isMeshError } from "../errors.js";
 import { type Schema, describeIssues, schemaOrAny, summarizeIssues } from "../schema.js";
-import { activeTracer, endSpan, type SpanTemplate, spanTemplate, startServerSpan, unsampled, unsampledSpan, withSpan } from "../telemetry/tracer.js";
-import { parseTraceparent, traceIdOf } from "../trace/context.js";
+import { activeTracer, contextManaged, endSpan, type SpanTemplate, spanTemplate, startServerSpan, unsampledSpan, withSpan } from "../telemetry/tracer.js";
+import { notSampled, parseTraceparent, traceIdOf } from "../trace/context.js";
 import { ErrorReplyHeaders, asNatsHeaders, decodeBody, encodeBody, errorReplyBody, readRequestMeta, type RequestMeta } from "../wire.js";
 import { HandlerContext, type InstanceScope, type RejectionType } from "./context.js";
 
@@ -68,10 +68,19 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
   }
 }
 
-function serverSpan(tracer: Tracer, scope: InstanceScope, ep: EndpointRuntime, subject: string, meta: RequestMeta): Span {
-  const parent = parseTraceparent(meta.traceparent, meta.tracestate);
-  if (scope.telemetry.followParentSampling && unsampled(parent)) return unsampledSpan(parent);
-  return startServerSpan(tracer, serverSpanTemplate(scope, ep, subject).name, parent);
+/**
+ * The request's SERVER span. One whose trace is not sampled records nothing, so it
+ * gets no span at all unless a context manager is registered (then the handler's own
+ * spans need it as their parent): ctx.trace and nested calls continue the incoming
+ * trace context, parsed only if asked for.
+ */
+function serverSpan(tracer: Tracer, scope: InstanceScope, ep: EndpointRuntime, subject: string, meta: RequestMeta): Span | undefined {
+  if (scope.telemetry.followParentSampling && notSampled(meta.traceparent)) {
+    if (!contextManaged()) return undefined;
+    const parent = parseTraceparent(meta.traceparent, meta.tracestate);
+    if (parent) return unsampledSpan(parent);
+  }
+  return startServerSpan(tracer, serverSpanTemplate(scope, ep, subject).name, parseTraceparent(meta.traceparent, meta.tracestate));
 }
 
 function serverSpanTemplate(scope: InstanceScope, ep: EndpointRuntime, subject: string): SpanTemplate {

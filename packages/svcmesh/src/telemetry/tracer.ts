@@ -122,7 +122,8 @@ const PROBE_EVERY = 1024;
 let probeCountdown = 0;
 let managed = false;
 
-function contextManaged(): boolean {
+/** Whether a context manager is registered (so context.with() means something). */
+export function contextManaged(): boolean {
   if (probeCountdown-- <= 0) {
     probeCountdown = PROBE_EVERY;
     managed = context.with(PROBE, () => context.active() === PROBE);

@@ -82,6 +82,17 @@ export function parseTraceparent(text: string, state = ""): TraceContext | undef
   return { traceId, spanId, flags: parseInt(text.slice(53, 55), 16), state: state.length <= 512 ? state : "" };
 }
 
+/**
+ * Whether a traceparent header says "not sampled": the right shape and an even flags
+ * byte. The ids are not checked here (that costs as much as the rest of a request's
+ * tracing on a small machine); whoever uses them parses the header in full.
+ */
+export function notSampled(traceparent: string): boolean {
+  if (traceparent.length < 55 || traceparent.charCodeAt(2) !== DASH || traceparent.charCodeAt(35) !== DASH || traceparent.charCodeAt(52) !== DASH) return false;
+  const flags = parseInt(traceparent.slice(53, 55), 16);
+  return !Number.isNaN(flags) && (flags & 1) === 0 && traceparent.slice(0, 2) !== "ff";
+}
+
 /** The trace id of a traceparent header, or "" if it is not one (no full parse: audit records only need the id). */
 export function traceIdOf(traceparent: string): string {
   if (traceparent.length < 55 || traceparent.charCodeAt(2) !== DASH || !isLowerHex(traceparent, 3, 35)) return "";
