@@ -1,4 +1,4 @@
-// The targets of issue #6 checked against one run's table (summary.mjs lines), so a
+// The targets of issues #5 (tracing) and #6 checked against one run's table (summary.mjs lines), so a
 // run says itself which it met. Medians over rounds; a target whose rows were not run
 // is "not measured".
 //   node bench/targets.mjs [bench/out/latest.json]   checks a saved run
@@ -39,6 +39,13 @@ export function checkTargets(lines) {
       detail: `${s.p99us} vs ${m.p99us} µs`,
     }));
   }
+  // Issue #5: tracing on against the same run's core row (tracing off).
+  for (const [row, min] of [["tracing1", 0.95], ["tracing100", 0.8]]) {
+    check(`${row} req/s ≥ ${min}× svcmesh (tracing off) at 256`, [at(row, 256), at("svcmesh", 256)], (t, s) => {
+      const r = t.rps / s.rps;
+      return { met: r >= min, detail: `${fmt(r)}× (${Math.round(t.rps)} vs ${Math.round(s.rps)} req/s; CPU µs/call ${cpu(t).toFixed(1)} vs ${cpu(s).toFixed(1)})` };
+    });
+  }
   // Flat: req/s within 10% of the first step, and CPU per call (all three processes) too,
   // since CPU per call is the steadier figure on a shared machine.
   for (const [name, first, last] of [["policy rules 10 → 10,000", "rules-10", "rules-10000"], ["services 1 → 200", "registered-1", "registered-200"]]) {
@@ -56,7 +63,7 @@ export function checkTargets(lines) {
 
 export function formatTargets(results) {
   const mark = { true: "met    ", false: "MISSED ", null: "–      " };
-  return ["Targets (issue #6)", ...results.map((t) => `  ${mark[t.met]} ${t.target}: ${t.detail}`)].join("\n");
+  return ["Targets (issues #5, #6)", ...results.map((t) => `  ${mark[t.met]} ${t.target}: ${t.detail}`)].join("\n");
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

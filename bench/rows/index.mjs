@@ -46,6 +46,7 @@ export const ROWS = Object.fromEntries([
   mainRow("moleculerFt", "Moleculer, breaker + retries + timeout + tracing 1%", { module: "moleculer", args: { faultTolerance: true } }),
   mainRow("svcmesh", SVCMESH_CORE),
   mainRow("tracing1", "svcmesh, tracing 1% + OTel SDK"),
+  mainRow("tracing1nosdk", "svcmesh, tracing 1%, no SDK", { module: "tracing1", args: { sdk: false } }),
   mainRow("tracing100", "svcmesh, tracing 100% + OTel SDK"),
   mainRow("resilience", "svcmesh, resilience on"),
   mainRow("policy", SVCMESH_POLICY),
