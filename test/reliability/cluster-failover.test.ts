@@ -231,7 +231,9 @@ async function failover(fault: Fault, afterFaultMs: number): Promise<void> {
     return d.record.requestId;
   });
   const events = await streamMessages(raw, EVENTS_STREAM, "svc.events.>");
-  const meshEvents = events.filter((e) => !/^svc\.events\.instance_/.test(e.subject)); // announcements are plain publishes
+  // Instance announcements go through the same acknowledged sender, but not through the event publisher's count.
+  const announcements = events.filter((e) => /^svc\.events\.instance_/.test(e.subject)).map((e) => e.subject).sort();
+  const meshEvents = events.filter((e) => !/^svc\.events\.instance_/.test(e.subject));
   const probeIds = meshEvents
     .map((e) => decodeBody(e.data) as { target?: string; stats?: { probe?: number } })
     .filter((e) => e.target === PROBE_TARGET)
@@ -244,7 +246,7 @@ async function failover(fault: Fault, afterFaultMs: number): Promise<void> {
 
   console.log(`cluster-failover ${fault}: sent ${sent}, ok ${ok}, failed ${JSON.stringify(failed)}, lost ${lost}, ` +
     `audit ${storedOnce}/${handled.size} stored once (${audit.length} records), events ${new Set(probeIds).size}/${probes} probes, ` +
-    `${meshEvents.length}/${published} published stored, victim led audit:${leads.audit} events:${leads.events}`);
+    `${meshEvents.length}/${published} published stored, ${announcements.length}/4 instance announcements, victim led audit:${leads.audit} events:${leads.events}`);
 
   assert.equal(lost, 0, "every call settled");
   assert.deepEqual(unhandled, [], "no unhandled rejections");
@@ -260,6 +262,8 @@ async function failover(fault: Fault, afterFaultMs: number): Promise<void> {
   assert.equal(probeIds.length, probes, "each probe event stored once");
   for (const s of senders) assert.equal(s.sender.failed, 0, "no event given up");
   assert.equal(meshEvents.length, published, "every event the meshes published is stored, once");
+  // Both instances started before the fault and stopped after it: each announcement stored once.
+  assert.deepEqual(announcements, [...Array(2).fill(`svc.events.instance_started.${SERVICE}`), ...Array(2).fill(`svc.events.instance_stopped.${SERVICE}`)]);
 }
 
 test("SIGKILL of a node (callers, an instance and the stream leaders on it): every call settles with a result or a code, nothing stored is lost", async () => {

@@ -306,6 +306,7 @@ export class Mesh implements MeshCalls {
           this.events.count(e.type, e.caller, e.service, e.endpoint);
         },
         telemetry: this.telemetry,
+        announce: (subject, body) => this.events.publishEncoded(subject, body),
       },
       spec as ServeOptions,
     );

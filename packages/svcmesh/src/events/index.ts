@@ -63,6 +63,14 @@ export class MeshEvents {
   }
 
   /**
+   * Sends an event already encoded (an instance announcement, which discovery reads
+   * too) the way every event goes: stored once, re-sent until JetStream acknowledges it.
+   */
+  publishEncoded(subject: string, body: Uint8Array): void {
+    this.sender.send(subject, body);
+  }
+
+  /**
    * Counts per-call events (`timeout`, `rate_limited`, `no_responders`,
    * `bulkhead_full`): one event per (type, caller, target, endpoint) per window
    * carries the count. Cheap enough for every failing call; never throws.

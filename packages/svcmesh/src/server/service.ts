@@ -96,6 +96,12 @@ export interface ServiceDeps {
   telemetry: ServerTelemetry;
   /** Called for each request turned away by a rate limit or a bulkhead (not awaited; keep it cheap). */
   onRejected?: (event: RejectionEvent) => void;
+  /**
+   * Sends an instance announcement (svc.events.instance_*). The mesh routes them through
+   * its event sender, so they are stored in SVC_EVENTS even across a NATS failover;
+   * default: a plain publish.
+   */
+  announce?: (subject: string, body: Uint8Array) => void;
 }
 
 export function validateServeOptions(spec: ServeOptions): void {
@@ -319,8 +325,10 @@ class Instance implements InstanceHandle {
 
   private announce(type: string): void {
     const a: InstanceAnnouncement = { service: this.name, id: this.id, version: this.version, endpoints: [...this.endpoints.keys()] };
+    const subject = `${EVENTS_ROOT}.${type}.${this.name}`;
     try {
-      this.deps.nc.publish(`${EVENTS_ROOT}.${type}.${this.name}`, encodeBody(a));
+      if (this.deps.announce) this.deps.announce(subject, encodeBody(a));
+      else this.deps.nc.publish(subject, encodeBody(a));
     } catch (e) {
       this.scope.logger.warn({ err: e }, `could not announce ${type}`);
     }
