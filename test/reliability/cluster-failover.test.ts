@@ -77,13 +77,15 @@ async function meshOn(c: Cluster, node: ClusterNode, name: string): Promise<Mesh
 /** Steps the stream's leader down until `node` leads it (bounded); returns whether it does. */
 async function leadOn(nc: NatsConnection, stream: string, node: ClusterNode): Promise<boolean> {
   const jsm = await nc.jetstreamManager();
+  // Right after a step-down the stream has no leader for a moment and answers 503: "none yet".
+  const leaderNow = () => jsm.streams.info(stream).then((info) => info.cluster?.leader, () => undefined);
   for (let i = 0; i < 12; i++) {
-    const leader = (await jsm.streams.info(stream)).cluster?.leader;
+    const leader = await leaderNow();
     if (leader === node.name) return true;
     if (leader) await nc.request(`$JS.API.STREAM.LEADER.STEPDOWN.${stream}`, undefined, { timeout: 2_000 }).catch(() => undefined);
     await sleep(300);
   }
-  return (await jsm.streams.info(stream)).cluster?.leader === node.name;
+  return (await leaderNow()) === node.name;
 }
 
 /** Every message stored in `stream` under `subjects`, read through an ephemeral pull consumer (bounded). */
