@@ -15,7 +15,7 @@
 // SIGCONT: that share of TIMEOUTs is expected; a lost or late call is not.
 import assert from "node:assert/strict";
 import { after, afterEach, before, test } from "node:test";
-import { AckPolicy, connect as natsConnect, type ConsumerInfo, nanos, type NatsConnection } from "nats";
+import { AckPolicy, connect as natsConnect, type Consumer, type ConsumerInfo, nanos, type NatsConnection } from "nats";
 import { AUDIT_STREAM, auditSubject, connect, decodeAuditRecord, ensureAuditStream, ensureEventsStream, EVENTS_STREAM, isMeshError, type Mesh } from "svcmesh";
 import { decodeBody } from "svcmesh/internal";
 import { type Cluster, type ClusterNode, startCluster } from "../helpers/cluster.ts";
@@ -92,15 +92,18 @@ async function leadOn(nc: NatsConnection, stream: string, node: ClusterNode): Pr
 async function streamMessages(nc: NatsConnection, stream: string, subjects: string): Promise<{ subject: string; data: Uint8Array }[]> {
   const config = { ack_policy: AckPolicy.None, filter_subject: subjects, mem_storage: true, num_replicas: 1, inactive_threshold: nanos(30_000) };
   // Right after a fault JetStream may still be electing leaders (503, timeouts): try a few times.
-  let info: ConsumerInfo | undefined;
-  for (let attempt = 1; !info; attempt++) {
-    info = await nc.jetstreamManager().then((jsm) => jsm.consumers.add(stream, config)).catch(async (e: unknown) => {
-      if (attempt >= 5) throw e;
-      await sleep(1_000);
-      return undefined;
-    });
+  let ready: { info: ConsumerInfo; consumer: Consumer } | undefined;
+  for (let attempt = 1; !ready; attempt++) {
+    ready = await nc.jetstreamManager()
+      .then((jsm) => jsm.consumers.add(stream, config))
+      .then(async (info) => ({ info, consumer: await nc.jetstream().consumers.get(stream, info.name) }))
+      .catch(async (e: unknown) => {
+        if (attempt >= 5) throw e;
+        await sleep(1_000);
+        return undefined;
+      });
   }
-  const consumer = await nc.jetstream().consumers.get(stream, info.name);
+  const { info, consumer } = ready;
   const out: { subject: string; data: Uint8Array }[] = [];
   const until = Date.now() + 15_000;
   let pending = info.num_pending;
