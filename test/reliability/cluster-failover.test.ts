@@ -98,7 +98,7 @@ async function streamMessages(nc: NatsConnection, stream: string, subjects: stri
       .then((jsm) => jsm.consumers.add(stream, config))
       .then(async (info) => ({ info, consumer: await nc.jetstream().consumers.get(stream, info.name) }))
       .catch(async (e: unknown) => {
-        if (attempt >= 5) throw e;
+        if (attempt >= 20) throw e; // a hung leader woken by SIGCONT can set off one more election
         await sleep(1_000);
         return undefined;
       });
