@@ -11,11 +11,10 @@
 // trace records at the same rate).
 import { trace } from "@opentelemetry/api";
 import { parseArgs } from "node:util";
-import { connect } from "svcmesh";
-import { TIMEOUT_MS, claim, claimSchema, decide, decisionSchema } from "./contract.mjs";
 import { cpuSnapshot, cpuWindow } from "./cpu.mjs";
 import { startNatsServer } from "./nats-server.mjs";
 import { registerTracing } from "./otel.mjs";
+import * as core from "./rows/svcmesh.mjs";
 
 const { values } = parseArgs({ options: { rounds: { type: "string", default: "5" }, ms: { type: "string", default: "2000" }, inflight: { type: "string", default: "256" }, configs: { type: "string", default: "off,nosdk1,sdk1,sdk100" } } });
 const rounds = Number(values.rounds);
@@ -33,12 +32,9 @@ for (const c of configs) if (!CONFIGS[c]) throw new Error(`unknown config ${c}`)
 async function measure(url, name) {
   const { trace: traceOption, sdk } = CONFIGS[name];
   const shutdownSdk = sdk === undefined ? undefined : registerTracing(sdk);
-  const common = { servers: url, trace: traceOption, audit: { enabled: false }, policy: { watch: false } };
-  const service = await connect({ ...common, name: "payments" });
-  await service.serve({ name: "payments", version: "2.1.0", endpoints: { reimburse: { input: claimSchema, output: decisionSchema, handler: async (c) => decide(c) } } });
-  const caller = await connect({ ...common, name: "claims", defaults: { retry: { attempts: 1 }, breaker: { enabled: false } } });
-  const payments = caller.client("payments@^2");
-  const opts = { timeoutMs: TIMEOUT_MS };
+  // The core row's own service and caller (rows/svcmesh.mjs), here in one process.
+  const service = await core.serve(url, { trace: traceOption });
+  const caller = await core.caller(url, { trace: traceOption });
   let calls = 0;
   let errors = 0;
   const run = async (ms) => {
@@ -48,7 +44,7 @@ async function measure(url, name) {
     const worker = async () => {
       while (performance.now() < end && started++ < maxCalls) {
         try {
-          await payments.call("reimburse", claim, opts);
+          await caller.call();
           calls++;
         } catch {
           errors++;

@@ -3,16 +3,17 @@
 // off here; the "resilience" row measures them. So are tracing and the audit trail
 // (the "tracing" rows measure tracing; the bench server has no JetStream to audit to).
 // Options from the row table (rows/index.mjs): { bytes } sends a request of that size
-// (payload rows); { services: N } serves N services and spreads calls over them.
+// (payload rows); { services: N } serves N services and spreads calls over them;
+// { trace } is connect()'s trace option (default false; the tracing rows set it).
 import { connect } from "svcmesh";
 import { TIMEOUT_MS, decide, decisionSchema, requestOf } from "../contract.mjs";
 
 /** payments, payments-2, ... payments-N: distinct services with the same endpoint. */
 const serviceNames = (n = 1) => Array.from({ length: n }, (_, i) => (i === 0 ? "payments" : `payments-${i + 1}`));
 
-export async function serve(url, { bytes, services } = {}) {
+export async function serve(url, { bytes, services, trace = false } = {}) {
   const { schema } = requestOf(bytes);
-  const mesh = await connect({ servers: url, name: "payments", trace: false, audit: { enabled: false } });
+  const mesh = await connect({ servers: url, name: "payments", trace, audit: { enabled: false } });
   for (const name of serviceNames(services)) {
     await mesh.serve({
       name,
@@ -25,9 +26,9 @@ export async function serve(url, { bytes, services } = {}) {
   return { close: () => mesh.close() };
 }
 
-export async function caller(url, { bytes, services } = {}) {
+export async function caller(url, { bytes, services, trace = false } = {}) {
   const { body } = requestOf(bytes);
-  const mesh = await connect({ servers: url, name: "claims", trace: false, audit: { enabled: false }, defaults: { retry: { attempts: 1 }, breaker: { enabled: false } } });
+  const mesh = await connect({ servers: url, name: "claims", trace, audit: { enabled: false }, defaults: { retry: { attempts: 1 }, breaker: { enabled: false } } });
   const clients = serviceNames(services).map((name) => mesh.client(`${name}@^2`));
   const opts = { timeoutMs: TIMEOUT_MS };
   // Many services: discover them all before the warm-up, so the window measures calls
