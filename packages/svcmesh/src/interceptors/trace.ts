@@ -81,11 +81,14 @@ export function createTraceInterceptor(o: TraceInterceptorOptions): Interceptor 
       if (tracer) {
         // Attributes only for spans the sampler keeps: building them for the dropped
         // ones (99% at a 1% rate) cost more than the rest of the span.
-        const template = templateOf(ctx.target.service, ctx.endpoint);
-        span = followParentSampling && unsampled(parent) ? unsampledSpan(parent) : startClientSpan(tracer, template.name, parent);
-        if (span.isRecording()) {
-          span.setAttributes(template.attributes);
-          span.setAttribute("svcmesh.request_id", ctx.requestId);
+        if (followParentSampling && unsampled(parent)) span = unsampledSpan(parent); // never records
+        else {
+          const template = templateOf(ctx.target.service, ctx.endpoint);
+          span = startClientSpan(tracer, template.name, parent);
+          if (span.isRecording()) {
+            span.setAttributes(template.attributes);
+            span.setAttribute("svcmesh.request_id", ctx.requestId);
+          }
         }
         const sc = span.spanContext();
         ctx.traceId = sc.traceId;

@@ -75,12 +75,11 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
  * trace context, parsed only if asked for.
  */
 function serverSpan(tracer: Tracer, scope: InstanceScope, ep: EndpointRuntime, subject: string, meta: RequestMeta): Span | undefined {
-  if (scope.telemetry.followParentSampling && notSampled(meta.traceparent)) {
-    if (!contextManaged()) return undefined;
-    const parent = parseTraceparent(meta.traceparent, meta.tracestate);
-    if (parent) return unsampledSpan(parent);
-  }
-  return startServerSpan(tracer, serverSpanTemplate(scope, ep, subject).name, parseTraceparent(meta.traceparent, meta.tracestate));
+  const follow = scope.telemetry.followParentSampling && notSampled(meta.traceparent);
+  if (follow && !contextManaged()) return undefined;
+  const parent = parseTraceparent(meta.traceparent, meta.tracestate);
+  if (follow && parent) return unsampledSpan(parent);
+  return startServerSpan(tracer, serverSpanTemplate(scope, ep, subject).name, parent);
 }
 
 function serverSpanTemplate(scope: InstanceScope, ep: EndpointRuntime, subject: string): SpanTemplate {

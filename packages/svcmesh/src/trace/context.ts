@@ -61,6 +61,11 @@ function isLowerHex(text: string, from: number, to: number): boolean {
 
 const DASH = 45;
 
+/** The frame every traceparent has, `vv-<32 hex>-<16 hex>-ff[-...]`: its length and dashes. */
+function framed(text: string): boolean {
+  return text.length >= 55 && text.charCodeAt(2) === DASH && text.charCodeAt(35) === DASH && text.charCodeAt(52) === DASH;
+}
+
 /**
  * Parses a `traceparent` header; undefined for anything malformed or all-zero ids (a
  * call then starts a new trace, as the spec says). Version 00 must have exactly four
@@ -69,10 +74,7 @@ const DASH = 45;
  */
 export function parseTraceparent(text: string, state = ""): TraceContext | undefined {
   const n = text.length;
-  if (n < 55 || n > 512) return undefined;
-  // vv-<32 hex>-<16 hex>-ff[-...]
-  if (text.charCodeAt(2) !== DASH || text.charCodeAt(35) !== DASH || text.charCodeAt(52) !== DASH) return undefined;
-  if (n > 55 && text.charCodeAt(55) !== DASH) return undefined;
+  if (n > 512 || !framed(text) || (n > 55 && text.charCodeAt(55) !== DASH)) return undefined;
   if (!isLowerHex(text, 0, 2) || !isLowerHex(text, 3, 35) || !isLowerHex(text, 36, 52) || !isLowerHex(text, 53, 55)) return undefined;
   const version = text.slice(0, 2);
   if (version === "ff" || (version === "00" && n !== 55)) return undefined;
@@ -88,9 +90,8 @@ export function parseTraceparent(text: string, state = ""): TraceContext | undef
  * tracing on a small machine); whoever uses them parses the header in full.
  */
 export function notSampled(traceparent: string): boolean {
-  if (traceparent.length < 55 || traceparent.charCodeAt(2) !== DASH || traceparent.charCodeAt(35) !== DASH || traceparent.charCodeAt(52) !== DASH) return false;
-  const flags = parseInt(traceparent.slice(53, 55), 16);
-  return !Number.isNaN(flags) && (flags & 1) === 0 && traceparent.slice(0, 2) !== "ff";
+  if (!framed(traceparent) || !isLowerHex(traceparent, 53, 55)) return false;
+  return (parseInt(traceparent.slice(53, 55), 16) & 1) === 0 && traceparent.slice(0, 2) !== "ff";
 }
 
 /** The trace id of a traceparent header, or "" if it is not one (no full parse: audit records only need the id). */
