@@ -9,6 +9,7 @@ import { connect as natsConnect, type NatsConnection } from "nats";
 import { connect, type Mesh } from "svcmesh";
 import { encodeBody, encodeTraceBatch, type TraceEvent, traceSubject } from "svcmesh/internal";
 import { type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
+import { traceRecord } from "../../../test/helpers/trace-record.ts";
 import { CLI_MAIN, keepDoing, lines, runCli, spawnCli } from "./run-cli.ts";
 
 
@@ -69,22 +70,7 @@ const calls = async () => {
   await claims.call("payments", "explode", {}, { timeoutMs: 2000, retry: { attempts: 1 } }).catch(() => undefined);
 };
 
-const record = (over: Partial<TraceEvent>): TraceEvent => ({
-  time: Date.now(),
-  caller: "claims",
-  service: "ledger",
-  endpoint: "post",
-  version: "1.0.0",
-  instance: "I1",
-  requestId: "R1",
-  traceId: "4bf92f3577b34da6a3ce929d0e0e4736",
-  spanId: "00f067aa0ba902b7",
-  latencyMs: 1,
-  status: "ok",
-  attempts: 1,
-  rate: 1,
-  ...over,
-});
+const record = traceRecord;
 
 function circuit(type: "circuit_open" | "circuit_half_open" | "circuit_close", service: string, at: number): void {
   nc.publish(`svc.events.${type}.${service}`, encodeBody({ type, service, at, source: "claims", caller: "claims", target: `${service}.v1` }));

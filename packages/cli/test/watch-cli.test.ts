@@ -8,6 +8,7 @@ import { connect, type Mesh, MeshError } from "svcmesh";
 import { encodeTraceBatch, type TraceEvent, traceSubject } from "svcmesh/internal";
 import { z } from "zod";
 import { type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
+import { traceRecord } from "../../../test/helpers/trace-record.ts";
 import { formatTrace } from "../dist/commands/watch.js";
 import { keepDoing, lines, runCli, spawnCli } from "./run-cli.ts";
 
@@ -49,22 +50,7 @@ after(async () => {
 const okCall = () => claims.call("payments", "reimburse", { claimId: "C1" }, { timeoutMs: 2000 });
 const failingCall = () => claims.call("payments", "explode", {}, { timeoutMs: 2000, retry: { attempts: 1 } }).catch((e: unknown) => e);
 
-const record = (over: Partial<TraceEvent> = {}): TraceEvent => ({
-  time: Date.parse("2026-01-05T10:00:01.002Z"),
-  caller: "claims",
-  service: "ledger",
-  endpoint: "post",
-  version: "1.0.0",
-  instance: "I1",
-  requestId: "R1",
-  traceId: "4bf92f3577b34da6a3ce929d0e0e4736",
-  spanId: "00f067aa0ba902b7",
-  latencyMs: 1.234,
-  status: "ok",
-  attempts: 1,
-  rate: 1,
-  ...over,
-});
+const record = (over: Partial<TraceEvent> = {}): TraceEvent => traceRecord({ time: Date.parse("2026-01-05T10:00:01.002Z"), latencyMs: 1.234, ...over });
 
 describe("svcmesh watch", () => {
   test("real calls: one line each (time, caller → service.endpoint, status, latency, trace id); --count exits 0", async () => {

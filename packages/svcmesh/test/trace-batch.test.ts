@@ -4,12 +4,10 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { decodeTraceBatch, encodeTraceBatch, type TraceEvent } from "../src/trace/event.ts";
 import { decodeBody, encodeBody } from "../src/wire.ts";
+import { traceRecord } from "../../../test/helpers/trace-record.ts";
 
-const record = (over: Partial<TraceEvent> = {}): TraceEvent => ({
-  time: 1_700_000_000_000, caller: "claims", service: "payments", endpoint: "reimburse", version: "2.1.0", instance: "i1",
-  requestId: "abc.r1", traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId: "00f067aa0ba902b7", latencyMs: 1.25, status: "ok", attempts: 1, rate: 0.5,
-  ...over,
-});
+const record = (over: Partial<TraceEvent> = {}): TraceEvent =>
+  traceRecord({ time: 1_700_000_000_000, service: "payments", endpoint: "reimburse", version: "2.1.0", instance: "i1", requestId: "abc.r1", latencyMs: 1.25, rate: 0.5, ...over });
 
 test("records round-trip; each answering instance is listed once; calls nobody answered have no origin", () => {
   const records = [
