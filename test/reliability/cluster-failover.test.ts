@@ -235,7 +235,16 @@ async function failover(fault: Fault, afterFaultMs: number): Promise<void> {
     assert.ok(d.ok, d.ok ? "" : d.reason);
     return d.record.requestId;
   });
-  const events = await streamMessages(raw, EVENTS_STREAM, "svc.events.>");
+  // Everything the senders had acknowledged, counted once they closed: the stream must hold
+  // at least that many. A node woken by SIGCONT may still be catching up right after the
+  // fault, so read again (bounded) before judging; a real loss stays missing.
+  const acked = senders.reduce((n, s) => n + s.sender.stored + s.sender.duplicates, 0);
+  let events = await streamMessages(raw, EVENTS_STREAM, "svc.events.>");
+  let reads = 1;
+  for (; events.length < acked && reads < 6; reads++) {
+    await sleep(2_000);
+    events = await streamMessages(raw, EVENTS_STREAM, "svc.events.>");
+  }
   // Instance announcements go through the same acknowledged sender, but not through the event publisher's count.
   const announcements = events.filter((e) => /^svc\.events\.instance_/.test(e.subject)).map((e) => e.subject).sort();
   const meshEvents = events.filter((e) => !/^svc\.events\.instance_/.test(e.subject));
@@ -244,6 +253,7 @@ async function failover(fault: Fault, afterFaultMs: number): Promise<void> {
     .filter((e) => e.target === PROBE_TARGET)
     .map((e) => e.stats!.probe!);
   const published = senders.reduce((n, s) => n + s.published, 0);
+  const sum = (f: (s: (typeof senders)[number]) => number) => senders.reduce((n, s) => n + f(s), 0);
   const copies = countBy(audit, (id) => id);
   const storedOnce = [...handled.keys()].filter((id) => copies[id] === 1).length;
   const failed = countBy(results.filter((r) => r.code !== "ok"), (r) => r.code);
@@ -251,7 +261,7 @@ async function failover(fault: Fault, afterFaultMs: number): Promise<void> {
 
   console.log(`cluster-failover ${fault}: sent ${sent}, ok ${ok}, failed ${JSON.stringify(failed)}, lost ${lost}, ` +
     `audit ${storedOnce}/${handled.size} stored once (${audit.length} records), events ${new Set(probeIds).size}/${probes} probes, ` +
-    `${meshEvents.length}/${published} published stored, ${announcements.length}/4 instance announcements, victim led audit:${leads.audit} events:${leads.events}`);
+    `${meshEvents.length}/${published} published stored (sender: acked ${sum((x) => x.sender.stored)}, resent ${sum((x) => x.sender.resent)}, failed ${sum((x) => x.sender.failed)}), ${announcements.length}/4 instance announcements, ${reads} read(s), victim led audit:${leads.audit} events:${leads.events}`);
 
   assert.equal(lost, 0, "every call settled");
   assert.deepEqual(unhandled, [], "no unhandled rejections");
