@@ -228,23 +228,30 @@ async function failover(fault: Fault, afterFaultMs: number): Promise<void> {
   await waitFor("event senders to drain", () => meshes.every((m) => m.events.stats().sender.inFlight === 0), 20_000);
   await Promise.allSettled(meshes.map((m) => m.close()));
   const senders = meshes.map((m) => m.events.stats());
+  const writers = [hostA, hostB].map((h) => h.auditStats()!);
   meshes = [];
 
-  const audit = (await streamMessages(raw, AUDIT_STREAM, auditSubject(SERVICE))).map((m) => {
+  // What the writers and senders had acknowledged, counted once they closed: each stream
+  // must hold at least that many. A node woken by SIGCONT may still be catching up right
+  // after the fault, so read again (bounded) before judging; a real loss stays missing.
+  // (Acks saying "stored" only: a "duplicate" ack may be a second handler run of one request id.)
+  const auditAcked = writers.reduce((n, w) => n + w.stored, 0);
+  const acked = senders.reduce((n, s) => n + s.sender.stored, 0);
+  const nc = raw!;
+  const readBack = async (stream: string, subjects: string, atLeast: number) => {
+    let messages = await streamMessages(nc, stream, subjects);
+    for (let reads = 1; messages.length < atLeast && reads < 6; reads++) {
+      await sleep(2_000);
+      messages = await streamMessages(nc, stream, subjects);
+    }
+    return messages;
+  };
+  const audit = (await readBack(AUDIT_STREAM, auditSubject(SERVICE), auditAcked)).map((m) => {
     const d = decodeAuditRecord(m.data);
     assert.ok(d.ok, d.ok ? "" : d.reason);
     return d.record.requestId;
   });
-  // Everything the senders had acknowledged, counted once they closed: the stream must hold
-  // at least that many. A node woken by SIGCONT may still be catching up right after the
-  // fault, so read again (bounded) before judging; a real loss stays missing.
-  const acked = senders.reduce((n, s) => n + s.sender.stored + s.sender.duplicates, 0);
-  let events = await streamMessages(raw, EVENTS_STREAM, "svc.events.>");
-  let reads = 1;
-  for (; events.length < acked && reads < 6; reads++) {
-    await sleep(2_000);
-    events = await streamMessages(raw, EVENTS_STREAM, "svc.events.>");
-  }
+  const events = await readBack(EVENTS_STREAM, "svc.events.>", acked);
   // Instance announcements go through the same acknowledged sender, but not through the event publisher's count.
   const announcements = events.filter((e) => /^svc\.events\.instance_/.test(e.subject)).map((e) => e.subject).sort();
   const meshEvents = events.filter((e) => !/^svc\.events\.instance_/.test(e.subject));
@@ -261,7 +268,7 @@ async function failover(fault: Fault, afterFaultMs: number): Promise<void> {
 
   console.log(`cluster-failover ${fault}: sent ${sent}, ok ${ok}, failed ${JSON.stringify(failed)}, lost ${lost}, ` +
     `audit ${storedOnce}/${handled.size} stored once (${audit.length} records), events ${new Set(probeIds).size}/${probes} probes, ` +
-    `${meshEvents.length}/${published} published stored (sender: acked ${sum((x) => x.sender.stored)}, resent ${sum((x) => x.sender.resent)}, failed ${sum((x) => x.sender.failed)}), ${announcements.length}/4 instance announcements, ${reads} read(s), victim led audit:${leads.audit} events:${leads.events}`);
+    `${meshEvents.length}/${published} published stored (sender: acked ${sum((x) => x.sender.stored)}, resent ${sum((x) => x.sender.resent)}, failed ${sum((x) => x.sender.failed)}), ${announcements.length}/4 instance announcements, audit writers acked ${auditAcked} lost ${writers.reduce((n, w) => n + w.lost, 0)}, victim led audit:${leads.audit} events:${leads.events}`);
 
   assert.equal(lost, 0, "every call settled");
   assert.deepEqual(unhandled, [], "no unhandled rejections");
