@@ -1,6 +1,7 @@
 // For sibling packages (cli, examples, bench) only: not a stable API.
 export * from "./subjects.js";
 export * from "./wire.js";
+export * from "./frames.js";
 export { Registry, instanceFromInfo, MESH_METADATA_KEY } from "./registry.js";
 export { resolveRoute, type RunningInstance, type Route } from "./target.js";
 export * from "./pipeline.js";

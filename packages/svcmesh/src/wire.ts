@@ -31,6 +31,14 @@ export function encodeBody(value: unknown): Uint8Array {
   return out;
 }
 
+/**
+ * msgpack-encodes a value into the encoder's shared buffer: valid only until the next
+ * encode, for a caller that copies it at once (frames.ts). `undefined` is empty.
+ */
+export function encodeBodyShared(value: unknown): Uint8Array {
+  return value === undefined ? EMPTY : encoder.encodeSharedRef(value);
+}
+
 /** Decodes a msgpack body; an empty body is `undefined`. Throws BAD_REQUEST-free errors: callers pick the code. */
 export function decodeBody(bytes: Uint8Array): unknown {
   if (bytes.length === 0) return undefined;
@@ -57,38 +65,26 @@ export function asNatsHeaders(h: EncodedHeaders): MsgHdrs {
 }
 
 /**
- * Request metadata as standard NATS headers (readable by any NATS tool). One writer
- * per connection: the constant head (status line, caller, deadline key) is encoded
- * once; per call only the ASCII tail (deadline digits, request id) is copied in. The
- * writer itself is what nats.js receives, as publish() calls encode() synchronously.
+ * Request metadata as standard NATS headers (readable by any NATS tool). The constant
+ * head of the block (status line, caller, deadline key) is encoded once per connection;
+ * per call only the ASCII tail (deadline digits, request id, extra lines) is written
+ * (frames.ts puts both into the message's one buffer).
  */
-export class RequestHeaderWriter implements EncodedHeaders {
-  private readonly head: Uint8Array;
-  private block: Uint8Array = EMPTY;
+export class RequestHeaders {
+  readonly head: Uint8Array;
 
   constructor(caller: string) {
     this.head = textEncoder.encode(`NATS/1.0\r\n${Header.caller}: ${headerValue(caller)}\r\n${Header.deadline}: `);
   }
 
   /**
-   * Sets the block for the next publish. `requestId` must be ASCII (ours are
-   * nuid.base36); `lines` are extra ASCII header lines, each ending in CRLF (identity
-   * token, policy revision), pre-rendered by the caller and cached per target;
-   * `traceLines` are the call's traceparent/tracestate lines (trace/context.ts).
+   * The tail of one request's block. `requestId` must be ASCII (ours are nuid.base36);
+   * `lines` are extra ASCII header lines, each ending in CRLF (identity token, policy
+   * revision), pre-rendered by the caller and cached per target; `traceLines` are the
+   * call's traceparent/tracestate lines (trace/context.ts).
    */
-  next(deadline: number, requestId: string, lines = "", traceLines = ""): EncodedHeaders {
-    const tail = `${deadline}\r\n${Header.requestId}: ${requestId}\r\n${lines}${traceLines}\r\n`;
-    // allocUnsafe slices Node's buffer pool (4× cheaper than new Uint8Array here); every
-    // byte is written below, and a slice is never handed out twice.
-    const out = Buffer.allocUnsafe(this.head.length + tail.length);
-    out.set(this.head);
-    out.write(tail, this.head.length, "latin1");
-    this.block = out;
-    return this;
-  }
-
-  encode(): Uint8Array {
-    return this.block;
+  tail(deadline: number, requestId: string, lines = "", traceLines = ""): string {
+    return `${deadline}\r\n${Header.requestId}: ${requestId}\r\n${lines}${traceLines}\r\n`;
   }
 }
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { ErrorCode, MeshError, isMeshError, retryableCodes } from "svcmesh";
-import { RequestHeaderWriter, decodeBody, encodeBody, headerFromBlock, headerValue } from "svcmesh/internal";
+import { RequestHeaders, decodeBody, encodeBody, headerFromBlock, headerValue, hpubFrame } from "svcmesh/internal";
 
 test("bodies round-trip through msgpack; empty is undefined", () => {
   const v = { claimId: "C1", usd: 40.5, tags: ["a"], nested: { ok: true } };
@@ -11,15 +11,34 @@ test("bodies round-trip through msgpack; empty is undefined", () => {
   assert.throws(() => decodeBody(new Uint8Array([0xc1])));
 });
 
-test("request headers are a valid NATS header block, fresh bytes per call", () => {
-  const writer = new RequestHeaderWriter("claims-ünï");
-  const first = writer.next(1234, "abc.1").encode();
-  const second = writer.next(5678, "abc.2").encode();
-  assert.notEqual(first, second, "nats.js may still hold the first block until it flushes");
-  assert.equal(new TextDecoder().decode(first), "NATS/1.0\r\nMesh-Caller: claims-ünï\r\nMesh-Deadline: 1234\r\nMesh-Request-Id: abc.1\r\n\r\n");
-  assert.equal(headerFromBlock(second, "Mesh-Caller"), "claims-ünï");
-  assert.equal(headerFromBlock(second, "Mesh-Deadline"), "5678");
-  assert.equal(headerFromBlock(second, "Mesh-Request-Id"), "abc.2");
+test("a request is one HPUB frame: protocol line, header block, body, CRLF; fresh bytes per call", () => {
+  const headers = new RequestHeaders("claims-ünï");
+  const body = encodeBody({ a: 1 });
+  const first = hpubFrame("svc.pay.v1.go", "_INBOX.x.1", headers.head, headers.tail(1234, "abc.1"), body);
+  const second = hpubFrame("svc.pay.v1.go", "_INBOX.x.2", headers.head, headers.tail(5678, "abc.2", "Mesh-Token: t\r\n"), body);
+  assert.notEqual(first.bytes.buffer === second.bytes.buffer && first.bytes.byteOffset === second.bytes.byteOffset, true, "nats.js may still hold the first frame until it flushes");
+  const block = "NATS/1.0\r\nMesh-Caller: claims-ünï\r\nMesh-Deadline: 1234\r\nMesh-Request-Id: abc.1\r\n\r\n";
+  const hlen = Buffer.byteLength(block);
+  const text = Buffer.from(first.bytes).toString("latin1");
+  assert.equal(text.slice(0, first.headerStart), `HPUB svc.pay.v1.go _INBOX.x.1 ${hlen} ${hlen + body.length}\r\n`);
+  assert.equal(new TextDecoder().decode(first.bytes.subarray(first.headerStart, first.bodyStart)), block);
+  assert.deepEqual(decodeBody(first.bytes.subarray(first.bodyStart, first.bodyEnd)), { a: 1 });
+  assert.equal(text.slice(first.bodyEnd), "\r\n");
+  assert.equal(first.bytes.length, first.bodyEnd + 2);
+  const secondBlock = second.bytes.subarray(second.headerStart, second.bodyStart);
+  assert.equal(headerFromBlock(secondBlock, "Mesh-Caller"), "claims-ünï");
+  assert.equal(headerFromBlock(secondBlock, "Mesh-Deadline"), "5678");
+  assert.equal(headerFromBlock(secondBlock, "Mesh-Request-Id"), "abc.2");
+  assert.equal(headerFromBlock(secondBlock, "Mesh-Token"), "t");
+});
+
+test("a frame counts subject bytes, not characters, and may have no reply subject or body", () => {
+  const head = new TextEncoder().encode("NATS/1.0\r\nMesh-Instance: i\r\n\r\n");
+  const f = hpubFrame("_INBOX_ünï.r1", "", head, "", new Uint8Array(0));
+  const line = `HPUB _INBOX_ünï.r1 ${head.length} ${head.length}\r\n`;
+  assert.equal(f.headerStart, Buffer.byteLength(line));
+  assert.equal(new TextDecoder().decode(f.bytes), `${line}NATS/1.0\r\nMesh-Instance: i\r\n\r\n\r\n`);
+  assert.equal(f.bodyStart, f.bodyEnd);
 });
 
 test("header values never carry CR/LF and stay bounded", () => {

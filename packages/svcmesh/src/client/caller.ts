@@ -8,7 +8,7 @@ import type { Registry } from "../registry.js";
 import { type CallSettings, type RateLimit, type RetrySettings, mergeCallSettings } from "../settings.js";
 import { parseTarget, pickLane, resolveRoute, type Route, type Target, type WeightedLanes, weightedLanes } from "../target.js";
 import { validEndpointName } from "../subjects.js";
-import { encodeBody } from "../wire.js";
+import { encodeBodyShared } from "../wire.js";
 import type { TraceContext } from "../trace/context.js";
 import type { RequestTransport } from "./transport.js";
 
@@ -182,13 +182,15 @@ export class Caller {
       subject = `${route.route.lane}.${ctx.endpoint}`;
       route.subjects.set(ctx.endpoint, subject);
     }
+    const lines = this.options.headerLines?.(ctx.target.service);
     let body: Uint8Array;
     try {
-      body = encodeBody(ctx.payload);
+      // Shared: the transport copies it into the message before anything else encodes.
+      body = encodeBodyShared(ctx.payload);
     } catch (e) {
       return Promise.reject(new MeshError("BAD_REQUEST", `payload for ${subject} cannot be encoded as msgpack: ${(e as Error).message}`, { cause: e }));
     }
-    return this.transport.send(subject, body, ctx, this.options.headerLines?.(ctx.target.service));
+    return this.transport.send(subject, body, ctx, lines);
   }
 
   private weightedSubject(route: CachedRoute, w: WeightedLanes, endpoint: string): string | undefined {

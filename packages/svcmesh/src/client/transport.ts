@@ -23,7 +23,8 @@
 // running them twice would be worse than not knowing.
 import { ErrorCode, Events, type Msg, type NatsConnection, type NatsError, nuid, type Subscription } from "nats";
 import { MeshError, isMeshError } from "../errors.js";
-import { type EncodedHeaders, RequestHeaderWriter, asNatsHeaders, decodeReply } from "../wire.js";
+import { type Frame, FramePublisher, hpubFrame } from "../frames.js";
+import { RequestHeaders, decodeReply } from "../wire.js";
 
 /** How often pending calls are checked against their deadlines. */
 const SWEEP_MS = 10;
@@ -50,8 +51,7 @@ interface Pending {
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
   /** What was (or will be) published, kept for a send after a reconnect. */
-  body: Uint8Array;
-  headers: Uint8Array;
+  frame: Frame;
   /** Made while the connection was down: not published yet. */
   held: boolean;
 }
@@ -68,7 +68,8 @@ export class RequestTransport {
   private readonly prefix: string;
   private readonly pending = new Map<string, Pending>();
   private readonly sub: Subscription;
-  private readonly headers: RequestHeaderWriter;
+  private readonly headers: RequestHeaders;
+  private readonly frames: FramePublisher;
   private seq = 0;
   private requestSeq = 0;
   private sweeper: NodeJS.Timeout | undefined;
@@ -78,9 +79,10 @@ export class RequestTransport {
   /** Between a disconnect and the reconnect: new calls are held, not published. */
   private offline = false;
 
-  constructor(private readonly nc: NatsConnection, private readonly options: TransportOptions) {
+  constructor(nc: NatsConnection, private readonly options: TransportOptions) {
     this.prefix = `${options.inboxPrefix}.${this.id}.`;
-    this.headers = new RequestHeaderWriter(options.callerName);
+    this.headers = new RequestHeaders(options.callerName);
+    this.frames = new FramePublisher(nc);
     this.sub = nc.subscribe(`${this.prefix}*`, {
       callback: (err, msg) => {
         if (err) this.onInboxError(err);
@@ -96,19 +98,23 @@ export class RequestTransport {
     return `${this.id}.r${(this.requestSeq++).toString(36)}`;
   }
 
-  /** Sends one attempt; its reply comes back on a token of this transport's inbox. */
+  /**
+   * Sends one attempt; its reply comes back on a token of this transport's inbox.
+   * `body` is copied before this returns (it may be the encoder's shared buffer).
+   */
   send(subject: string, body: Uint8Array, attempt: Attempt, headerLines = ""): Promise<unknown> {
     const { attemptDeadline: deadline, signal } = attempt;
     if (signal?.aborted) return Promise.reject(abortError(subject, signal));
     if (this.inboxRefused) return Promise.reject(this.inboxRefused);
     const token = (this.seq++).toString(36);
     return new Promise<unknown>((resolve, reject) => {
-      const writer = this.headers.next(deadline, attempt.requestId, headerLines, attempt.traceLines);
-      // A fresh slice per call (wire.ts), so keeping it for a later send is safe.
-      const p: Pending = { attempt, resolve, reject, deadline, subject, signal, onAbort: undefined, body, headers: writer.encode(), held: this.offline };
+      const tail = this.headers.tail(deadline, attempt.requestId, headerLines, attempt.traceLines);
+      // A fresh buffer per call, so keeping it for a later send is safe.
+      const frame = hpubFrame(subject, this.prefix + token, this.headers.head, tail, body);
+      const p: Pending = { attempt, resolve, reject, deadline, subject, signal, onAbort: undefined, frame, held: this.offline };
       if (!p.held) {
         try {
-          this.publish(token, p, writer);
+          this.frames.publish(frame);
         } catch (e) {
           reject(publishError(e, subject));
           return;
@@ -132,10 +138,6 @@ export class RequestTransport {
 
   get inFlight(): number {
     return this.pending.size;
-  }
-
-  private publish(token: string, p: Pending, headers: EncodedHeaders = { encode: () => p.headers }): void {
-    this.nc.publish(p.subject, p.body, { reply: this.prefix + token, headers: asNatsHeaders(headers) });
   }
 
   private take(token: string): Pending | undefined {
@@ -182,7 +184,7 @@ export class RequestTransport {
       if (!p.held && !p.attempt.idempotent) continue;
       p.held = false;
       try {
-        this.publish(token, p);
+        this.frames.publish(p.frame);
       } catch (e) {
         this.fail(token, publishError(e, p.subject));
       }

@@ -6,7 +6,8 @@ import { traceContextOfSpan } from "../telemetry/tracer.js";
 import { parseTraceparent, type TraceContext } from "../trace/context.js";
 import type { RequestGuard } from "../policy-state.js";
 import { type MeshCalls, withinDeadline } from "../calls.js";
-import type { EncodedHeaders, RequestMeta } from "../wire.js";
+import type { FramePublisher } from "../frames.js";
+import type { RequestMeta } from "../wire.js";
 import type { CallerRateLimiter } from "./rate-limit.js";
 
 /** Why the callee turned a request away without running its handler. */
@@ -46,7 +47,9 @@ export interface InstanceScope {
   /** originLines() of this instance: every reply names who answered. */
   origin: string;
   /** The header block of successful replies (the origin lines). */
-  okHeaders: EncodedHeaders;
+  okHead: Uint8Array;
+  /** Sends replies as whole frames (frames.ts). */
+  frames: FramePublisher;
   telemetry: ServerTelemetry;
   /** Whether this service writes audit records (and where). */
   audit: boolean;

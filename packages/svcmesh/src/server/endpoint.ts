@@ -11,7 +11,8 @@ import { MeshError, isMeshError } from "../errors.js";
 import { type Schema, describeIssues, schemaOrAny, summarizeIssues } from "../schema.js";
 import { activeTracer, contextManaged, endSpan, type SpanTemplate, spanTemplate, startServerSpan, unsampledSpan, withSpan } from "../telemetry/tracer.js";
 import { notSampled, parseTraceparent, traceIdOf } from "../trace/context.js";
-import { ErrorReplyHeaders, asNatsHeaders, decodeBody, encodeBody, errorReplyBody, readRequestMeta, type RequestMeta } from "../wire.js";
+import { type Frame, hpubFrame } from "../frames.js";
+import { ErrorReplyHeaders, asNatsHeaders, decodeBody, encodeBody, encodeBodyShared, errorReplyBody, readRequestMeta, type RequestMeta } from "../wire.js";
 import { HandlerContext, type InstanceScope, type RejectionType } from "./context.js";
 
 export type Handler = (input: any, ctx: HandlerContext) => unknown;
@@ -160,16 +161,16 @@ async function run(scope: InstanceScope, ep: EndpointRuntime, msg: Msg, meta: Re
       result = checked.data;
     }
     if (!msg.reply) return;
-    let body: Uint8Array;
+    let frame: Frame;
     try {
-      body = encodeBody(result);
+      frame = hpubFrame(msg.reply, "", scope.okHead, "", encodeBodyShared(result));
     } catch (e) {
       return fail(new MeshError("BAD_RESPONSE", `${scope.service}.${ep.name} returned a value msgpack cannot encode: ${(e as Error).message}`));
     }
     try {
-      msg.respond(body, { headers: asNatsHeaders(scope.okHeaders) });
+      scope.frames.publish(frame);
     } catch (e) {
-      fail(replyFailure(scope, ep, e, body.length));
+      fail(replyFailure(scope, ep, e, frame.bodyEnd - frame.bodyStart));
     }
   } catch (e) {
     scope.logger.error({ err: e, endpoint: ep.name }, "request failed outside the handler");

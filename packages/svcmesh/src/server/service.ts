@@ -13,6 +13,7 @@ import { INSTANCE_STARTED, INSTANCE_STOPPED, type InstanceAnnouncement, MESH_MET
 import { type Schema, isSchema, jsonSchemaText } from "../schema.js";
 import { EVENTS_ROOT, exactLane, majorLane, queueGroup, validEndpointName, validServiceName } from "../subjects.js";
 import type { RateLimit } from "../settings.js";
+import { FramePublisher } from "../frames.js";
 import { encodeBody, headerBlock, originLines } from "../wire.js";
 import { auditSubject } from "../audit/record.js";
 import type { HandlerContext, InstanceScope, RejectionEvent, ServerTelemetry } from "./context.js";
@@ -223,7 +224,8 @@ class Instance implements InstanceHandle {
       guard: new RequestGuard(this.name, this.deps.policy),
       onRejected: this.deps.onRejected,
       origin,
-      okHeaders: headerBlock(origin),
+      okHead: headerBlock(origin).encode(),
+      frames: new FramePublisher(this.deps.nc),
       telemetry: this.deps.telemetry,
       audit: this.spec.audit !== false && this.deps.telemetry.audit !== undefined,
       auditSubject: auditSubject(this.name),
