@@ -1,8 +1,9 @@
 // The only place that knows how bodies and mesh headers look on the wire.
-import { Decoder, Encoder } from "@msgpack/msgpack";
+import { Encoder } from "@msgpack/msgpack";
 import type { Msg, MsgHdrs } from "nats";
 import type { ErrorCode } from "./codes.js";
 import { MeshError, meshErrorFromWire } from "./errors.js";
+import { BodyDecoder } from "./msgpack-decoder.js";
 import { Header } from "./subjects.js";
 
 const encoder = new Encoder({ ignoreUndefined: true });
@@ -13,7 +14,7 @@ const encoder = new Encoder({ ignoreUndefined: true });
  * next to decoding it, and not kept (a decoder holds on to its last input).
  */
 const SMALL_BODY = 65_536;
-const decoder = new Decoder({ maxArrayLength: SMALL_BODY });
+const decoder = new BodyDecoder({ maxArrayLength: SMALL_BODY });
 const textEncoder = new TextEncoder();
 const EMPTY = new Uint8Array(0);
 const MAX_HEADER_VALUE = 1024;
@@ -42,7 +43,7 @@ export function encodeBodyShared(value: unknown): Uint8Array {
 /** Decodes a msgpack body; an empty body is `undefined`. Throws BAD_REQUEST-free errors: callers pick the code. */
 export function decodeBody(bytes: Uint8Array): unknown {
   if (bytes.length === 0) return undefined;
-  return (bytes.length < SMALL_BODY ? decoder : new Decoder({ maxArrayLength: bytes.length })).decode(bytes);
+  return (bytes.length < SMALL_BODY ? decoder : new BodyDecoder({ maxArrayLength: bytes.length })).decode(bytes);
 }
 
 /** Header values may not hold CR/LF and should stay short. */

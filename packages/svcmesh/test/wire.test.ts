@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { Decoder } from "@msgpack/msgpack";
+import fc from "fast-check";
 import { ErrorCode, MeshError, isMeshError, retryableCodes } from "svcmesh";
-import { RequestHeaders, decodeBody, encodeBody, headerFromBlock, headerValue, hpubFrame } from "svcmesh/internal";
+import { BodyDecoder, RequestHeaders, decodeBody, encodeBody, headerFromBlock, headerValue, hpubFrame } from "svcmesh/internal";
 
 test("bodies round-trip through msgpack; empty is undefined", () => {
   const v = { claimId: "C1", usd: 40.5, tags: ["a"], nested: { ok: true } };
@@ -39,6 +41,20 @@ test("a frame counts subject bytes, not characters, and may have no reply subjec
   assert.equal(f.headerStart, Buffer.byteLength(line));
   assert.equal(new TextDecoder().decode(f.bytes), `${line}NATS/1.0\r\nMesh-Instance: i\r\n\r\n\r\n`);
   assert.equal(f.bodyStart, f.bodyEnd);
+});
+
+test("bodies decode as msgpack's own decoder decodes them, strings made natively (msgpack-decoder.ts)", () => {
+  assert.equal(BodyDecoder.name, "NativeStringDecoder", "the override checks out against this msgpack version");
+  const stock = new Decoder();
+  const samples = [
+    { claimId: "C-2026-0012345", claimant: "Zoë Ünïcode", notes: "", long: "é".repeat(150), longer: "x".repeat(70_000), tags: ["a", "ß", "😀"] },
+    ["", "a", "a".repeat(31), "a".repeat(32), "a".repeat(255), "a".repeat(256)],
+    { nested: { deeper: { key: "value", "ключ": "значение" } } },
+  ];
+  for (const v of samples) assert.deepEqual(decodeBody(encodeBody(v)), stock.decode(encodeBody(v)));
+  fc.assert(fc.property(fc.jsonValue(), (v) => assert.deepEqual(decodeBody(encodeBody(v)), stock.decode(encodeBody(v)))), { numRuns: 500 });
+  // Truncated and over-long input still fails as before.
+  assert.throws(() => decodeBody(encodeBody({ s: "truncated string" }).subarray(0, 8)), /Insufficient data/);
 });
 
 test("header values never carry CR/LF and stay bounded", () => {
