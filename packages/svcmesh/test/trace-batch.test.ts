@@ -39,3 +39,12 @@ test("malformed messages and calls are counted, good calls beside them kept", ()
     assert.deepEqual(decodeTraceBatch(body), { events: [], malformed: 1 });
   }
 });
+
+test("a batch is encoded call by call as it fills (past its first buffers) and decodes as the plain message would", () => {
+  const records = Array.from({ length: 1200 }, (_, i) => record({ requestId: `abc.r${i}`, instance: `i${i % 3}`, latencyMs: i / 7, status: i % 10 === 0 ? "TIMEOUT" : "ok" }));
+  const bytes = encodeTraceBatch(records);
+  assert.deepEqual(decodeTraceBatch(bytes), { events: records, malformed: 0 });
+  const raw = decodeBody(bytes) as Record<string, unknown>;
+  assert.deepEqual(Object.keys(raw), ["v", "caller", "service", "endpoint", "rate", "origins", "calls"]);
+  assert.equal((raw.calls as unknown[]).length, 1200);
+});

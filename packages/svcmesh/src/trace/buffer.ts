@@ -1,5 +1,5 @@
 // Batches svc.trace records: one NATS message per endpoint per flush (see event.ts for
-// the format), so a traced call costs an array push, not a publish. Bounded: beyond `maxBuffered`
+// the format), so a traced call costs a few encoded bytes, not a publish. Bounded: beyond `maxBuffered`
 // records wait at once, new ones are dropped and counted (trace records are a live
 // feed; the audit trail is the durable record).
 import type { NatsConnection } from "nats";
@@ -82,7 +82,7 @@ export class TraceBuffer {
     const byEndpoint = this.batches.get(service);
     byEndpoint?.delete(endpoint);
     if (byEndpoint?.size === 0) this.batches.delete(service);
-    const records = batch.calls.length;
+    const records = batch.size;
     this.buffered -= records;
     if (this.nc.isClosed()) {
       this.dropped += records;

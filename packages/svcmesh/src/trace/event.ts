@@ -12,7 +12,7 @@
 // `origin` indexes `origins`, or is -1 when no instance answered.
 import { z } from "zod";
 import { TRACE_ROOT } from "../subjects.js";
-import { decodeBody, encodeBody } from "../wire.js";
+import { decodeBody, encodeBodyShared } from "../wire.js";
 
 export const TraceEventSchema = z.object({
   time: z.number().describe("when the call started, ms since the epoch"),
@@ -55,13 +55,27 @@ export interface TraceBatchHeader {
   rate: number;
 }
 
-/** The records of one message as they accumulate (trace/buffer.ts keeps one per endpoint). */
+/**
+ * The records of one message as they accumulate (trace/buffer.ts keeps one per
+ * endpoint). Each call is encoded as it is added: a batch waits up to a flush interval,
+ * and at 100% sampling thousands of records held as objects that long outlived the
+ * young generation, so every one was copied by the garbage collector and promoted.
+ * Bytes in one growing buffer cost it nothing.
+ */
 export class TraceBatch {
-  readonly calls: TraceCall[] = [];
   private readonly origins: [string, string][] = [];
   private readonly originIndex = new Map<string, number>();
+  /** The encoded calls, back to back: the body of the `calls` array. */
+  private bytes: Uint8Array = new Uint8Array(0);
+  private used = 0;
+  private count = 0;
 
   constructor(readonly header: TraceBatchHeader) {}
+
+  /** The calls held. */
+  get size(): number {
+    return this.count;
+  }
 
   /** Adds a call answered by `instance` ("" when none answered); returns the calls held. */
   add(call: TraceCall, instance: string, version: string): number {
@@ -74,12 +88,31 @@ export class TraceBatch {
       }
       call[1] = i;
     }
-    return this.calls.push(call);
+    const encoded = encodeBodyShared(call);
+    if (this.used + encoded.length > this.bytes.length) {
+      const grown = Buffer.allocUnsafe(Math.max(2048, 2 * (this.used + encoded.length)));
+      grown.set(this.bytes.subarray(0, this.used));
+      this.bytes = grown;
+    }
+    this.bytes.set(encoded, this.used);
+    this.used += encoded.length;
+    return ++this.count;
   }
 
   encode(): Uint8Array {
     const { caller, service, endpoint, rate } = this.header;
-    return encodeBody({ v: 1, caller, service, endpoint, rate, origins: this.origins, calls: this.calls });
+    // The map with an empty `calls` (its last key) ends in 0x90, an empty array: that
+    // byte becomes an array32 header for the calls, whose bytes follow.
+    const head = encodeBodyShared({ v: 1, caller, service, endpoint, rate, origins: this.origins, calls: [] });
+    if (head[head.length - 1] !== 0x90) throw new Error("trace batch: unexpected msgpack layout");
+    const out = Buffer.allocUnsafe(head.length - 1 + 5 + this.used);
+    out.set(head.subarray(0, head.length - 1));
+    let at = head.length - 1;
+    out[at] = 0xdd;
+    out.writeUInt32BE(this.count, at + 1);
+    at += 5;
+    out.set(this.bytes.subarray(0, this.used), at);
+    return out;
   }
 }
 
