@@ -6,7 +6,7 @@
 //
 //   node bench/tracing-cost.mjs [--rounds 5] [--ms 2000] [--inflight 256] [--configs off,nosdk1,sdk1,sdk100]
 //
-// Configurations: off (trace: false), nosdk1 (trace records at 1%, no SDK), sdk1 / sdk100
+// Configurations: off (trace: false), nosdk1 / nosdk100 (trace records at 1% / 100%, no SDK), sdk1 / sdk100
 // (an OpenTelemetry SDK with a 1% / 100% sampler, as bench/otel.mjs registers it, and
 // trace records at the same rate).
 import { trace } from "@opentelemetry/api";
@@ -23,6 +23,7 @@ const inFlight = Number(values.inflight);
 const CONFIGS = {
   off: { trace: false, sdk: undefined },
   nosdk1: { trace: { sampleRate: 0.01 }, sdk: undefined },
+  nosdk100: { trace: { sampleRate: 1 }, sdk: undefined },
   sdk1: { trace: { sampleRate: 0.01 }, sdk: 0.01 },
   sdk100: { trace: { sampleRate: 1 }, sdk: 1 },
 };
