@@ -2,7 +2,7 @@
 // decoder builds strings under 200 bytes in JavaScript, with an array of char codes per
 // string: a third of the garbage a service makes per request (a claim has nine short
 // strings), and a fifth of its decode time. Map keys still go through msgpack's key
-// cache, and anything unusual (too long, truncated) through the stock code.
+// cache, as in the stock code, and anything unusual (too long, truncated) through it.
 //
 // It overrides `decodeUtf8String`, an internal method of @msgpack/msgpack 3.x. Should
 // that change, the check below finds out once at startup and the stock decoder is used.
@@ -13,7 +13,7 @@ interface DecoderInternals {
   bytes: Uint8Array;
   pos: number;
   maxStrLength: number;
-  keyDecoder: { canBeCached(byteLength: number): boolean } | null | undefined;
+  keyDecoder: { canBeCached(byteLength: number): boolean; decode(bytes: Uint8Array, start: number, byteLength: number): string } | null | undefined;
   stateIsMapKey(): boolean;
   decodeUtf8String(byteLength: number, headerOffset: number): string;
 }
@@ -28,10 +28,10 @@ const stockDecodeUtf8String = stock.decodeUtf8String;
 (NativeStringDecoder.prototype as unknown as DecoderInternals).decodeUtf8String = function (this: DecoderInternals, byteLength: number, headerOffset: number): string {
   const start = this.pos + headerOffset;
   const end = start + byteLength;
-  if (byteLength > this.maxStrLength || end > this.bytes.byteLength || (this.stateIsMapKey() && this.keyDecoder?.canBeCached(byteLength))) {
-    return stockDecodeUtf8String.call(this, byteLength, headerOffset);
-  }
-  const text = utf8Slice.call(this.bytes, start, end);
+  // Too long or cut short: the stock code throws its own errors.
+  if (byteLength > this.maxStrLength || end > this.bytes.byteLength) return stockDecodeUtf8String.call(this, byteLength, headerOffset);
+  const keys = this.keyDecoder;
+  const text = keys && this.stateIsMapKey() && keys.canBeCached(byteLength) ? keys.decode(this.bytes, start, byteLength) : utf8Slice.call(this.bytes, start, end);
   this.pos = end;
   return text;
 };
