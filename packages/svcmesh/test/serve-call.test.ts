@@ -144,6 +144,9 @@ describe("failures carry their codes", () => {
         slow: { handler: async () => { await sleep(300); return "late"; } },
         wrongOutput: { output: Txn, handler: () => ({ txn: 42 }) as never }, // wrong on purpose
         echo: { handler: (req) => req },
+        asyncBoom: { handler: async () => { await sleep(1); throw new Error("ledger went away"); } },
+        // Not a Promise, but awaitable: answered with what it resolves to.
+        thenable: { output: Txn, handler: () => ({ then: (resolve: (v: unknown) => void) => resolve({ txn: "T-1", by: "thenable" }) }) as never },
       },
     });
     caller = await mesh("err-caller");
@@ -174,6 +177,13 @@ describe("failures carry their codes", () => {
     assert.equal(e.message, "ledger is locked");
     assert.equal(e.details, undefined);
     assert.ok(!JSON.stringify(e).includes("at "), "no remote stack travels");
+  });
+
+  test("a handler's rejected promise is HANDLER_ERROR like a throw; a thenable's value is the answer", async () => {
+    const e = await codeOf(caller.call("err", "asyncBoom"));
+    assert.equal(e.code, "HANDLER_ERROR");
+    assert.equal(e.message, "ledger went away");
+    assert.deepEqual(await caller.call("err", "thenable"), { txn: "T-1", by: "thenable" });
   });
 
   test("a MeshError thrown by a handler keeps its code", async () => {

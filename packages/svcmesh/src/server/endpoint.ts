@@ -54,9 +54,82 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
     span.setAttribute("svcmesh.request_id", meta.requestId);
   }
   const outcome: Outcome = { status: "ok", message: undefined, handlerRan: false };
+  // One async function per request (not one per stage): each costs a promise and a frame.
+  let admitted = false;
   try {
-    await run(scope, ep, msg, meta, startedAt, span, outcome);
+    if (meta.deadline <= startedAt) {
+      return fail(scope, msg, outcome, new MeshError("TIMEOUT", `deadline passed before ${scope.service}.${ep.name} could start`));
+    }
+    // Who is calling, and may they: verified against the policy in force (open without one).
+    try {
+      meta.caller = scope.guard.admit(meta, ep.name, startedAt);
+    } catch (e) {
+      return fail(scope, msg, outcome, e as MeshError);
+    }
+    // Nothing configured costs one field check each: no lookups, no allocations.
+    if (scope.limiter !== undefined) {
+      const limited = scope.limiter.take(meta.caller, performance.now());
+      if (limited !== undefined) {
+        rejected(scope, "rate_limited", ep.name, meta.caller);
+        return fail(scope, msg, outcome, limited);
+      }
+    }
+    if (ep.inFlight >= ep.maxConcurrent) {
+      scope.limiter?.refund(meta.caller); // turned away, not served: the token goes back
+      rejected(scope, "bulkhead_full", ep.name, meta.caller);
+      return fail(scope, msg, outcome, new MeshError("UNAVAILABLE", `${scope.service}.${ep.name} is at capacity (${ep.maxConcurrent} requests in flight on instance ${scope.instance}); try again shortly`, {
+        details: { maxConcurrent: ep.maxConcurrent },
+      }));
+    }
+    ep.inFlight++;
+    admitted = true;
+    let input: unknown;
+    try {
+      input = decodeBody(msg.data);
+    } catch {
+      return fail(scope, msg, outcome, new MeshError("BAD_REQUEST", `request body for ${scope.service}.${ep.name} is not valid msgpack`));
+    }
+    const parsed = ep.input.safeParse(input);
+    if (!parsed.success) {
+      const issues = summarizeIssues(parsed.error);
+      return fail(scope, msg, outcome, new MeshError("BAD_REQUEST", `invalid input for ${scope.service}.${ep.name}: ${describeIssues(issues)}`, { details: { issues } }));
+    }
+    let result: unknown;
+    outcome.handlerRan = true;
+    try {
+      const ctx = new HandlerContext(scope, ep.name, meta, span);
+      result = span ? withSpan(span, () => ep.handler(parsed.data, ctx)) : ep.handler(parsed.data, ctx);
+      // A handler that answers at once is not awaited: that would cost a microtask turn.
+      if (isThenable(result)) result = await result;
+    } catch (e) {
+      return fail(scope, msg, outcome, handlerFailure(scope, ep, e));
+    }
+    if (ep.checkOutput) {
+      const checked = ep.output.safeParse(result);
+      if (!checked.success) {
+        const issues = summarizeIssues(checked.error);
+        scope.logger.error({ endpoint: ep.name, issues }, "handler returned output that does not match its schema");
+        return fail(scope, msg, outcome, new MeshError("BAD_RESPONSE", `${scope.service}.${ep.name} produced invalid output: ${describeIssues(issues)}`, { details: { issues } }));
+      }
+      result = checked.data;
+    }
+    if (!msg.reply) return;
+    let frame: Frame;
+    try {
+      frame = hpubFrame(msg.reply, "", scope.okHead, "", encodeBodyShared(result));
+    } catch (e) {
+      return fail(scope, msg, outcome, new MeshError("BAD_RESPONSE", `${scope.service}.${ep.name} returned a value msgpack cannot encode: ${(e as Error).message}`));
+    }
+    try {
+      scope.frames.publish(frame);
+    } catch (e) {
+      fail(scope, msg, outcome, replyFailure(scope, ep, e, frame.bodyEnd - frame.bodyStart));
+    }
+  } catch (e) {
+    scope.logger.error({ err: e, endpoint: ep.name }, "request failed outside the handler");
+    fail(scope, msg, outcome, new MeshError("HANDLER_ERROR", "internal error while handling the request"));
   } finally {
+    if (admitted) ep.inFlight--;
     settled();
     const ms = performance.now() - t0;
     if (recording) {
@@ -98,86 +171,15 @@ interface Outcome {
   handlerRan: boolean;
 }
 
-async function run(scope: InstanceScope, ep: EndpointRuntime, msg: Msg, meta: RequestMeta, now: number, span: Span | undefined, outcome: Outcome): Promise<void> {
-  const fail = (e: MeshError): void => {
-    outcome.status = e.code;
-    outcome.message = e.message;
-    replyError(scope, msg, e);
-  };
-  let admitted = false;
-  try {
-    if (meta.deadline <= now) {
-      return fail(new MeshError("TIMEOUT", `deadline passed before ${scope.service}.${ep.name} could start`));
-    }
-    // Who is calling, and may they: verified against the policy in force (open without one).
-    try {
-      meta.caller = scope.guard.admit(meta, ep.name, now);
-    } catch (e) {
-      return fail(e as MeshError);
-    }
-    // Nothing configured costs one field check each: no lookups, no allocations.
-    if (scope.limiter !== undefined) {
-      const limited = scope.limiter.take(meta.caller, performance.now());
-      if (limited !== undefined) {
-        rejected(scope, "rate_limited", ep.name, meta.caller);
-        return fail(limited);
-      }
-    }
-    if (ep.inFlight >= ep.maxConcurrent) {
-      scope.limiter?.refund(meta.caller); // turned away, not served: the token goes back
-      rejected(scope, "bulkhead_full", ep.name, meta.caller);
-      return fail(new MeshError("UNAVAILABLE", `${scope.service}.${ep.name} is at capacity (${ep.maxConcurrent} requests in flight on instance ${scope.instance}); try again shortly`, {
-        details: { maxConcurrent: ep.maxConcurrent },
-      }));
-    }
-    ep.inFlight++;
-    admitted = true;
-    let input: unknown;
-    try {
-      input = decodeBody(msg.data);
-    } catch {
-      return fail(new MeshError("BAD_REQUEST", `request body for ${scope.service}.${ep.name} is not valid msgpack`));
-    }
-    const parsed = ep.input.safeParse(input);
-    if (!parsed.success) {
-      const issues = summarizeIssues(parsed.error);
-      return fail(new MeshError("BAD_REQUEST", `invalid input for ${scope.service}.${ep.name}: ${describeIssues(issues)}`, { details: { issues } }));
-    }
-    let result: unknown;
-    outcome.handlerRan = true;
-    try {
-      const ctx = new HandlerContext(scope, ep.name, meta, span);
-      result = await (span ? withSpan(span, () => ep.handler(parsed.data, ctx)) : ep.handler(parsed.data, ctx));
-    } catch (e) {
-      return fail(handlerFailure(scope, ep, e));
-    }
-    if (ep.checkOutput) {
-      const checked = ep.output.safeParse(result);
-      if (!checked.success) {
-        const issues = summarizeIssues(checked.error);
-        scope.logger.error({ endpoint: ep.name, issues }, "handler returned output that does not match its schema");
-        return fail(new MeshError("BAD_RESPONSE", `${scope.service}.${ep.name} produced invalid output: ${describeIssues(issues)}`, { details: { issues } }));
-      }
-      result = checked.data;
-    }
-    if (!msg.reply) return;
-    let frame: Frame;
-    try {
-      frame = hpubFrame(msg.reply, "", scope.okHead, "", encodeBodyShared(result));
-    } catch (e) {
-      return fail(new MeshError("BAD_RESPONSE", `${scope.service}.${ep.name} returned a value msgpack cannot encode: ${(e as Error).message}`));
-    }
-    try {
-      scope.frames.publish(frame);
-    } catch (e) {
-      fail(replyFailure(scope, ep, e, frame.bodyEnd - frame.bodyStart));
-    }
-  } catch (e) {
-    scope.logger.error({ err: e, endpoint: ep.name }, "request failed outside the handler");
-    fail(new MeshError("HANDLER_ERROR", "internal error while handling the request"));
-  } finally {
-    if (admitted) ep.inFlight--;
-  }
+/** Records the failure and replies with it. */
+function fail(scope: InstanceScope, msg: Msg, outcome: Outcome, e: MeshError): void {
+  outcome.status = e.code;
+  outcome.message = e.message;
+  replyError(scope, msg, e);
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return value instanceof Promise || (typeof value === "object" && value !== null && typeof (value as { then?: unknown }).then === "function");
 }
 
 /** One audit record for a request whose handler ran (audit/writer.ts stores it once per request id). */
