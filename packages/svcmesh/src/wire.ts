@@ -131,6 +131,38 @@ function rawHeaders(msg: Msg): { bytes: Uint8Array; end: number } | undefined | 
   return hdr > -1 ? { bytes: inner._rdata, end: hdr } : undefined;
 }
 
+/**
+ * The decimal number a message's subject ends with after its first `prefixLength`
+ * characters (a reply token on a private inbox), or -1. Read from the subject's bytes
+ * when nats.js's MsgImpl exposes them (`_msg.subject`): decoding the subject into a
+ * string, slicing it and hashing the slice cost more than the rest of matching a reply.
+ */
+export function subjectNumber(msg: Msg, prefixLength: number): number {
+  const raw = (msg as unknown as { _msg?: { subject?: unknown } })._msg?.subject;
+  if (raw instanceof Uint8Array) return digitsAt(raw, prefixLength, raw.length);
+  const text = msg.subject;
+  let n = 0;
+  if (text.length <= prefixLength || text.length - prefixLength > 15) return -1;
+  for (let i = prefixLength; i < text.length; i++) {
+    const d = text.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return -1;
+    n = n * 10 + d;
+  }
+  return n;
+}
+
+function digitsAt(bytes: Uint8Array, start: number, end: number): number {
+  // 15 digits stay exact in a double.
+  if (end <= start || end - start > 15) return -1;
+  let n = 0;
+  for (let i = start; i < end; i++) {
+    const d = bytes[i]! - 48;
+    if (d < 0 || d > 9) return -1;
+    n = n * 10 + d;
+  }
+  return n;
+}
+
 /** The raw header block of a received message, or undefined (none) or null (internals changed). */
 export function rawHeaderBlock(msg: Msg): Uint8Array | undefined | null {
   const raw = rawHeaders(msg);

@@ -3,7 +3,7 @@ import { test } from "node:test";
 import { Decoder } from "@msgpack/msgpack";
 import fc from "fast-check";
 import { ErrorCode, MeshError, isMeshError, retryableCodes } from "svcmesh";
-import { BodyDecoder, RequestHeaders, decodeBody, encodeBody, headerFromBlock, headerValue, hpubFrame } from "svcmesh/internal";
+import { BodyDecoder, RequestHeaders, subjectNumber, decodeBody, encodeBody, headerFromBlock, headerValue, hpubFrame } from "svcmesh/internal";
 
 test("bodies round-trip through msgpack; empty is undefined", () => {
   const v = { claimId: "C1", usd: 40.5, tags: ["a"], nested: { ok: true } };
@@ -55,6 +55,18 @@ test("bodies decode as msgpack's own decoder decodes them, strings made natively
   fc.assert(fc.property(fc.jsonValue(), (v) => assert.deepEqual(decodeBody(encodeBody(v)), stock.decode(encodeBody(v)))), { numRuns: 500 });
   // Truncated and over-long input still fails as before.
   assert.throws(() => decodeBody(encodeBody({ s: "truncated string" }).subarray(0, 8)), /Insufficient data/);
+});
+
+test("a reply token is read from the subject's bytes, or from its text when nats.js's internals are absent", () => {
+  const prefix = "_INBOX.abc.";
+  const viaBytes = (subject: string) => subjectNumber({ _msg: { subject: new TextEncoder().encode(subject) } } as never, prefix.length);
+  const viaText = (subject: string) => subjectNumber({ subject } as never, prefix.length);
+  for (const read of [viaBytes, viaText]) {
+    assert.equal(read(`${prefix}0`), 0);
+    assert.equal(read(`${prefix}123456`), 123456);
+    assert.equal(read(`${prefix}999999999999999`), 999999999999999);
+    for (const bad of [prefix, `${prefix}12a`, `${prefix}-1`, `${prefix}1234567890123456`, "_INBOX"]) assert.equal(read(bad), -1, bad);
+  }
 });
 
 test("header values never carry CR/LF and stay bounded", () => {

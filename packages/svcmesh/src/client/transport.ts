@@ -24,7 +24,7 @@
 import { ErrorCode, Events, type Msg, type NatsConnection, type NatsError, nuid, type Subscription } from "nats";
 import { MeshError, isMeshError } from "../errors.js";
 import { type Frame, FramePublisher, hpubFrame } from "../frames.js";
-import { RequestHeaders, decodeReply } from "../wire.js";
+import { RequestHeaders, decodeReply, subjectNumber } from "../wire.js";
 
 /** How often pending calls are checked against their deadlines. */
 const SWEEP_MS = 10;
@@ -66,7 +66,8 @@ export interface TransportOptions {
 export class RequestTransport {
   private readonly id = nuid.next();
   private readonly prefix: string;
-  private readonly pending = new Map<string, Pending>();
+  /** By reply token: the number after the inbox prefix. */
+  private readonly pending = new Map<number, Pending>();
   private readonly sub: Subscription;
   private readonly headers: RequestHeaders;
   private readonly frames: FramePublisher;
@@ -106,7 +107,7 @@ export class RequestTransport {
     const { attemptDeadline: deadline, signal } = attempt;
     if (signal?.aborted) return Promise.reject(abortError(subject, signal));
     if (this.inboxRefused) return Promise.reject(this.inboxRefused);
-    const token = (this.seq++).toString(36);
+    const token = this.seq++;
     return new Promise<unknown>((resolve, reject) => {
       const tail = this.headers.tail(deadline, attempt.requestId, headerLines, attempt.traceLines);
       // A fresh buffer per call, so keeping it for a later send is safe.
@@ -140,7 +141,7 @@ export class RequestTransport {
     return this.pending.size;
   }
 
-  private take(token: string): Pending | undefined {
+  private take(token: number): Pending | undefined {
     const p = this.pending.get(token);
     if (!p) return undefined; // late reply after a timeout or cancel
     this.pending.delete(token);
@@ -149,7 +150,7 @@ export class RequestTransport {
   }
 
   private onReply(msg: Msg): void {
-    const p = this.take(msg.subject.slice(this.prefix.length));
+    const p = this.take(subjectNumber(msg, this.prefix.length));
     if (!p) return;
     p.attempt.reply = msg;
     let value: unknown;
@@ -210,7 +211,7 @@ export class RequestTransport {
     for (const token of [...this.pending.keys()]) this.fail(token, this.inboxRefused);
   }
 
-  private fail(token: string, error: MeshError): void {
+  private fail(token: number, error: MeshError): void {
     this.take(token)?.reject(error);
   }
 
