@@ -1,9 +1,10 @@
 // Child process: one measurement of one row at one concurrency.
 //   node bench/caller.mjs <row> <natsUrl> <inFlight> <warmupMs> <durationMs>
 // Runs <inFlight> closed-loop workers for warmup + duration, records the latency of
-// every call that completes inside the measured window, and sends { result } to the
-// parent over IPC. { mark: "start" | "end" } tell the parent when the window opens and
+// every call that completes inside the measured window (in histogram.mjs's buckets),
+// and sends { result } to the parent over IPC. { mark: "start" | "end" } tell the parent when the window opens and
 // closes, so it can account CPU for exactly that window (cpu.mjs).
+import { LatencyHistogram } from "./histogram.mjs";
 import { loadRow } from "./rows/index.mjs";
 
 const [rowId, url, ...nums] = process.argv.slice(2);
@@ -13,12 +14,11 @@ if (![inFlight, warmupMs, durationMs].every((n) => Number.isInteger(n) && n >= 0
 }
 process.on("disconnect", () => process.exit(1));
 
-// Room for 1M calls/s, far above what this machine does; allocated once (the pages are
-// only touched as they fill). With maxCalls it bounds the loop in count, as `end`
-// bounds it in time: no worker starts a call past either.
+// Room for 1M calls/s, far above what this machine does: bounds the loop in count, as
+// `end` bounds it in time; no worker starts a call past either.
 const capacity = Math.ceil(durationMs * 1000);
 const maxCalls = Math.ceil((warmupMs + durationMs) * 1000);
-const latencies = new Float64Array(capacity);
+const latencies = new LatencyHistogram();
 let completed = 0;
 let errors = 0;
 let totalCalls = 0; // warm-up included: what a CPU profile of this process saw
@@ -50,7 +50,10 @@ async function worker() {
     totalCalls++;
     if (t1 < start || t1 >= end) continue; // warm-up, or finished after the window closed
     if (completed + errors === 0) mark("start");
-    if (ok) latencies[completed++] = t1 - t0;
+    if (ok) {
+      latencies.record((t1 - t0) * 1000);
+      completed++;
+    }
     else errors++;
   }
 }
@@ -58,8 +61,7 @@ async function worker() {
 await Promise.all(Array.from({ length: inFlight }, worker));
 await client.close();
 
-const sorted = latencies.subarray(0, completed).sort();
-const quantileUs = (q) => (completed ? Math.round(sorted[Math.min(completed - 1, Math.floor(q * completed))] * 1000) : null);
+const quantileUs = (q) => (completed ? Math.round(latencies.quantile(q)) : null);
 process.send(
   {
     result: {
