@@ -101,12 +101,13 @@ export function unsampled(parent: TraceContext | undefined): parent is TraceCont
   return parent !== undefined && (parent.flags & 1) === 0;
 }
 
-const OK_STATUS = { code: SpanStatusCode.OK } as const;
-
-/** Ends a span with the call's outcome: OK, or ERROR with the mesh error code as `error.type`. */
+/**
+ * Ends a span with the call's outcome: a success leaves the status unset, as the
+ * OpenTelemetry spec asks of instrumentation libraries (OK is final, and is for the
+ * application to set); a failure is ERROR with the mesh error code as `error.type`.
+ */
 export function endSpan(span: Span, status: string, message: string | undefined): void {
-  if (status === "ok") span.setStatus(OK_STATUS);
-  else {
+  if (status !== "ok") {
     span.setAttribute("error.type", status);
     span.setAttribute("svcmesh.error_code", status);
     span.setStatus({ code: SpanStatusCode.ERROR, ...(message ? { message } : {}) });
