@@ -43,6 +43,7 @@ export interface Attempt {
 }
 
 interface Pending {
+  /** The fields below are emptied once the call settles (see release()). */
   attempt: Attempt;
   resolve(value: unknown): void;
   reject(e: MeshError): void;
@@ -159,9 +160,11 @@ export class RequestTransport {
     } catch (e) {
       if (isMeshError(e) && e.code === "NO_RESPONDERS") this.options.onFailure?.("NO_RESPONDERS", p.subject);
       p.reject(e as MeshError);
+      release(p);
       return;
     }
     p.resolve(value);
+    release(p);
   }
 
   private async watchStatus(): Promise<void> {
@@ -212,7 +215,10 @@ export class RequestTransport {
   }
 
   private fail(token: number, error: MeshError): void {
-    this.take(token)?.reject(error);
+    const p = this.take(token);
+    if (!p) return;
+    p.reject(error);
+    release(p);
   }
 
   private sweep(): void {
@@ -233,6 +239,28 @@ export class RequestTransport {
       }
     }
   }
+}
+
+const SETTLED_ATTEMPT: Attempt = { attemptDeadline: 0, signal: undefined, requestId: "", idempotent: false, traceLines: "", reply: undefined };
+const SETTLED_FRAME: Frame = { bytes: new Uint8Array(0), subject: "", reply: "", headerStart: 0, bodyStart: 0, bodyEnd: 0 };
+const settled = (): void => {};
+
+/**
+ * Empties a settled call's entry. Dead objects that were already promoted can still
+ * point at it until the next full GC (a Map's rehashed tables keep their old entries,
+ * for instance), and young objects they point at count as live in every minor GC. An
+ * entry that kept its call's context, frame and promise functions kept all of them, and
+ * the reply they led to, alive to be promoted in turn, call after call: once V8 started
+ * promoting, the caller spent 9.5 µs per call instead of 6 (measured with a 24 MB buffer
+ * in the process, which makes V8 promote early; a 1,000-rule policy did the same).
+ */
+function release(p: Pending): void {
+  p.attempt = SETTLED_ATTEMPT;
+  p.frame = SETTLED_FRAME;
+  p.resolve = settled;
+  p.reject = settled;
+  p.signal = undefined;
+  p.onAbort = undefined;
 }
 
 function abortError(subject: string, signal: AbortSignal): MeshError {
