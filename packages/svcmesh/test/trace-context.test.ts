@@ -74,4 +74,9 @@ test("sampling is decided by the trace id: the same for every hop, at about the 
   for (const id of ids.slice(0, 100)) assert.equal(sampledAt(id, 0.1), sampledAt(id, 0.1));
   assert.ok(ids.every((id) => sampledAt(id, 1)));
   assert.ok(!ids.some((id) => sampledAt(id, 0)));
+  // The decision is the last 8 hex digits as a fraction of 2^32, whoever made the id.
+  for (const id of [...ids.slice(0, 2000), "f".repeat(32), "0".repeat(24) + "19999999", "A".repeat(24) + "1999999A"]) {
+    const fraction = parseInt(id.slice(24), 16) / 2 ** 32;
+    for (const rate of [0.01, 0.1, 0.5]) assert.equal(sampledAt(id, rate), fraction < rate, `${id} at ${rate}`);
+  }
 });

@@ -1,8 +1,6 @@
 // W3C trace context (https://www.w3.org/TR/trace-context/): the `traceparent` and
 // `tracestate` headers every mesh request carries, so one trace spans all hops with or
-// without an OpenTelemetry SDK. Without one, the mesh makes its own ids (random, from a
-// pooled buffer: a crypto call per id would cost more than the rest of the header).
-import { randomBytes } from "node:crypto";
+// without an OpenTelemetry SDK. Without one, the mesh makes its own ids.
 import { Header } from "../subjects.js";
 
 /** The trace a call belongs to, as the `traceparent`/`tracestate` headers carry it. */
@@ -17,18 +15,14 @@ export interface TraceContext {
   readonly state: string;
 }
 
-const POOL_SIZE = 4096;
-let pool = randomBytes(POOL_SIZE);
-let poolPos = 0;
+// Ids must be unique, not secret: like the OpenTelemetry SDK's own generator, the mesh
+// fills them from Math.random (a crypto pool's refills cost more per call than the rest
+// of making the header).
+const idBytes = Buffer.allocUnsafe(16);
 
 function randomHex(bytes: number): string {
-  if (poolPos + bytes > POOL_SIZE) {
-    pool = randomBytes(POOL_SIZE);
-    poolPos = 0;
-  }
-  const hex = pool.toString("hex", poolPos, poolPos + bytes);
-  poolPos += bytes;
-  return hex;
+  for (let i = 0; i < bytes; i += 4) idBytes.writeUInt32BE((Math.random() * 0x1_0000_0000) >>> 0, i);
+  return idBytes.toString("hex", 0, bytes);
 }
 
 const ZERO_TRACE = "0".repeat(32);
@@ -113,5 +107,16 @@ export function traceHeaderLines(traceId: string, spanId: string, flags: number,
 export function sampledAt(traceId: string, rate: number): boolean {
   if (rate >= 1) return true;
   if (rate <= 0) return false;
-  return parseInt(traceId.slice(24, 32), 16) / 0x1_0000_0000 < rate;
+  // The last 8 hex digits as a fraction of 2^32 (no slice, no parseInt: every call asks).
+  let n = 0;
+  for (let i = 24; i < 32; i++) n = n * 16 + hexDigit(traceId.charCodeAt(i));
+  return n / 0x1_0000_0000 < rate;
+}
+
+/** A hex digit's value (either case); anything else counts as 0. */
+function hexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 97 && c <= 102) return c - 87;
+  if (c >= 65 && c <= 70) return c - 55;
+  return 0;
 }
