@@ -1,5 +1,5 @@
 // The end of the call chain and the only client code that touches NATS. Replies are
-// correlated by hand: one wildcard subscription on a private inbox, a map of pending
+// correlated by hand: one wildcard subscription on a private inbox, a table of pending
 // calls, and one coarse timer sweep instead of a timer per call (nc.request() spends
 // about half its CPU on per-call timers and async stack traces). Each call is one
 // promise, settled with the decoded reply or the MeshError it carries.
@@ -25,6 +25,7 @@ import { ErrorCode, Events, type Msg, type NatsConnection, type NatsError, nuid,
 import { MeshError, isMeshError } from "../errors.js";
 import { type Frame, FramePublisher, hpubFrame } from "../frames.js";
 import { RequestHeaders, decodeReply, subjectNumber } from "../wire.js";
+import { PendingTable } from "./pending-table.js";
 
 /** How often pending calls are checked against their deadlines. */
 const SWEEP_MS = 10;
@@ -43,6 +44,8 @@ export interface Attempt {
 }
 
 interface Pending {
+  /** The reply token: the number after the inbox prefix. */
+  readonly token: number;
   /** The fields below are emptied once the call settles (see release()). */
   attempt: Attempt;
   resolve(value: unknown): void;
@@ -67,8 +70,7 @@ export interface TransportOptions {
 export class RequestTransport {
   private readonly id = nuid.next();
   private readonly prefix: string;
-  /** By reply token: the number after the inbox prefix. */
-  private readonly pending = new Map<number, Pending>();
+  private readonly pending = new PendingTable<Pending>();
   private readonly sub: Subscription;
   private readonly headers: RequestHeaders;
   private readonly frames: FramePublisher;
@@ -113,7 +115,7 @@ export class RequestTransport {
       const tail = this.headers.tail(deadline, attempt.requestId, headerLines, attempt.traceLines);
       // A fresh buffer per call, so keeping it for a later send is safe.
       const frame = hpubFrame(subject, this.prefix + token, this.headers.head, tail, body);
-      const p: Pending = { attempt, resolve, reject, deadline, subject, signal, onAbort: undefined, frame, held: this.offline };
+      const p: Pending = { token, attempt, resolve, reject, deadline, subject, signal, onAbort: undefined, frame, held: this.offline };
       if (!p.held) {
         try {
           this.frames.publish(frame);
@@ -126,14 +128,15 @@ export class RequestTransport {
         p.onAbort = () => this.fail(token, abortError(subject, signal));
         signal.addEventListener("abort", p.onAbort, { once: true });
       }
-      this.pending.set(token, p);
+      this.pending.add(p);
       this.sweeper ??= setInterval(() => this.sweep(), SWEEP_MS).unref();
     });
   }
 
   /** Fails every pending call (connection closing). */
   close(reason: string): void {
-    for (const token of [...this.pending.keys()]) this.fail(token, new MeshError("UNAVAILABLE", reason));
+    const error = new MeshError("UNAVAILABLE", reason);
+    this.pending.forEach((p) => this.fail(p.token, error));
     this.sub.unsubscribe();
     this.status.stop?.();
   }
@@ -143,9 +146,8 @@ export class RequestTransport {
   }
 
   private take(token: number): Pending | undefined {
-    const p = this.pending.get(token);
+    const p = this.pending.take(token);
     if (!p) return undefined; // late reply after a timeout or cancel
-    this.pending.delete(token);
     if (p.onAbort) p.signal!.removeEventListener("abort", p.onAbort);
     return p;
   }
@@ -184,22 +186,22 @@ export class RequestTransport {
   /** Sends the held calls, and again the idempotent ones whose request or reply may have been lost. */
   private onReconnect(): void {
     this.offline = false;
-    for (const [token, p] of this.pending) {
-      if (!p.held && !p.attempt.idempotent) continue;
+    this.pending.forEach((p) => {
+      if (!p.held && !p.attempt.idempotent) return;
       p.held = false;
       try {
         this.frames.publish(p.frame);
       } catch (e) {
-        this.fail(token, publishError(e, p.subject));
+        this.fail(p.token, publishError(e, p.subject));
       }
-    }
+    });
   }
 
   /** The server refused a publish: the pending calls to that subject will never be answered. */
   private onPublishRefused(subject: string): void {
-    for (const [token, p] of this.pending) {
-      if (p.subject === subject) this.fail(token, forbidden(subject, `publish to ${subject}`));
-    }
+    this.pending.forEach((p) => {
+      if (p.subject === subject) this.fail(p.token, forbidden(subject, `publish to ${subject}`));
+    });
   }
 
   /** The server refused the reply subscription (wrong inbox prefix for this user): fail fast from now on. */
@@ -211,7 +213,8 @@ export class RequestTransport {
       `the NATS server refused the reply inbox ${inbox}: connect with the inbox prefix this user may subscribe to (nats.inboxPrefix)`,
       { cause: err, details: { subject: inbox }, retryable: false },
     );
-    for (const token of [...this.pending.keys()]) this.fail(token, this.inboxRefused);
+    const refused = this.inboxRefused;
+    this.pending.forEach((p) => this.fail(p.token, refused));
   }
 
   private fail(token: number, error: MeshError): void {
@@ -228,16 +231,16 @@ export class RequestTransport {
       return;
     }
     const now = Date.now();
-    for (const [token, p] of this.pending) {
-      if (p.deadline > now) continue;
+    this.pending.forEach((p) => {
+      if (p.deadline > now) return;
       if (p.held) {
         // Never sent: the connection stayed down until the deadline.
-        this.fail(token, new MeshError("UNAVAILABLE", `could not send to ${p.subject} before the deadline: no connection to NATS (reconnecting)`, { details: { subject: p.subject, neverSent: true } }));
+        this.fail(p.token, new MeshError("UNAVAILABLE", `could not send to ${p.subject} before the deadline: no connection to NATS (reconnecting)`, { details: { subject: p.subject, neverSent: true } }));
       } else {
-        this.fail(token, new MeshError("TIMEOUT", `no reply from ${p.subject} before the deadline`));
+        this.fail(p.token, new MeshError("TIMEOUT", `no reply from ${p.subject} before the deadline`));
         this.options.onFailure?.("TIMEOUT", p.subject);
       }
-    }
+    });
   }
 }
 
