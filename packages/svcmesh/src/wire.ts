@@ -25,8 +25,8 @@ const MAX_HEADER_VALUE = 1024;
  * own copying encode() allocates a new ArrayBuffer per call, ~10× dearer here.
  */
 export function encodeBody(value: unknown): Uint8Array {
-  if (value === undefined) return EMPTY;
-  const shared = encoder.encodeSharedRef(value);
+  const shared = encodeBodyShared(value);
+  if (shared.length === 0) return EMPTY;
   const out = Buffer.allocUnsafe(shared.length);
   out.set(shared);
   return out;
@@ -132,30 +132,18 @@ function rawHeaders(msg: Msg): { bytes: Uint8Array; end: number } | undefined | 
 }
 
 /**
- * The decimal number a message's subject ends with after its first `prefixLength`
- * characters (a reply token on a private inbox), or -1. Read from the subject's bytes
- * when nats.js's MsgImpl exposes them (`_msg.subject`): decoding the subject into a
- * string, slicing it and hashing the slice cost more than the rest of matching a reply.
+ * The decimal number a message's subject ends with after its first `prefixBytes` bytes
+ * (a reply token on a private inbox), or -1. Read from the subject's bytes when nats.js's
+ * MsgImpl exposes them (`_msg.subject`): decoding the subject into a string, slicing it
+ * and hashing the slice cost more than the rest of matching a reply.
  */
-export function subjectNumber(msg: Msg, prefixLength: number): number {
+export function subjectNumber(msg: Msg, prefixBytes: number): number {
   const raw = (msg as unknown as { _msg?: { subject?: unknown } })._msg?.subject;
-  if (raw instanceof Uint8Array) return digitsAt(raw, prefixLength, raw.length);
-  const text = msg.subject;
-  let n = 0;
-  if (text.length <= prefixLength || text.length - prefixLength > 15) return -1;
-  for (let i = prefixLength; i < text.length; i++) {
-    const d = text.charCodeAt(i) - 48;
-    if (d < 0 || d > 9) return -1;
-    n = n * 10 + d;
-  }
-  return n;
-}
-
-function digitsAt(bytes: Uint8Array, start: number, end: number): number {
+  const bytes = raw instanceof Uint8Array ? raw : textEncoder.encode(msg.subject);
   // 15 digits stay exact in a double.
-  if (end <= start || end - start > 15) return -1;
+  if (bytes.length <= prefixBytes || bytes.length - prefixBytes > 15) return -1;
   let n = 0;
-  for (let i = start; i < end; i++) {
+  for (let i = prefixBytes; i < bytes.length; i++) {
     const d = bytes[i]! - 48;
     if (d < 0 || d > 9) return -1;
     n = n * 10 + d;

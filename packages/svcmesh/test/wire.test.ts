@@ -77,6 +77,10 @@ test("a reply token is read from the subject's bytes, or from its text when nats
     assert.equal(read(`${prefix}999999999999999`), 999999999999999);
     for (const bad of [prefix, `${prefix}12a`, `${prefix}-1`, `${prefix}1234567890123456`, "_INBOX"]) assert.equal(read(bad), -1, bad);
   }
+  // A prefix that is not ASCII is counted in bytes, as the subject arrives.
+  const wide = "_INBOX_ünï.abc.";
+  assert.equal(subjectNumber({ _msg: { subject: new TextEncoder().encode(`${wide}42`) } } as never, Buffer.byteLength(wide)), 42);
+  assert.equal(subjectNumber({ subject: `${wide}42` } as never, Buffer.byteLength(wide)), 42);
 });
 
 test("header values never carry CR/LF and stay bounded", () => {

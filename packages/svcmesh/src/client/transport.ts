@@ -70,6 +70,8 @@ export interface TransportOptions {
 export class RequestTransport {
   private readonly id = nuid.next();
   private readonly prefix: string;
+  /** The prefix's length in UTF-8 bytes: an inbox prefix is the user's, maybe not ASCII. */
+  private readonly prefixBytes: number;
   private readonly pending = new PendingTable<Pending>();
   private readonly sub: Subscription;
   private readonly headers: RequestHeaders;
@@ -85,6 +87,7 @@ export class RequestTransport {
 
   constructor(nc: NatsConnection, private readonly options: TransportOptions) {
     this.prefix = `${options.inboxPrefix}.${this.id}.`;
+    this.prefixBytes = Buffer.byteLength(this.prefix);
     this.headers = new RequestHeaders(options.callerName);
     this.frames = new FramePublisher(nc);
     this.sub = nc.subscribe(`${this.prefix}*`, {
@@ -153,7 +156,7 @@ export class RequestTransport {
   }
 
   private onReply(msg: Msg): void {
-    const p = this.take(subjectNumber(msg, this.prefix.length));
+    const p = this.take(subjectNumber(msg, this.prefixBytes));
     if (!p) return;
     p.attempt.reply = msg;
     let value: unknown;
