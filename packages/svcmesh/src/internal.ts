@@ -3,6 +3,7 @@ export * from "./subjects.js";
 export * from "./wire.js";
 export * from "./frames.js";
 export { BodyDecoder } from "./msgpack-decoder.js";
+export { BodyEncoder } from "./msgpack-encoder.js";
 export { Registry, instanceFromInfo, MESH_METADATA_KEY } from "./registry.js";
 export { resolveRoute, type RunningInstance, type Route } from "./target.js";
 export * from "./pipeline.js";

@@ -1,12 +1,12 @@
 // The only place that knows how bodies and mesh headers look on the wire.
-import { Encoder } from "@msgpack/msgpack";
 import type { Msg, MsgHdrs } from "nats";
 import type { ErrorCode } from "./codes.js";
 import { MeshError, meshErrorFromWire } from "./errors.js";
 import { BodyDecoder } from "./msgpack-decoder.js";
+import { BodyEncoder } from "./msgpack-encoder.js";
 import { Header } from "./subjects.js";
 
-const encoder = new Encoder({ ignoreUndefined: true });
+const encoder = new BodyEncoder({ ignoreUndefined: true });
 /**
  * Array length prefixes are capped by the body's size (each element takes a byte):
  * unbounded, msgpack preallocates `new Array(n)`, and a 5-byte body claiming 30M

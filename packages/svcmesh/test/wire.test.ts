@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { Decoder } from "@msgpack/msgpack";
+import { Decoder, Encoder } from "@msgpack/msgpack";
 import fc from "fast-check";
 import { ErrorCode, MeshError, isMeshError, retryableCodes } from "svcmesh";
-import { BodyDecoder, RequestHeaders, subjectNumber, decodeBody, encodeBody, headerFromBlock, headerValue, hpubFrame } from "svcmesh/internal";
+import { BodyDecoder, BodyEncoder, RequestHeaders, subjectNumber, decodeBody, encodeBody, headerFromBlock, headerValue, hpubFrame } from "svcmesh/internal";
 
 test("bodies round-trip through msgpack; empty is undefined", () => {
   const v = { claimId: "C1", usd: 40.5, tags: ["a"], nested: { ok: true } };
@@ -65,6 +65,32 @@ test("bodies decode as msgpack's own decoder decodes them, strings made natively
   fc.assert(fc.property(fc.jsonValue(), same), { numRuns: 500 });
   // Truncated and over-long input still fails as before.
   assert.throws(() => decodeBody(encodeBody({ s: "truncated string" }).subarray(0, 8)), /Insufficient data/);
+});
+
+test("bodies encode to exactly msgpack's own bytes, ASCII strings written in one pass (msgpack-encoder.ts)", () => {
+  assert.equal(BodyEncoder.name, "AsciiEncoder", "the override checks out against this msgpack version");
+  const stock = new Encoder({ ignoreUndefined: true });
+  const mine = new BodyEncoder({ ignoreUndefined: true });
+  // The same bytes, or the same error.
+  const outcome = (encode: () => Uint8Array) => {
+    try {
+      return { bytes: Buffer.from(encode()).toString("hex") };
+    } catch (e) {
+      return { error: (e as Error).message };
+    }
+  };
+  const same = (v: unknown) => assert.deepEqual(outcome(() => mine.encode(v)), outcome(() => stock.encode(v)));
+  const samples = [
+    // Around the fixstr / str 8 / one-pass limits, ASCII and not, a non-ASCII char last.
+    ["", "a", "a".repeat(31), "a".repeat(32), "a".repeat(200), "a".repeat(201), "a".repeat(255), "a".repeat(256), "a".repeat(30) + "é", "a".repeat(199) + "é", "\u007f", "\u0080"],
+    { claimId: "C-2026-0012345", claimant: "Zoë Ünïcode", "ключ": "значение", emoji: "😀", lone: "\ud800", skipped: undefined, n: 1.5 },
+  ];
+  for (const v of samples) same(v);
+  fc.assert(fc.property(fc.jsonValue(), same), { numRuns: 500 });
+  fc.assert(fc.property(fc.array(fc.string({ unit: "binary", maxLength: 300 })), same), { numRuns: 300 });
+  // A long run of calls keeps to one buffer position: each encode starts afresh.
+  for (let i = 0; i < 3; i++) same({ grow: "x".repeat(5000 * i), after: "é" });
+  assert.deepEqual(decodeBody(encodeBody({ a: "Zoë", b: "plain" })), { a: "Zoë", b: "plain" });
 });
 
 test("a reply token is read from the subject's bytes, or from its text when nats.js's internals are absent", () => {
