@@ -16,6 +16,10 @@ import { startNatsServer } from "./nats-server.mjs";
 import { registerTracing } from "./otel.mjs";
 import * as core from "./rows/svcmesh.mjs";
 
+// Caller and service share this process: without JetStream on the bench's server, their
+// "not stored durably" warnings would bury the table (run.mjs's children log at warn).
+process.env.SVCMESH_LOG_LEVEL ??= "error";
+
 const { values } = parseArgs({ options: { rounds: { type: "string", default: "5" }, ms: { type: "string", default: "2000" }, inflight: { type: "string", default: "256" }, configs: { type: "string", default: "off,nosdk1,sdk1,sdk100" } } });
 const rounds = Number(values.rounds);
 const measureMs = Number(values.ms);
