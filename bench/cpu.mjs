@@ -13,10 +13,10 @@ const TICK_MS = (() => {
   }
 })();
 
-/** Busy ticks of the whole machine (steal included: the hypervisor took that CPU). */
-function systemBusyTicks() {
+/** Busy ticks of the whole machine (steal included: the hypervisor took that CPU), and the steal alone. */
+function systemTicks() {
   const [user, nice, system, , , irq, softirq, steal] = readFileSync("/proc/stat", "utf8").split("\n", 1)[0].trim().split(/\s+/).slice(1).map(Number);
-  return user + nice + system + irq + softirq + steal;
+  return { busy: user + nice + system + irq + softirq + steal, steal };
 }
 
 /** utime + stime of a process (fields 14 and 15 of /proc/<pid>/stat, counted after the `(comm)`). */
@@ -32,14 +32,22 @@ function processTicks(pid) {
 
 /** A point-in-time reading; pids is { caller, service, server }, a role may be several pids (summed). */
 export function cpuSnapshot(pids) {
+  const { busy, steal } = systemTicks();
   return {
     at: performance.now(),
-    system: systemBusyTicks(),
+    system: busy,
+    steal,
     procs: Object.fromEntries(Object.entries(pids).map(([role, pid]) => [role, [pid].flat().reduce((t, p) => t + processTicks(p), 0)])),
   };
 }
 
-/** CPU µs per call for each process, and cores used by everything else, between two snapshots. */
+/**
+ * CPU µs per call for each process, and cores used by everything else between two
+ * snapshots; `stealCores` is the CPU the hypervisor took from this VM meanwhile (a busy
+ * host rather than a busy neighbour: it slows every process). Steal is counted in
+ * otherCores too, but the machine's and the processes' tick counts are read separately,
+ * so the two can disagree by a few hundredths of a core.
+ */
 export function cpuWindow(a, b, calls) {
   if (!a || !b || calls === 0) return null;
   const perCallUs = {};
@@ -54,5 +62,6 @@ export function cpuWindow(a, b, calls) {
     perCallUs[role] = Math.round(((ticks * TICK_MS * 1000) / calls) * 10) / 10;
   }
   const otherMs = (b.system - a.system - ours) * TICK_MS;
-  return { perCallUs, otherCores: Math.max(0, Math.round((otherMs / (b.at - a.at)) * 100) / 100) };
+  const cores = (ms) => Math.max(0, Math.round((ms / (b.at - a.at)) * 100) / 100);
+  return { perCallUs, otherCores: cores(otherMs), stealCores: cores((b.steal - a.steal) * TICK_MS) };
 }

@@ -131,7 +131,7 @@ async function measureQuietly(opts, row, url, inFlight, pids) {
     if (!best || othersOf(m) < othersOf(best)) best = m;
     if (othersOf(m) <= opts.maxOthers) break;
     const again = attempt < opts.attempts;
-    console.error(`  ${row} ${inFlight} in flight: other processes used ${othersOf(m)} cores; ` +
+    console.error(`  ${row} ${inFlight} in flight: other processes used ${othersOf(m)} cores (host steal ${m.cpu?.stealCores ?? 0} cores); ` +
       (again ? `measuring again in ${RETRY_PAUSE_MS} ms` : "keeping the quietest attempt"));
     if (again) await sleep(RETRY_PAUSE_MS); // let a neighbour's burst (a build, a test) pass
   }
@@ -148,7 +148,7 @@ async function serviceRss(children) {
 }
 
 function progress(m, opts) {
-  const cpu = m.cpu ? `  CPU µs/call ${Object.values(m.cpu.perCallUs).join("/")}  others ${m.cpu.otherCores} cores` : "";
+  const cpu = m.cpu ? `  CPU µs/call ${Object.values(m.cpu.perCallUs).join("/")}  others ${m.cpu.otherCores} cores, host steal ${m.cpu.stealCores}` : "";
   const total = opts.profDir ? `  (${m.totalCalls} calls in all, warm-up included: pass --calls to profile-summary.mjs)` : "";
   const note = total + (m.errors ? `  errors ${m.errors} (first: ${m.firstError})` : "") + (m.capped ? "  SAMPLE CAP REACHED" : "");
   console.error(`round ${m.round}/${opts.rounds}  ${m.row.padEnd(12)} ${String(m.inFlight).padStart(3)} in flight: ` +

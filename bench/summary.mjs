@@ -36,6 +36,7 @@ export function summarize(measurements) {
         rssMB: median(ms.map((m) => m.rss / 2 ** 20)), // per service process (mean over instances)
         cpuUsPerCall: Object.fromEntries(["caller", "service", "server"].map((role) => [role, median(ms.map((m) => m.cpu?.perCallUs[role]))])),
         otherCoresMax: Math.max(0, ...ms.map((m) => m.cpu?.otherCores ?? 0)),
+        stealCoresMax: Math.max(0, ...ms.map((m) => m.cpu?.stealCores ?? 0)),
       });
     }
   }
@@ -73,7 +74,7 @@ export function formatTable(lines, table = "main") {
   const scale = table === "scale";
   const head = ["row", ...(scale ? ["scale"] : []), "in-flight", "req/s median (min–max)", "p50 µs", "p99 µs",
     scale ? "× group base (per-round min–max)" : "× bare (per-round min–max)", scale ? "RSS MB per service process" : "service RSS MB", "errors",
-    "CPU µs/call caller/svc/nats", "others' cores (max)"];
+    "CPU µs/call caller/svc/nats", "others' cores / host steal (max)"];
   const body = lines.map((l) => [
     l.label,
     ...(scale ? [l.scale] : []),
@@ -85,7 +86,7 @@ export function formatTable(lines, table = "main") {
     num(l.rssMB, 0),
     String(l.errors),
     Object.values(l.cpuUsPerCall).map((us) => num(us, 1)).join(" / "),
-    l.otherCoresMax.toFixed(2),
+    `${l.otherCoresMax.toFixed(2)} / ${l.stealCoresMax.toFixed(2)}`,
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => r[i].length)));
   const textColumns = scale ? 2 : 1; // left-aligned; numbers right-aligned
