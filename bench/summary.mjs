@@ -37,6 +37,9 @@ export function summarize(measurements) {
         cpuUsPerCall: Object.fromEntries(["caller", "service", "server"].map((role) => [role, median(ms.map((m) => m.cpu?.perCallUs[role]))])),
         otherCoresMax: Math.max(0, ...ms.map((m) => m.cpu?.otherCores ?? 0)),
         stealCoresMax: Math.max(0, ...ms.map((m) => m.cpu?.stealCores ?? 0)),
+        // Kept for ratios paired round by round (targets.mjs): medians of a run whose
+        // machine changed speed between rounds mix phases.
+        perRound: ms.map((m) => ({ round: m.round, rps: m.rps, p50us: m.p50us })),
       });
     }
   }

@@ -1,6 +1,7 @@
 // The targets of issues #5 (tracing) and #6 checked against one run's table (summary.mjs lines), so a
-// run says itself which it met. Medians over rounds; a target whose rows were not run
-// is "not measured".
+// run says itself which it met. Medians over rounds decide; each ratio is also shown
+// paired round by round ("rounds 0.92 / 0.85 / 0.63"), which says whether the machine
+// changed speed between rounds. A target whose rows were not run is "not measured".
 //   node bench/targets.mjs [bench/out/latest.json]   checks a saved run
 import { summarize } from "./summary.mjs";
 
@@ -16,23 +17,33 @@ export function checkTargets(lines) {
     else out.push({ target, ...test(...rows) });
   };
   const fmt = (x) => x.toFixed(2);
+  /** `; rounds a / b / c`: key(x) / key(y) in each round both were measured in. */
+  const rounds = (x, y, key) => {
+    const pairs = (x.perRound ?? []).flatMap((a) => {
+      const b = (y.perRound ?? []).find((o) => o.round === a.round);
+      return b && key(b) ? [fmt(key(a) / key(b))] : [];
+    });
+    return pairs.length > 1 ? `; rounds ${pairs.join(" / ")}` : "";
+  };
+  const rps = (m) => m.rps;
+  const p50 = (m) => m.p50us;
 
   check("svcmesh core req/s ≥ 0.9× ceiling at 256", [at("svcmesh", 256), at("ceiling", 256)], (s, c) => {
     const r = s.rps / c.rps;
-    return { met: r >= 0.9, detail: `${fmt(r)}× (${Math.round(s.rps)} vs ${Math.round(c.rps)} req/s)` };
+    return { met: r >= 0.9, detail: `${fmt(r)}× (${Math.round(s.rps)} vs ${Math.round(c.rps)} req/s${rounds(s, c, rps)})` };
   });
   check("svcmesh everything on req/s ≥ 1.25× Moleculer with fault tolerance at 256", [at("everything", 256), at("moleculerFt", 256)], (e, m) => {
     const r = e.rps / m.rps;
-    return { met: r >= 1.25, detail: `${fmt(r)}× (${Math.round(e.rps)} vs ${Math.round(m.rps)} req/s)` };
+    return { met: r >= 1.25, detail: `${fmt(r)}× (${Math.round(e.rps)} vs ${Math.round(m.rps)} req/s${rounds(e, m, rps)})` };
   });
   check("svcmesh everything on req/s ≥ 0.8× ceiling at 256", [at("everything", 256), at("ceiling", 256)], (e, c) => {
     const r = e.rps / c.rps;
-    return { met: r >= 0.8, detail: `${fmt(r)}× (${Math.round(e.rps)} vs ${Math.round(c.rps)} req/s)` };
+    return { met: r >= 0.8, detail: `${fmt(r)}× (${Math.round(e.rps)} vs ${Math.round(c.rps)} req/s${rounds(e, c, rps)})` };
   });
   for (const row of ["svcmesh", "everything"]) {
     check(`${row} p50 at 1 in flight ≤ 1.1× ceiling's`, [at(row, 1), at("ceiling", 1)], (s, c) => {
       const r = s.p50us / c.p50us;
-      return { met: r <= 1.1, detail: `${fmt(r)}× (${s.p50us} vs ${c.p50us} µs)` };
+      return { met: r <= 1.1, detail: `${fmt(r)}× (${s.p50us} vs ${c.p50us} µs${rounds(s, c, p50)})` };
     });
     check(`${row} p99 at 256 ≤ Moleculer defaults'`, [at(row, 256), at("moleculer", 256)], (s, m) => ({
       met: s.p99us <= m.p99us,
@@ -43,7 +54,7 @@ export function checkTargets(lines) {
   for (const [row, min] of [["tracing1", 0.95], ["tracing100", 0.8]]) {
     check(`${row} req/s ≥ ${min}× svcmesh (tracing off) at 256`, [at(row, 256), at("svcmesh", 256)], (t, s) => {
       const r = t.rps / s.rps;
-      return { met: r >= min, detail: `${fmt(r)}× (${Math.round(t.rps)} vs ${Math.round(s.rps)} req/s; CPU µs/call ${cpu(t).toFixed(1)} vs ${cpu(s).toFixed(1)})` };
+      return { met: r >= min, detail: `${fmt(r)}× (${Math.round(t.rps)} vs ${Math.round(s.rps)} req/s; CPU µs/call ${cpu(t).toFixed(1)} vs ${cpu(s).toFixed(1)}${rounds(t, s, rps)})` };
     });
   }
   // Flat: req/s within 10% of the first step, and CPU per call (all three processes) too,
@@ -54,7 +65,7 @@ export function checkTargets(lines) {
       const c = cpu(l) / cpu(f);
       return {
         met: r >= 1 - MAX_FLAT_DRIFT && c <= 1 + MAX_FLAT_DRIFT,
-        detail: `req/s ${fmt(r)}×, CPU µs/call ${cpu(l).toFixed(1)} vs ${cpu(f).toFixed(1)} (${fmt(c)}×)`,
+        detail: `req/s ${fmt(r)}×, CPU µs/call ${cpu(l).toFixed(1)} vs ${cpu(f).toFixed(1)} (${fmt(c)}×)${rounds(l, f, rps).replace("; rounds", "; req/s rounds")}`,
       };
     });
   }
