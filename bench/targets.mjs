@@ -17,13 +17,13 @@ export function checkTargets(lines) {
     else out.push({ target, ...test(...rows) });
   };
   const fmt = (x) => x.toFixed(2);
-  /** `; rounds a / b / c`: key(x) / key(y) in each round both were measured in. */
-  const rounds = (x, y, key) => {
+  /** `; <label> a / b / c`: key(x) / key(y) in each round both were measured in. */
+  const rounds = (x, y, key, label = "rounds") => {
     const pairs = (x.perRound ?? []).flatMap((a) => {
       const b = (y.perRound ?? []).find((o) => o.round === a.round);
       return b && key(b) ? [fmt(key(a) / key(b))] : [];
     });
-    return pairs.length > 1 ? `; rounds ${pairs.join(" / ")}` : "";
+    return pairs.length > 1 ? `; ${label} ${pairs.join(" / ")}` : "";
   };
   const rps = (m) => m.rps;
   const p50 = (m) => m.p50us;
@@ -65,7 +65,7 @@ export function checkTargets(lines) {
       const c = cpu(l) / cpu(f);
       return {
         met: r >= 1 - MAX_FLAT_DRIFT && c <= 1 + MAX_FLAT_DRIFT,
-        detail: `req/s ${fmt(r)}×, CPU µs/call ${cpu(l).toFixed(1)} vs ${cpu(f).toFixed(1)} (${fmt(c)}×)${rounds(l, f, rps).replace("; rounds", "; req/s rounds")}`,
+        detail: `req/s ${fmt(r)}×, CPU µs/call ${cpu(l).toFixed(1)} vs ${cpu(f).toFixed(1)} (${fmt(c)}×)${rounds(l, f, rps, "req/s rounds")}`,
       };
     });
   }

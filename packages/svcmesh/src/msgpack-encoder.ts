@@ -50,9 +50,7 @@ function overrideWorks(): boolean {
   if (typeof stockEncodeString !== "function" || typeof stock.ensureBufferSizeToWrite !== "function") return false;
   const sample = { ok: "ja", näme: ["ünï", "x".repeat(31), "y".repeat(32), "z".repeat(200) + "…", "w".repeat(201), ""], n: { k: "v", big: "é".repeat(300) } };
   try {
-    const mine = new AsciiEncoder().encode(sample);
-    const theirs = new Encoder().encode(sample);
-    return mine.length === theirs.length && mine.every((b, i) => b === theirs[i]);
+    return Buffer.compare(new AsciiEncoder().encode(sample), new Encoder().encode(sample)) === 0;
   } catch {
     return false;
   }

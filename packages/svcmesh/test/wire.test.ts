@@ -5,6 +5,15 @@ import fc from "fast-check";
 import { ErrorCode, MeshError, isMeshError, retryableCodes } from "svcmesh";
 import { BodyDecoder, BodyEncoder, RequestHeaders, subjectNumber, decodeBody, encodeBody, headerFromBlock, headerValue, hpubFrame } from "svcmesh/internal";
 
+/** What a codec call gave: its value, or its error's message (so two codecs compare on either). */
+function outcome(run: () => unknown): { value: unknown } | { error: string } {
+  try {
+    return { value: run() };
+  } catch (e) {
+    return { error: (e as Error).message };
+  }
+}
+
 test("bodies round-trip through msgpack; empty is undefined", () => {
   const v = { claimId: "C1", usd: 40.5, tags: ["a"], nested: { ok: true } };
   assert.deepEqual(decodeBody(encodeBody(v)), v);
@@ -52,13 +61,6 @@ test("bodies decode as msgpack's own decoder decodes them, strings made natively
     { nested: { deeper: { key: "value", "ключ": "значение" } } },
   ];
   // The same value, or the same error (a "__proto__" key is refused by both).
-  const outcome = (decode: () => unknown) => {
-    try {
-      return { value: decode() };
-    } catch (e) {
-      return { error: (e as Error).message };
-    }
-  };
   const same = (v: unknown) => assert.deepEqual(outcome(() => decodeBody(encodeBody(v))), outcome(() => stock.decode(encodeBody(v))));
   for (const v of samples) same(v);
   same(JSON.parse('{"__proto__": []}'));
@@ -72,14 +74,8 @@ test("bodies encode to exactly msgpack's own bytes, ASCII strings written in one
   const stock = new Encoder({ ignoreUndefined: true });
   const mine = new BodyEncoder({ ignoreUndefined: true });
   // The same bytes, or the same error.
-  const outcome = (encode: () => Uint8Array) => {
-    try {
-      return { bytes: Buffer.from(encode()).toString("hex") };
-    } catch (e) {
-      return { error: (e as Error).message };
-    }
-  };
-  const same = (v: unknown) => assert.deepEqual(outcome(() => mine.encode(v)), outcome(() => stock.encode(v)));
+  const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex");
+  const same = (v: unknown) => assert.deepEqual(outcome(() => hex(mine.encode(v))), outcome(() => hex(stock.encode(v))));
   const samples = [
     // Around the fixstr / str 8 / one-pass limits, ASCII and not, a non-ASCII char last.
     ["", "a", "a".repeat(31), "a".repeat(32), "a".repeat(200), "a".repeat(201), "a".repeat(255), "a".repeat(256), "a".repeat(30) + "é", "a".repeat(199) + "é", "\u007f", "\u0080"],
