@@ -60,10 +60,20 @@ test("notSampled: the flags of a well-shaped header, without checking its ids", 
 });
 
 test("ids are hex, non-zero and different; header lines carry no CR/LF from tracestate", () => {
-  const ids = new Set(Array.from({ length: 5000 }, () => newTraceId()));
-  assert.equal(ids.size, 5000);
-  for (const id of [...ids].slice(0, 50)) assert.match(id, /^[0-9a-f]{32}$/);
-  assert.match(newSpanId(), /^[0-9a-f]{16}$/);
+  // Ids are cut from a pool of random hex refilled every 8 KiB of bytes: 5000 calls' worth
+  // crosses many refills, with trace and span ids interleaved as calls make them.
+  const traceIds = new Set<string>();
+  const spanIds = new Set<string>();
+  for (let i = 0; i < 5000; i++) {
+    const t = newTraceId();
+    const s = newSpanId();
+    assert.match(t, /^[0-9a-f]{32}$/);
+    assert.match(s, /^[0-9a-f]{16}$/);
+    traceIds.add(t);
+    spanIds.add(s);
+  }
+  assert.equal(traceIds.size, 5000);
+  assert.equal(spanIds.size, 5000);
   assert.equal(traceHeaderLines("a".repeat(32), "b".repeat(16), 0, "x=1\r\nEvil: yes"), `traceparent: 00-${"a".repeat(32)}-${"b".repeat(16)}-00\r\ntracestate: x=1Evil: yes\r\n`);
 });
 

@@ -1,6 +1,7 @@
 // W3C trace context (https://www.w3.org/TR/trace-context/): the `traceparent` and
 // `tracestate` headers every mesh request carries, so one trace spans all hops with or
 // without an OpenTelemetry SDK. Without one, the mesh makes its own ids.
+import { randomFillSync } from "node:crypto";
 import { Header } from "../subjects.js";
 
 /** The trace a call belongs to, as the `traceparent`/`tracestate` headers carry it. */
@@ -15,26 +16,33 @@ export interface TraceContext {
   readonly state: string;
 }
 
-// Ids must be unique, not secret: like the OpenTelemetry SDK's own generator, the mesh
-// fills them from Math.random (a crypto pool's refills cost more per call than the rest
-// of making the header).
-const idBytes = Buffer.allocUnsafe(16);
+// Ids must be unique, not secret. Random bytes come from the OS 8 KiB at a time and are
+// hex-encoded in one go; an id is a slice of that string (V8 keeps a slice of 13 or more
+// characters as a view into it, not a copy). Per id that is no Buffer, no hex conversion
+// and no Math.random: less than half of what writing random bytes and hex-slicing them per
+// id cost. A pool string stays alive while any id cut from it does (16 KiB per ~340 calls).
+const POOL_BYTES = 8192;
+let pool = "";
+let poolAt = 0;
 
-function randomHex(bytes: number): string {
-  for (let i = 0; i < bytes; i += 4) idBytes.writeUInt32BE((Math.random() * 0x1_0000_0000) >>> 0, i);
-  return idBytes.toString("hex", 0, bytes);
+function randomHex(chars: number): string {
+  if (poolAt + chars > pool.length) {
+    pool = randomFillSync(Buffer.allocUnsafe(POOL_BYTES)).toString("hex");
+    poolAt = 0;
+  }
+  return pool.slice(poolAt, (poolAt += chars));
 }
 
 const ZERO_TRACE = "0".repeat(32);
 const ZERO_SPAN = "0".repeat(16);
 
 export function newTraceId(): string {
-  const id = randomHex(16);
+  const id = randomHex(32);
   return id === ZERO_TRACE ? newTraceId() : id;
 }
 
 export function newSpanId(): string {
-  const id = randomHex(8);
+  const id = randomHex(16);
   return id === ZERO_SPAN ? newSpanId() : id;
 }
 
