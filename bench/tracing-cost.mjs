@@ -6,6 +6,10 @@
 //
 //   node bench/tracing-cost.mjs [--rounds 5] [--ms 2000] [--inflight 256] [--configs off,nosdk1,sdk1,sdk100]
 //
+// Read the paired column: each round compares a configuration with "off" of the same
+// round, since the VM's speed drifts from round to round. More, shorter rounds
+// (--rounds 12 --ms 700) pair more closely.
+//
 // Configurations: off (trace: false), nosdk1 / nosdk100 (trace records at 1% / 100%, no SDK), sdk1 / sdk100
 // (an OpenTelemetry SDK with a 1% / 100% sampler, as bench/otel.mjs registers it, and
 // trace records at the same rate).
@@ -90,10 +94,14 @@ try {
 const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
 const total = (m) => m.perCallUs.mesh + m.perCallUs.server;
 const base = configs.includes("off") ? median(results.off.map(total)) : undefined;
-console.log("| config | CPU µs/call caller+service | nats-server | total | × off at equal CPU | req/s (median) |");
+// The VM's speed drifts between rounds: a configuration is compared with "off" of the
+// same round, and the median and spread of those paired ratios are what to read.
+const paired = (c) => (base ? results[c].map((m, i) => total(results.off[i]) / total(m)).sort((x, y) => x - y) : undefined);
+const ratioText = (rs) => (rs ? `${median(rs).toFixed(2)}× (${rs[0].toFixed(2)}–${rs[rs.length - 1].toFixed(2)})` : "–");
+console.log("| config | CPU µs/call caller+service | nats-server | total | × off at equal CPU, paired by round: median (min–max) | req/s (median) |");
 console.log("| --- | ---: | ---: | ---: | ---: | ---: |");
 for (const c of configs) {
   const ms = results[c];
   const t = median(ms.map(total));
-  console.log(`| ${c} | ${median(ms.map((m) => m.perCallUs.mesh)).toFixed(1)} | ${median(ms.map((m) => m.perCallUs.server)).toFixed(1)} | ${t.toFixed(1)} | ${base ? (base / t).toFixed(2) + "×" : "–"} | ${Math.round(median(ms.map((m) => m.rps)))} |`);
+  console.log(`| ${c} | ${median(ms.map((m) => m.perCallUs.mesh)).toFixed(1)} | ${median(ms.map((m) => m.perCallUs.server)).toFixed(1)} | ${t.toFixed(1)} | ${ratioText(paired(c))} | ${Math.round(median(ms.map((m) => m.rps)))} |`);
 }
