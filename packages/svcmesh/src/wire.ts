@@ -317,6 +317,28 @@ function plainSuccess(msg: Msg): boolean {
   return true;
 }
 
+const NO_RESPONDERS_STATUS = textEncoder.encode("NATS/1.0 503");
+const MESH_HEADER = textEncoder.encode("Mesh-");
+
+/**
+ * Whether a reply is the only answer its request gets: the server's no-responders
+ * status, or a mesh endpoint's answer (ok or error, its first header is a `Mesh-` one),
+ * which answers each request once. Anything else (a plain NATS responder, the services
+ * framework's own error reply) may be one of several answers to the same request.
+ */
+export function onlyAnswer(msg: Msg): boolean {
+  const raw = rawHeaders(msg);
+  if (raw === undefined) return false;
+  if (raw === null) {
+    const h = msg.headers;
+    return h !== undefined && (h.code === 503 || h.get(Header.instance) !== "" || h.get(Header.errorCode) !== "");
+  }
+  const { bytes, end } = raw;
+  if (keyAt(bytes, 0, end, NO_RESPONDERS_STATUS)) return true;
+  const first = lineAfter(bytes, 0, end);
+  return first > 0 && keyAt(bytes, first, end, MESH_HEADER);
+}
+
 export function errorReplyBody(error: MeshError): Uint8Array {
   try {
     return encodeBody(error.details);

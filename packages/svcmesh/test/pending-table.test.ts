@@ -16,6 +16,19 @@ test("entries are found by token, once; unknown and taken tokens find nothing", 
   assert.equal(table.size, 4);
 });
 
+test("get finds an entry, in a slot or in the overflow map, without taking it", () => {
+  const table = new PendingTable<ReturnType<typeof entry>>(4);
+  table.add(entry(1));
+  table.add(entry(5)); // slot of 1: overflow
+  assert.equal(table.get(1)?.name, "call 1");
+  assert.equal(table.get(5)?.name, "call 5");
+  assert.equal(table.get(9), undefined, "same slot, not there");
+  assert.equal(table.get(2), undefined);
+  assert.equal(table.size, 2, "get takes nothing");
+  assert.equal(table.take(5)?.token, 5);
+  assert.equal(table.get(5), undefined);
+});
+
 test("a token whose slot is still held waits in the overflow map and is found there", () => {
   const table = new PendingTable<ReturnType<typeof entry>>(5); // rounded up to 8 slots
   table.add(entry(1)); // a slow call

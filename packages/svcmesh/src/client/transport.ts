@@ -21,10 +21,23 @@
 // audit stores one record per id); the others may still be answered by a callee that
 // replies after the reconnect, and otherwise fail with TIMEOUT at their deadline, since
 // running them twice would be worse than not knowing.
+//
+// Reply tokens are reused: a token whose call was answered goes back to a free list and
+// the next call takes the most recently freed one, so the reply subjects in use stay
+// about as many as the calls in flight. A new subject per call misses nats-server's
+// subject caches (its per-connection cache holds 512) on every reply: measured here at
+// 256 in flight, nats-server spent ~7.5 µs per call with a new reply subject each time
+// and ~5.3 with 256 reused ones (bench/RESULTS.md). A token is reused only when no
+// other message should still arrive on it: its call was sent once and got the only
+// answer it can get (the server's 503, or a mesh endpoint's reply: wire.ts onlyAnswer).
+// One that timed out, was cancelled, failed, was sent again after a reconnect, or was
+// answered by something else (a plain NATS subscriber on the subject may answer too)
+// may still see a late answer, so it is never reused. On a reused token, only such an
+// only-answer is taken: anything else may be a late second answer to an earlier call.
 import { ErrorCode, Events, type Msg, type NatsConnection, type NatsError, nuid, type Subscription } from "nats";
 import { MeshError, isMeshError } from "../errors.js";
 import { type Frame, FramePublisher, hpubFrame } from "../frames.js";
-import { RequestHeaders, decodeReply, subjectNumber } from "../wire.js";
+import { RequestHeaders, decodeReply, onlyAnswer, subjectNumber } from "../wire.js";
 import { PendingTable } from "./pending-table.js";
 
 /** How often pending calls are checked against their deadlines. */
@@ -58,6 +71,10 @@ interface Pending {
   frame: Frame;
   /** Made while the connection was down: not published yet. */
   held: boolean;
+  /** Published more than once (again after a reconnect): more than one answer may come. */
+  resent: boolean;
+  /** The token was used by an earlier call. */
+  readonly reused: boolean;
 }
 
 export interface TransportOptions {
@@ -76,7 +93,10 @@ export class RequestTransport {
   private readonly sub: Subscription;
   private readonly headers: RequestHeaders;
   private readonly frames: FramePublisher;
+  /** The next never-used reply token. */
   private seq = 0;
+  /** Tokens whose calls got their one answer, to be used again (most recent last). */
+  private readonly freeTokens: number[] = [];
   private requestSeq = 0;
   private sweeper: NodeJS.Timeout | undefined;
   private readonly status: AsyncIterable<unknown> & { stop?(): void };
@@ -113,16 +133,18 @@ export class RequestTransport {
     const { attemptDeadline: deadline, signal } = attempt;
     if (signal?.aborted) return Promise.reject(abortError(subject, signal));
     if (this.inboxRefused) return Promise.reject(this.inboxRefused);
-    const token = this.seq++;
+    const reused = this.freeTokens.length > 0;
+    const token = reused ? this.freeTokens.pop()! : this.seq++;
     return new Promise<unknown>((resolve, reject) => {
       const tail = this.headers.tail(deadline, attempt.requestId, headerLines, attempt.traceLines);
       // A fresh buffer per call, so keeping it for a later send is safe.
       const frame = hpubFrame(subject, this.prefix + token, this.headers.head, tail, body);
-      const p: Pending = { token, attempt, resolve, reject, deadline, subject, signal, onAbort: undefined, frame, held: this.offline };
+      const p: Pending = { token, attempt, resolve, reject, deadline, subject, signal, onAbort: undefined, frame, held: this.offline, resent: false, reused };
       if (!p.held) {
         try {
           this.frames.publish(frame);
         } catch (e) {
+          this.freeTokens.push(token); // nothing was sent on it
           reject(publishError(e, subject));
           return;
         }
@@ -156,8 +178,13 @@ export class RequestTransport {
   }
 
   private onReply(msg: Msg): void {
-    const p = this.take(subjectNumber(msg, this.prefixBytes));
-    if (!p) return;
+    const token = subjectNumber(msg, this.prefixBytes);
+    const waiting = this.pending.get(token);
+    if (!waiting) return; // late reply after a timeout or cancel
+    const only = onlyAnswer(msg);
+    if (waiting.reused && !only) return; // maybe a second answer to this token's earlier call (see the top)
+    const p = this.take(token)!;
+    if (only && !p.resent) this.freeTokens.push(token);
     p.attempt.reply = msg;
     let value: unknown;
     try {
@@ -191,6 +218,7 @@ export class RequestTransport {
     this.offline = false;
     this.pending.forEach((p) => {
       if (!p.held && !p.attempt.idempotent) return;
+      if (!p.held) p.resent = true;
       p.held = false;
       try {
         this.frames.publish(p.frame);

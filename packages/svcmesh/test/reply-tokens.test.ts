@@ -1,0 +1,150 @@
+// Reply tokens (client/transport.ts): an answered call's token is used again, so the reply
+// subjects in use stay about as many as the calls in flight; a token that may still get
+// a late answer (its call timed out) is never used again, and on a reused token a plain
+// NATS answer (maybe a late second answer to the earlier call) is not taken. A spy
+// subscribed next to the service sees every request's reply subject.
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { type Msg, connect as natsConnect, type NatsConnection } from "nats";
+import { MeshError } from "svcmesh";
+import { encodeBody, onlyAnswer } from "svcmesh/internal";
+import { z } from "zod";
+import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/nats-server.ts";
+import { meshFailure, meshPool } from "../../../test/helpers/mesh.ts";
+
+let server: NatsServer;
+let spy: NatsConnection;
+const pool = meshPool(() => server.url);
+
+/** Reply subjects of the requests sent to `subject`, in order. */
+function replySubjectsOf(subject: string): string[] {
+  const seen: string[] = [];
+  spy.subscribe(subject, { callback: (_e, m) => seen.push(m.reply ?? "") });
+  return seen;
+}
+
+before(async () => {
+  server = await startNatsServer();
+  spy = await natsConnect({ servers: server.url, name: "spy" });
+});
+
+after(async () => {
+  await pool.closeAll();
+  await spy.close();
+  await server.stop();
+});
+
+test("answered calls give their reply subject back: one in use for calls in sequence, at most as many as in flight", async () => {
+  const host = await pool.open("tokens-host");
+  await host.serve({
+    name: "tok-echo",
+    version: "1.0.0",
+    endpoints: { echo: { input: z.object({ n: z.number() }), handler: async (req: { n: number }) => ({ n: req.n }) } },
+  });
+  const seen = replySubjectsOf("svc.tok-echo.v1.echo");
+  await spy.flush();
+  const caller = await pool.open("tokens-caller");
+  const echo = caller.client("tok-echo@^1");
+  for (let n = 0; n < 200; n++) assert.deepEqual(await echo.call("echo", { n }), { n });
+  assert.equal(seen.length, 200);
+  assert.equal(new Set(seen).size, 1, `calls in sequence used ${new Set(seen).size} reply subjects`);
+
+  seen.length = 0;
+  for (let wave = 0; wave < 8; wave++) {
+    const ns = Array.from({ length: 32 }, (_, i) => wave * 32 + i);
+    assert.deepEqual(await Promise.all(ns.map((n) => echo.call("echo", { n }))), ns.map((n) => ({ n })));
+  }
+  assert.equal(seen.length, 256);
+  assert.ok(new Set(seen).size <= 32, `8 waves of 32 calls used ${new Set(seen).size} reply subjects`);
+});
+
+test("a timed-out call's reply subject is never used again", async () => {
+  const host = await pool.open("late-host");
+  await host.serve({
+    name: "tok-late",
+    version: "1.0.0",
+    endpoints: {
+      slow: { handler: async () => (await sleep(1_500), { from: "slow" }) },
+      fast: { input: z.object({ n: z.number() }), handler: async (req: { n: number }) => (await sleep(5), { from: "fast", n: req.n }) },
+    },
+  });
+  const slowReplies = replySubjectsOf("svc.tok-late.v1.slow");
+  const fastReplies = replySubjectsOf("svc.tok-late.v1.fast");
+  await spy.flush();
+
+  const caller = await pool.open("late-caller");
+  const late = caller.client("tok-late@^1");
+  assert.deepEqual(await late.call("fast", { n: -1 }), { from: "fast", n: -1 }); // discovered; its token answered
+  const e = await meshFailure(late.call("slow", {}, { timeoutMs: 100, retry: { attempts: 1 } }));
+  assert.equal(e.code, "TIMEOUT");
+  assert.equal(slowReplies[0], fastReplies[0], "the answered first call's token was not used again");
+  for (let n = 0; n < 50; n++) assert.deepEqual(await late.call("fast", { n }), { from: "fast", n });
+  assert.ok(!fastReplies.slice(1).includes(slowReplies[0]!), "the timed-out call's reply subject was used again");
+});
+
+test("a second, late answer to an answered call's reply subject reaches no later call", async () => {
+  const host = await pool.open("dup-host");
+  await host.serve({
+    name: "tok-dup",
+    version: "1.0.0",
+    endpoints: {
+      once: { handler: async () => ({ from: "mesh" }) },
+      fast: { input: z.object({ n: z.number() }), handler: async (req: { n: number }) => (await sleep(20), { from: "fast", n: req.n }) },
+    },
+  });
+  // A plain subscriber on the same subject (not in the queue group) answers every request as well, later.
+  const lateAnswers: Promise<void>[] = [];
+  const onceReplies: string[] = [];
+  spy.subscribe("svc.tok-dup.v1.once", {
+    callback: (_e, m) => {
+      onceReplies.push(m.reply!);
+      lateAnswers.push(sleep(150).then(() => spy.publish(m.reply!, encodeBody({ from: "late" }))));
+    },
+  });
+  const fastReplies = replySubjectsOf("svc.tok-dup.v1.fast");
+  await spy.flush();
+
+  const caller = await pool.open("dup-caller");
+  const dup = caller.client("tok-dup@^1");
+  assert.deepEqual(await dup.call("fast", { n: -1 }), { from: "fast", n: -1 }); // discovered
+  assert.deepEqual(await dup.call("once", {}), { from: "mesh" });
+  // Calls in sequence on the same (reused) token while the second answer arrives: each must get its own.
+  const until = Date.now() + 400;
+  let n = 0;
+  for (; Date.now() < until && n < 100; n++) assert.deepEqual(await dup.call("fast", { n }), { from: "fast", n });
+  await Promise.all(lateAnswers);
+  assert.equal(onceReplies.length, 1);
+  assert.ok(fastReplies.slice(1).every((r) => r === onceReplies[0]), "the later calls did not reuse the answered call's token");
+});
+
+test("onlyAnswer: the server's 503 and mesh replies are a request's only answer; plain replies may not be", async () => {
+  const host = await pool.open("only-host");
+  await host.serve({
+    name: "tok-only",
+    version: "1.0.0",
+    endpoints: { ok: { handler: async () => "ok" }, bad: { handler: async () => { throw new MeshError("NOT_FOUND", "nope"); } } },
+  });
+  const nc = await natsConnect({ servers: server.url, name: "only-raw" });
+  try {
+    const inbox = `_INBOX.only.${Date.now()}`;
+    const got: Msg[] = [];
+    nc.subscribe(`${inbox}.*`, { callback: (_e, m) => got.push(m) });
+    spy.subscribe("raw.answer", { callback: (_e, m) => spy.publish(m.reply!, encodeBody("plain")) });
+    await spy.flush();
+    const bodyless = encodeBody({});
+    nc.publish("nobody.listens.here", bodyless, { reply: `${inbox}.1` });
+    nc.publish("svc.tok-only.v1.ok", bodyless, { reply: `${inbox}.2` });
+    nc.publish("svc.tok-only.v1.bad", bodyless, { reply: `${inbox}.3` });
+    nc.publish("raw.answer", bodyless, { reply: `${inbox}.4` });
+    for (let i = 0; i < 100 && got.length < 4; i++) await sleep(20);
+    const bySubject = new Map(got.map((m) => [m.subject.slice(inbox.length + 1), m]));
+    assert.equal(bySubject.size, 4);
+    assert.equal(bySubject.get("1")!.headers?.code, 503);
+    assert.equal(onlyAnswer(bySubject.get("1")!), true, "503");
+    assert.equal(onlyAnswer(bySubject.get("2")!), true, "mesh ok reply");
+    assert.equal(onlyAnswer(bySubject.get("3")!), true, "mesh error reply");
+    assert.equal(onlyAnswer(bySubject.get("4")!), false, "plain reply");
+  } finally {
+    await nc.close();
+  }
+});
