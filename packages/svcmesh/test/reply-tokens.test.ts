@@ -23,6 +23,16 @@ function replySubjectsOf(subject: string): string[] {
   return seen;
 }
 
+/** Serves `name` 1.0.0 with `extra` endpoints and `fast`, which answers { from: "fast", n } after `fastMs`. */
+async function serveWithFast(name: string, fastMs: number, extra: Record<string, { handler: () => Promise<unknown> }>): Promise<void> {
+  const host = await pool.open(`${name}-host`);
+  await host.serve({
+    name,
+    version: "1.0.0",
+    endpoints: { ...extra, fast: { input: z.object({ n: z.number() }), handler: async (req: { n: number }) => (await sleep(fastMs), { from: "fast", n: req.n }) } },
+  });
+}
+
 before(async () => {
   server = await startNatsServer();
   spy = await natsConnect({ servers: server.url, name: "spy" });
@@ -59,15 +69,7 @@ test("answered calls give their reply subject back: one in use for calls in sequ
 });
 
 test("a timed-out call's reply subject is never used again", async () => {
-  const host = await pool.open("late-host");
-  await host.serve({
-    name: "tok-late",
-    version: "1.0.0",
-    endpoints: {
-      slow: { handler: async () => (await sleep(1_500), { from: "slow" }) },
-      fast: { input: z.object({ n: z.number() }), handler: async (req: { n: number }) => (await sleep(5), { from: "fast", n: req.n }) },
-    },
-  });
+  await serveWithFast("tok-late", 5, { slow: { handler: async () => (await sleep(1_500), { from: "slow" }) } });
   const slowReplies = replySubjectsOf("svc.tok-late.v1.slow");
   const fastReplies = replySubjectsOf("svc.tok-late.v1.fast");
   await spy.flush();
@@ -83,15 +85,7 @@ test("a timed-out call's reply subject is never used again", async () => {
 });
 
 test("a second, late answer to an answered call's reply subject reaches no later call", async () => {
-  const host = await pool.open("dup-host");
-  await host.serve({
-    name: "tok-dup",
-    version: "1.0.0",
-    endpoints: {
-      once: { handler: async () => ({ from: "mesh" }) },
-      fast: { input: z.object({ n: z.number() }), handler: async (req: { n: number }) => (await sleep(20), { from: "fast", n: req.n }) },
-    },
-  });
+  await serveWithFast("tok-dup", 20, { once: { handler: async () => ({ from: "mesh" }) } });
   // A plain subscriber on the same subject (not in the queue group) answers every request as well, later.
   const lateAnswers: Promise<void>[] = [];
   const onceReplies: string[] = [];
