@@ -5,9 +5,10 @@
 // subscribed next to the service sees every request's reply subject.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { type Msg, connect as natsConnect, type NatsConnection } from "nats";
+import { type Msg, type MsgHdrs, connect as natsConnect, headers as natsHeaders, type NatsConnection } from "nats";
 import { MeshError } from "svcmesh";
 import { encodeBody, onlyAnswer } from "svcmesh/internal";
+import { type Attempt, RequestTransport } from "../src/client/transport.ts";
 import { z } from "zod";
 import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/nats-server.ts";
 import { meshFailure, meshPool } from "../../../test/helpers/mesh.ts";
@@ -142,3 +143,55 @@ test("onlyAnswer: the server's 503 and mesh replies are a request's only answer;
     await nc.close();
   }
 });
+
+test("a call sent again after a reconnect may be answered twice: its reply subject is never used again", async () => {
+  const own = await startNatsServer();
+  const reconnecting = { servers: own.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 };
+  const responder = await natsConnect({ ...reconnecting, name: "twice-responder" });
+  const nc = await natsConnect({ ...reconnecting, name: "twice-caller" });
+  const transport = new RequestTransport(nc, { inboxPrefix: "_INBOX", callerName: "twice" });
+  try {
+    // Holds the first request; answers every later one at once. Both answers are mesh-like (Mesh- headers).
+    const replySubjects: string[] = [];
+    let held: string | undefined;
+    const meshReply = (subject: string) => responder.publish(subject, encodeBody("done"), { headers: meshHeaders() });
+    responder.subscribe("svc.twice.v1.put", {
+      callback: (_e, m) => {
+        replySubjects.push(m.reply!);
+        if (held === undefined) held = m.reply!;
+        else meshReply(m.reply!);
+      },
+    });
+    await responder.flush();
+    const attempt = (idempotent: boolean): Attempt => ({ attemptDeadline: Date.now() + 8_000, signal: undefined, requestId: `twice-${idempotent}`, idempotent, traceLines: "", reply: undefined });
+    const call = transport.send("svc.twice.v1.put", encodeBody({}), attempt(true));
+    call.catch(() => undefined); // judged below
+    for (let i = 0; i < 100 && held === undefined; i++) await sleep(20);
+    assert.ok(held, "the request reached the responder");
+    await own.restart(); // the transport sends the idempotent call again on its token
+    const outcome = await call.then((v) => v, (e: { code?: string }) => e.code);
+    // Sent again, it is answered by the responder, or by the server's 503 if the responder was not back yet.
+    assert.ok(outcome === "done" || outcome === "NO_RESPONDERS", String(outcome));
+    meshReply(held!); // the first request's answer, late: a second answer on the same token
+    await sleep(100); // (a flush here can fail with DISCONNECT: nats.js's ping from before the restart)
+    for (let i = 0; i < 100; i++) {
+      const next = await transport.send("svc.twice.v1.put", encodeBody({}), attempt(false)).catch((e: { code?: string }) => e.code);
+      if (next === "done") break;
+      await sleep(50); // NO_RESPONDERS until the responder has resubscribed
+    }
+    assert.ok(replySubjects.length >= 2);
+    assert.notEqual(replySubjects.at(-1), held, "the re-sent call's reply subject was used again");
+  } finally {
+    transport.close("test over");
+    await nc.close();
+    await responder.close();
+    await own.stop();
+  }
+});
+
+/** Headers as a mesh endpoint's reply has them (its first header a Mesh- one). */
+function meshHeaders(): MsgHdrs {
+  const h = natsHeaders();
+  h.set("Mesh-Instance", "twice-1");
+  return h;
+}
