@@ -93,6 +93,16 @@ export interface TraceOptions extends TraceBufferOptions {
    * SDK's default) would decide anyway (default true). false: ask the sampler at every hop.
    */
   followParentSampling?: boolean;
+  /**
+   * With an OpenTelemetry SDK: who decides whether a call that starts a trace (no parent
+   * trace, no active span) is traced. "sdk" (default): the SDK's sampler, asked on every
+   * such call. "mesh": the mesh, at `sampleRate`, as a service mesh's proxies do; the SDK
+   * is asked only for the calls the mesh keeps, so register it with a sampler that
+   * records those (its default, parent-based with every root recorded, does). Every
+   * later hop follows the decision, and ok calls' records are kept exactly for the
+   * traces kept.
+   */
+  rootSampling?: "sdk" | "mesh";
 }
 
 export async function connect(options: ConnectOptions): Promise<Mesh> {
@@ -100,6 +110,7 @@ export async function connect(options: ConnectOptions): Promise<Mesh> {
     throw new MeshError("BAD_REQUEST", "connect(): name is required (the caller's identity)");
   }
   sampleRateOf(options.trace); // a bad rate fails before connecting
+  rootSamplingOf(options.trace);
   // Bad settings fail before anything connects.
   checkSettings(options.defaults, "defaults");
   for (const [name, layer] of Object.entries(options.services ?? {})) checkSettings(layer, `services.${name}`);
@@ -235,7 +246,15 @@ export class Mesh implements MeshCalls {
       metrics?.rateLimited("client", ctx.target.service, this.name);
       this.events.count("rate_limited", this.name, ctx.target.service, ctx.endpoint);
     });
-    const trace = createTraceInterceptor({ callerName: this.name, tracing, followParentSampling, sampleRate: sampleRateOf(options.trace), buffer: this.traceBuffer, metrics });
+    const trace = createTraceInterceptor({
+      callerName: this.name,
+      tracing,
+      followParentSampling,
+      meshRootSampling: rootSamplingOf(options.trace) === "mesh",
+      sampleRate: sampleRateOf(options.trace),
+      buffer: this.traceBuffer,
+      metrics,
+    });
     const retry = createRetryInterceptor({ settingsFor: (ctx) => this.caller.settings(ctx).retry });
     retry.onExhausted((e) => this.events.retryExhausted(this.name, e.ctx.key, e.ctx.endpoint, e.attempts, e.code));
     this.caller = new Caller(this.registry, this.transport, {
@@ -373,6 +392,14 @@ function sampleRateOf(trace: ConnectOptions["trace"]): number {
     throw new MeshError("BAD_REQUEST", `connect(): trace.sampleRate must be a number from 0 to 1 (got ${String(rate)}${trace && trace.sampleRate !== undefined ? "" : " from SVCMESH_TRACE_SAMPLE_RATE"})`);
   }
   return rate;
+}
+
+function rootSamplingOf(trace: ConnectOptions["trace"]): "sdk" | "mesh" {
+  const value = (trace || undefined)?.rootSampling ?? "sdk";
+  if (value !== "sdk" && value !== "mesh") {
+    throw new MeshError("BAD_REQUEST", `connect(): trace.rootSampling must be "sdk" or "mesh" (got ${JSON.stringify(value)})`);
+  }
+  return value;
 }
 
 function seedOf(options: ConnectOptions): string | undefined {

@@ -6,14 +6,14 @@
 // Cost: without an OpenTelemetry SDK, without a MeterProvider and with the record not
 // sampled, a call pays for two ids from a random pool, one header string and one
 // promise reaction.
-import type { Span } from "@opentelemetry/api";
+import type { Span, Tracer } from "@opentelemetry/api";
 import { isMeshError } from "../errors.js";
 import type { CallContext, Interceptor } from "../pipeline.js";
 import type { MeshMetrics } from "../telemetry/metrics.js";
-import { activeTracer, endSpan, type SpanTemplate, spanTemplate, startClientSpan, unsampled, unsampledSpan } from "../telemetry/tracer.js";
+import { activeSpanContext, activeTracer, endSpan, type SpanTemplate, spanTemplate, startClientSpan, unsampled, unsampledRootSpan, unsampledSpan } from "../telemetry/tracer.js";
 import type { TraceBuffer } from "../trace/buffer.js";
 import type { TraceCall } from "../trace/event.js";
-import { newSpanId, newTraceId, sampledAt, traceHeaderLines } from "../trace/context.js";
+import { newSpanId, newTraceId, sampledAt, type TraceContext, traceHeaderLines } from "../trace/context.js";
 import { replyOrigin } from "../wire.js";
 
 export interface TraceInterceptorOptions {
@@ -24,6 +24,12 @@ export interface TraceInterceptorOptions {
   sampleRate: number;
   /** A call whose parent trace is not sampled gets a non-recording span without asking the SDK (tracer.ts unsampledSpan). */
   followParentSampling: boolean;
+  /**
+   * A call that starts a trace is traced at `sampleRate` by the mesh's decision, and the
+   * SDK is asked only for those (TraceOptions.rootSampling "mesh"); ok records are kept
+   * exactly for sampled traces.
+   */
+  meshRootSampling: boolean;
   /** Where records go; undefined: none are published. */
   buffer: TraceBuffer | undefined;
   metrics: MeshMetrics | undefined;
@@ -33,7 +39,7 @@ export interface TraceInterceptorOptions {
 const MAX_TEMPLATES = 4096;
 
 export function createTraceInterceptor(o: TraceInterceptorOptions): Interceptor {
-  const { tracing, sampleRate, buffer, metrics, callerName, followParentSampling } = o;
+  const { tracing, sampleRate, buffer, metrics, callerName, followParentSampling, meshRootSampling } = o;
   // service → endpoint → span name and attributes: no strings or objects per call.
   const templates = new Map<string, Map<string, SpanTemplate>>();
   let templateCount = 0;
@@ -52,11 +58,13 @@ export function createTraceInterceptor(o: TraceInterceptorOptions): Interceptor 
     return t;
   };
 
-  const finish = (ctx: CallContext, span: Span | undefined, t0: number, status: string, message: string | undefined): void => {
+  // sampled: the trace's W3C flag, which decides ok records under mesh root sampling;
+  // -1 otherwise (they are sampled by trace id, the same at every hop).
+  const finish = (ctx: CallContext, span: Span | undefined, t0: number, sampled: number, status: string, message: string | undefined): void => {
     const ms = performance.now() - t0;
     const { service } = ctx.target;
     metrics?.call(service, ctx.endpoint, status, ms, ctx.attempt);
-    const keep = buffer !== undefined && (status !== "ok" || sampledAt(ctx.traceId, sampleRate));
+    const keep = buffer !== undefined && (status !== "ok" || (sampled < 0 ? sampledAt(ctx.traceId, sampleRate) : sampled === 1));
     const recording = span !== undefined && span.isRecording();
     const origin = (keep || recording) && ctx.reply ? replyOrigin(ctx.reply) : undefined;
     if (recording) {
@@ -70,9 +78,20 @@ export function createTraceInterceptor(o: TraceInterceptorOptions): Interceptor 
     }
   };
 
+  const sdkSpan = (tracer: Tracer, ctx: CallContext, parent: TraceContext | undefined): Span => {
+    const template = templateOf(ctx.target.service, ctx.endpoint);
+    const span = startClientSpan(tracer, template.name, parent);
+    if (span.isRecording()) {
+      span.setAttributes(template.attributes);
+      span.setAttribute("svcmesh.request_id", ctx.requestId);
+    }
+    return span;
+  };
+
   return (ctx, next) => {
     const t0 = performance.now();
     let span: Span | undefined;
+    let sampled = -1;
     if (tracing) {
       const parent = ctx.parentTrace;
       const tracer = activeTracer();
@@ -82,14 +101,11 @@ export function createTraceInterceptor(o: TraceInterceptorOptions): Interceptor 
         // Attributes only for spans the sampler keeps: building them for the dropped
         // ones (99% at a 1% rate) cost more than the rest of the span.
         if (followParentSampling && unsampled(parent)) span = unsampledSpan(parent); // never records
-        else {
-          const template = templateOf(ctx.target.service, ctx.endpoint);
-          span = startClientSpan(tracer, template.name, parent);
-          if (span.isRecording()) {
-            span.setAttributes(template.attributes);
-            span.setAttribute("svcmesh.request_id", ctx.requestId);
-          }
-        }
+        else if (meshRootSampling && parent === undefined && !activeSpanContext()) {
+          // A call that starts a trace: the mesh decides, and asks the SDK only for the ones it keeps.
+          const traceId = newTraceId();
+          span = sampledAt(traceId, sampleRate) ? sdkSpan(tracer, ctx, parent) : unsampledRootSpan(traceId);
+        } else span = sdkSpan(tracer, ctx, parent);
         const sc = span.spanContext();
         ctx.traceId = sc.traceId;
         ctx.spanId = sc.spanId;
@@ -104,14 +120,15 @@ export function createTraceInterceptor(o: TraceInterceptorOptions): Interceptor 
         state = parent?.state ?? "";
       }
       ctx.traceLines = traceHeaderLines(ctx.traceId, ctx.spanId, flags, state);
+      if (meshRootSampling) sampled = flags & 1;
     }
     return next(ctx).then(
       (value) => {
-        finish(ctx, span, t0, "ok", undefined);
+        finish(ctx, span, t0, sampled, "ok", undefined);
         return value;
       },
       (e: unknown) => {
-        finish(ctx, span, t0, isMeshError(e) ? e.code : "UNAVAILABLE", (e as Error)?.message);
+        finish(ctx, span, t0, sampled, isMeshError(e) ? e.code : "UNAVAILABLE", (e as Error)?.message);
         throw e;
       },
     );

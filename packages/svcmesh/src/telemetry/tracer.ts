@@ -96,6 +96,16 @@ export function unsampledSpan(parent: TraceContext): Span {
   return trace.wrapSpanContext({ traceId: parent.traceId, spanId: newSpanId(), traceFlags: parent.flags });
 }
 
+/** A root span the mesh decided not to trace (rootSampling "mesh"): a new trace, not sampled, made without the SDK. */
+export function unsampledRootSpan(traceId: string): Span {
+  return trace.wrapSpanContext({ traceId, spanId: newSpanId(), traceFlags: 0 });
+}
+
+/** Whether a span is active in the current OpenTelemetry context (a call made under it continues its trace). */
+export function activeSpanContext(): boolean {
+  return trace.getSpanContext(context.active()) !== undefined;
+}
+
 /** Whether a parent trace context says "not sampled" (W3C flag bit 0). */
 export function unsampled(parent: TraceContext | undefined): parent is TraceContext {
   return parent !== undefined && (parent.flags & 1) === 0;
