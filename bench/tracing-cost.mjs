@@ -12,7 +12,8 @@
 //
 // Configurations: off (trace: false), nosdk1 / nosdk100 (trace records at 1% / 100%, no SDK), sdk1 / sdk100
 // (an OpenTelemetry SDK with a 1% / 100% sampler, as bench/otel.mjs registers it, and
-// trace records at the same rate).
+// trace records at the same rate), mesh1 (the mesh decides the 1% at the first hop,
+// trace.rootSampling "mesh", with the SDK's sampler recording every root it is asked for).
 import { trace } from "@opentelemetry/api";
 import { parseArgs } from "node:util";
 import { cpuSnapshot, cpuWindow } from "./cpu.mjs";
@@ -34,6 +35,7 @@ const CONFIGS = {
   nosdk100: { trace: { sampleRate: 1 }, sdk: undefined },
   sdk1: { trace: { sampleRate: 0.01 }, sdk: 0.01 },
   sdk100: { trace: { sampleRate: 1 }, sdk: 1 },
+  mesh1: { trace: { sampleRate: 0.01, rootSampling: "mesh" }, sdk: 1 },
 };
 const configs = values.configs.split(",");
 for (const c of configs) if (!CONFIGS[c]) throw new Error(`unknown config ${c}`);

@@ -47,6 +47,7 @@ export const ROWS = Object.fromEntries([
   mainRow("svcmesh", SVCMESH_CORE),
   mainRow("tracing1", "svcmesh, tracing 1% + OTel SDK"),
   mainRow("tracing1nosdk", "svcmesh, tracing 1%, no SDK", { module: "tracing1", args: { sdk: false } }),
+  mainRow("tracing1mesh", "svcmesh, tracing 1% decided by the mesh + OTel SDK", { module: "tracing1", args: { rootSampling: "mesh" } }),
   mainRow("tracing100", "svcmesh, tracing 100% + OTel SDK"),
   mainRow("resilience", "svcmesh, resilience on"),
   mainRow("policy", SVCMESH_POLICY),
