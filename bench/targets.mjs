@@ -7,7 +7,7 @@ import { summarize } from "./summary.mjs";
 
 const MAX_FLAT_DRIFT = 0.1;
 
-/** [{ target, met: true | false | null, detail }] */
+/** [{ target, met: true | false | null, detail, ratio }]: ratio is the figure the target bounds (undefined when not measured). */
 export function checkTargets(lines) {
   const at = (row, inFlight) => lines.find((l) => l.row === row && l.inFlight === inFlight);
   const cpu = (l) => Object.values(l.cpuUsPerCall).reduce((a, b) => a + (b ?? NaN), 0);
@@ -30,23 +30,24 @@ export function checkTargets(lines) {
 
   check("svcmesh core req/s ≥ 0.9× ceiling at 256", [at("svcmesh", 256), at("ceiling", 256)], (s, c) => {
     const r = s.rps / c.rps;
-    return { met: r >= 0.9, detail: `${fmt(r)}× (${Math.round(s.rps)} vs ${Math.round(c.rps)} req/s${rounds(s, c, rps)})` };
+    return { met: r >= 0.9, ratio: r, detail: `${fmt(r)}× (${Math.round(s.rps)} vs ${Math.round(c.rps)} req/s${rounds(s, c, rps)})` };
   });
   check("svcmesh everything on req/s ≥ 1.25× Moleculer with fault tolerance at 256", [at("everything", 256), at("moleculerFt", 256)], (e, m) => {
     const r = e.rps / m.rps;
-    return { met: r >= 1.25, detail: `${fmt(r)}× (${Math.round(e.rps)} vs ${Math.round(m.rps)} req/s${rounds(e, m, rps)})` };
+    return { met: r >= 1.25, ratio: r, detail: `${fmt(r)}× (${Math.round(e.rps)} vs ${Math.round(m.rps)} req/s${rounds(e, m, rps)})` };
   });
   check("svcmesh everything on req/s ≥ 0.8× ceiling at 256", [at("everything", 256), at("ceiling", 256)], (e, c) => {
     const r = e.rps / c.rps;
-    return { met: r >= 0.8, detail: `${fmt(r)}× (${Math.round(e.rps)} vs ${Math.round(c.rps)} req/s${rounds(e, c, rps)})` };
+    return { met: r >= 0.8, ratio: r, detail: `${fmt(r)}× (${Math.round(e.rps)} vs ${Math.round(c.rps)} req/s${rounds(e, c, rps)})` };
   });
   for (const row of ["svcmesh", "everything"]) {
     check(`${row} p50 at 1 in flight ≤ 1.1× ceiling's`, [at(row, 1), at("ceiling", 1)], (s, c) => {
       const r = s.p50us / c.p50us;
-      return { met: r <= 1.1, detail: `${fmt(r)}× (${s.p50us} vs ${c.p50us} µs${rounds(s, c, p50)})` };
+      return { met: r <= 1.1, ratio: r, detail: `${fmt(r)}× (${s.p50us} vs ${c.p50us} µs${rounds(s, c, p50)})` };
     });
     check(`${row} p99 at 256 ≤ Moleculer defaults'`, [at(row, 256), at("moleculer", 256)], (s, m) => ({
       met: s.p99us <= m.p99us,
+      ratio: s.p99us / m.p99us,
       detail: `${s.p99us} vs ${m.p99us} µs`,
     }));
   }
@@ -54,7 +55,7 @@ export function checkTargets(lines) {
   for (const [row, min] of [["tracing1", 0.95], ["tracing100", 0.8]]) {
     check(`${row} req/s ≥ ${min}× svcmesh (tracing off) at 256`, [at(row, 256), at("svcmesh", 256)], (t, s) => {
       const r = t.rps / s.rps;
-      return { met: r >= min, detail: `${fmt(r)}× (${Math.round(t.rps)} vs ${Math.round(s.rps)} req/s; CPU µs/call ${cpu(t).toFixed(1)} vs ${cpu(s).toFixed(1)}${rounds(t, s, rps)})` };
+      return { met: r >= min, ratio: r, detail: `${fmt(r)}× (${Math.round(t.rps)} vs ${Math.round(s.rps)} req/s; CPU µs/call ${cpu(t).toFixed(1)} vs ${cpu(s).toFixed(1)}${rounds(t, s, rps)})` };
     });
   }
   // Flat: req/s within 10% of the first step, and CPU per call (all three processes) too,
@@ -65,6 +66,7 @@ export function checkTargets(lines) {
       const c = cpu(l) / cpu(f);
       return {
         met: r >= 1 - MAX_FLAT_DRIFT && c <= 1 + MAX_FLAT_DRIFT,
+        ratio: r,
         detail: `req/s ${fmt(r)}×, CPU µs/call ${cpu(l).toFixed(1)} vs ${cpu(f).toFixed(1)} (${fmt(c)}×)${rounds(l, f, rps, "req/s rounds")}`,
       };
     });
