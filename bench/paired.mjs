@@ -13,7 +13,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { summarize } from "./summary.mjs";
+import { median, summarize } from "./summary.mjs";
 import { checkTargets } from "./targets.mjs";
 
 const ROWS = ["ceiling", "moleculer", "moleculerFt", "svcmesh", "tracing1", "tracing100", "everything", "rules-10", "rules-10000", "registered-1", "registered-200"];
@@ -44,10 +44,6 @@ try {
   rmSync(dir, { recursive: true, force: true });
 }
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 console.log(`Targets at 256 in flight, ${times} paired alternations (ratio per alternation; median)`);
 for (const [target, { ratios, met }] of byTarget) {
   console.log(`  ${target}: ${ratios.map((r) => r.toFixed(2)).join(" ")}; median ${median(ratios).toFixed(2)}; met in ${met} of ${ratios.length}`);

@@ -13,6 +13,7 @@ import { connect, createInbox } from "nats";
 import { parseArgs } from "node:util";
 import { cpuSnapshot, cpuWindow } from "./cpu.mjs";
 import { startNatsServer } from "./nats-server.mjs";
+import { median } from "./summary.mjs";
 
 const { values } = parseArgs({ options: { rounds: { type: "string", default: "3" }, ms: { type: "string", default: "1500" }, inflight: { type: "string", default: "256" } } });
 const rounds = Number(values.rounds);
@@ -80,7 +81,6 @@ try {
   await server.stop();
 }
 
-const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
 console.log(`| reply subjects (${inFlight} in flight) | req/s | nats-server CPU µs/call | caller + responder CPU µs/call |`);
 console.log("| --- | ---: | ---: | ---: |");
 for (const [mode, ms] of Object.entries(results)) {

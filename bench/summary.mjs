@@ -5,7 +5,8 @@
 //   node bench/summary.mjs [bench/out/latest.json]   reprints the tables of a saved run
 import { ROWS, TABLES } from "./rows/index.mjs";
 
-function median(values) {
+/** The median of the numbers among `values` (null and undefined left out), or null if none. */
+export function median(values) {
   const v = values.filter((x) => x !== null && x !== undefined).sort((a, b) => a - b);
   if (v.length === 0) return null;
   const mid = v.length >> 1;

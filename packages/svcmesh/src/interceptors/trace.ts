@@ -10,7 +10,7 @@ import type { Span, Tracer } from "@opentelemetry/api";
 import { isMeshError } from "../errors.js";
 import type { CallContext, Interceptor } from "../pipeline.js";
 import type { MeshMetrics } from "../telemetry/metrics.js";
-import { activeSpanContext, activeTracer, endSpan, type SpanTemplate, spanTemplate, startClientSpan, unsampled, unsampledRootSpan, unsampledSpan } from "../telemetry/tracer.js";
+import { activeTracer, endSpan, hasActiveSpan, type SpanTemplate, spanTemplate, startClientSpan, unsampled, unsampledSpan } from "../telemetry/tracer.js";
 import type { TraceBuffer } from "../trace/buffer.js";
 import type { TraceCall } from "../trace/event.js";
 import { newSpanId, newTraceId, sampledAt, type TraceContext, traceHeaderLines } from "../trace/context.js";
@@ -101,10 +101,11 @@ export function createTraceInterceptor(o: TraceInterceptorOptions): Interceptor 
         // Attributes only for spans the sampler keeps: building them for the dropped
         // ones (99% at a 1% rate) cost more than the rest of the span.
         if (followParentSampling && unsampled(parent)) span = unsampledSpan(parent); // never records
-        else if (meshRootSampling && parent === undefined && !activeSpanContext()) {
+        else if (meshRootSampling && parent === undefined && !hasActiveSpan()) {
           // A call that starts a trace: the mesh decides, and asks the SDK only for the ones it keeps.
           const traceId = newTraceId();
-          span = sampledAt(traceId, sampleRate) ? sdkSpan(tracer, ctx, parent) : unsampledRootSpan(traceId);
+          // Not kept: a non-recording span of a new, unsampled trace, made without the SDK.
+          span = sampledAt(traceId, sampleRate) ? sdkSpan(tracer, ctx, parent) : unsampledSpan({ traceId, flags: 0 });
         } else span = sdkSpan(tracer, ctx, parent);
         const sc = span.spanContext();
         ctx.traceId = sc.traceId;

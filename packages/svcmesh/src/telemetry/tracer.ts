@@ -92,17 +92,12 @@ export function startServerSpan(tracer: Tracer, name: string, parent: TraceConte
  * asks the SDK's sampler at every hop instead. The trace state stays with the caller
  * of this (traceContextOfSpan's fallback), so no TraceState is parsed here.
  */
-export function unsampledSpan(parent: TraceContext): Span {
+export function unsampledSpan(parent: Pick<TraceContext, "traceId" | "flags">): Span {
   return trace.wrapSpanContext({ traceId: parent.traceId, spanId: newSpanId(), traceFlags: parent.flags });
 }
 
-/** A root span the mesh decided not to trace (rootSampling "mesh"): a new trace, not sampled, made without the SDK. */
-export function unsampledRootSpan(traceId: string): Span {
-  return trace.wrapSpanContext({ traceId, spanId: newSpanId(), traceFlags: 0 });
-}
-
 /** Whether a span is active in the current OpenTelemetry context (a call made under it continues its trace). */
-export function activeSpanContext(): boolean {
+export function hasActiveSpan(): boolean {
   return trace.getSpanContext(context.active()) !== undefined;
 }
 
