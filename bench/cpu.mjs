@@ -3,7 +3,7 @@
 // everything else on the machine took meanwhile. The 2 cores are shared with other
 // work (builds, tests), so a row that lost to a busy neighbour must be visible as such.
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 
 const TICK_MS = (() => {
   try {
@@ -30,6 +30,32 @@ function processTicks(pid) {
   }
 }
 
+/**
+ * Read and write system calls (syscr + syscw of /proc/<pid>/io) and the times its
+ * threads went to sleep (voluntary context switches, summed over /proc/<pid>/task):
+ * counts, not times, so they hold still while the VM's speed swings. A call that makes
+ * a process wake up or write more often shows here even when its CPU time is noise.
+ */
+function processEvents(pid) {
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, "utf8");
+    const field = (name) => Number(new RegExp(`^${name}: (\\d+)`, "m").exec(io)?.[1] ?? NaN);
+    let wakeups = 0;
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      const status = readFileSync(`/proc/${pid}/task/${task}/status`, "utf8");
+      wakeups += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+    }
+    return { syscalls: field("syscr") + field("syscw"), wakeups };
+  } catch {
+    return { syscalls: NaN, wakeups: NaN }; // already gone
+  }
+}
+
+const sumEvents = (pids) => pids.reduce((t, p) => {
+  const e = processEvents(p);
+  return { syscalls: t.syscalls + e.syscalls, wakeups: t.wakeups + e.wakeups };
+}, { syscalls: 0, wakeups: 0 });
+
 /** A point-in-time reading; pids is { caller, service, server }, a role may be several pids (summed). */
 export function cpuSnapshot(pids) {
   const { busy, steal } = systemTicks();
@@ -38,6 +64,7 @@ export function cpuSnapshot(pids) {
     system: busy,
     steal,
     procs: Object.fromEntries(Object.entries(pids).map(([role, pid]) => [role, [pid].flat().reduce((t, p) => t + processTicks(p), 0)])),
+    events: Object.fromEntries(Object.entries(pids).map(([role, pid]) => [role, sumEvents([pid].flat())])),
   };
 }
 
@@ -51,6 +78,13 @@ export function cpuSnapshot(pids) {
 export function cpuWindow(a, b, calls) {
   if (!a || !b || calls === 0) return null;
   const perCallUs = {};
+  const syscallsPerCall = {};
+  const wakeupsPerCall = {};
+  const per = (n) => (Number.isFinite(n) ? Math.round((n / calls) * 100) / 100 : null);
+  for (const role of Object.keys(a.events ?? {})) {
+    syscallsPerCall[role] = per(b.events[role].syscalls - a.events[role].syscalls);
+    wakeupsPerCall[role] = per(b.events[role].wakeups - a.events[role].wakeups);
+  }
   let ours = 0;
   for (const role of Object.keys(a.procs)) {
     const ticks = b.procs[role] - a.procs[role];
@@ -63,5 +97,5 @@ export function cpuWindow(a, b, calls) {
   }
   const otherMs = (b.system - a.system - ours) * TICK_MS;
   const cores = (ms) => Math.max(0, Math.round((ms / (b.at - a.at)) * 100) / 100);
-  return { perCallUs, otherCores: cores(otherMs), stealCores: cores((b.steal - a.steal) * TICK_MS) };
+  return { perCallUs, syscallsPerCall, wakeupsPerCall, otherCores: cores(otherMs), stealCores: cores((b.steal - a.steal) * TICK_MS) };
 }

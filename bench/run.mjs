@@ -148,7 +148,8 @@ async function serviceRss(children) {
 }
 
 function progress(m, opts) {
-  const cpu = m.cpu ? `  CPU µs/call ${Object.values(m.cpu.perCallUs).join("/")}  others ${m.cpu.otherCores} cores, host steal ${m.cpu.stealCores}` : "";
+  const cpu = m.cpu ? `  CPU µs/call ${Object.values(m.cpu.perCallUs).join("/")}  syscalls/call ${Object.values(m.cpu.syscallsPerCall ?? {}).join("/")}` +
+    `  wakeups/call ${Object.values(m.cpu.wakeupsPerCall ?? {}).join("/")}  others ${m.cpu.otherCores} cores, host steal ${m.cpu.stealCores}` : "";
   const total = opts.profDir ? `  (${m.totalCalls} calls in all, warm-up included: pass --calls to profile-summary.mjs)` : "";
   const note = total + (m.errors ? `  errors ${m.errors} (first: ${m.firstError})` : "") + (m.capped ? "  SAMPLE CAP REACHED" : "");
   console.error(`round ${m.round}/${opts.rounds}  ${m.row.padEnd(12)} ${String(m.inFlight).padStart(3)} in flight: ` +
