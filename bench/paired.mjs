@@ -16,7 +16,7 @@ import { parseArgs } from "node:util";
 import { median, summarize } from "./summary.mjs";
 import { checkTargets } from "./targets.mjs";
 
-const ROWS = ["ceiling", "moleculer", "moleculerFt", "svcmesh", "tracing1", "tracing100", "everything", "rules-10", "rules-10000", "registered-1", "registered-200"];
+const ROWS = ["ceiling", "moleculer", "moleculerFt", "svcmesh", "tracing1", "tracing1mesh", "tracing100", "everything", "everythingSdk", "rules-10", "rules-10000", "registered-1", "registered-200"];
 
 const { values } = parseArgs({ options: { times: { type: "string", default: "5" }, "duration-ms": { type: "string", default: "2000" }, "warmup-ms": { type: "string", default: "800" } } });
 const times = Number(values.times);

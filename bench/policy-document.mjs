@@ -1,4 +1,4 @@
-// The policy document of the bench (rows "policy", "everything", "rules-N" and
+// The policy document of the bench (rows "policy", "everything", "everythingSdk", "rules-N" and
 // policy-propagation.mjs): identities for claims and payments, payments allows only
 // claims, and payments.reimburse needs a role and a data class that claims holds.
 import { stringify } from "yaml";

@@ -51,7 +51,8 @@ export const ROWS = Object.fromEntries([
   mainRow("tracing100", "svcmesh, tracing 100% + OTel SDK"),
   mainRow("resilience", "svcmesh, resilience on"),
   mainRow("policy", SVCMESH_POLICY),
-  mainRow("everything", "svcmesh, everything on (policy row + tracing 1%)", { module: "policy", args: { traceRate: 0.01 } }),
+  mainRow("everything", "svcmesh, everything on (policy row + tracing 1% decided by the mesh)", { module: "policy", args: { traceRate: 0.01, rootSampling: "mesh" } }),
+  mainRow("everythingSdk", "svcmesh, everything on, tracing 1% decided by the OTel SDK", { module: "policy", args: { traceRate: 0.01 } }),
 
   // N service processes of the core row; NATS balances the calls over them (queue group).
   ...scaleGroup("instances", [1, 2, 4, 8], (n) => ({ label: SVCMESH_CORE, scale: plural(n, "instance"), module: "svcmesh", instances: n })),

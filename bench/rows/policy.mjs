@@ -7,8 +7,14 @@
 // token and checks the policy again, on every call.
 //
 // Options from the row table (rows/index.mjs):
-//   { traceRate }  row "everything": tracing on at that rate with the OTel SDK
-//                  registered in both processes (bench/otel.mjs), as the tracing rows do.
+//   { traceRate }  rows "everything" and "everythingSdk": tracing on at that rate with
+//                  the OTel SDK registered in both processes (bench/otel.mjs), as the
+//                  tracing rows do.
+//   { rootSampling: "mesh" }  row "everything": the mesh decides which calls start a
+//                  traced trace (connect's trace.rootSampling), as Moleculer's own 1%
+//                  sampling does in the moleculerFt row; the SDK has its default sampler
+//                  (parent-based, every root recorded) and records the 1% kept. Without
+//                  it ("everythingSdk") the SDK's ratio sampler decides on every call.
 //   { rules }      rows "rules-N": the document holds N endpoint rules (policy-document.mjs).
 //
 // The bench server has no JetStream (no KV bucket to follow), so the policy is set in
@@ -32,14 +38,14 @@ function policyDocument(rules) {
 }
 
 /** A mesh with the bench policy in force; close() also shuts the OTel SDK down if it was registered. */
-async function meshWithPolicy(url, name, { traceRate, rules } = {}) {
-  const shutdownTracing = traceRate ? registerTracing(traceRate) : undefined;
+async function meshWithPolicy(url, name, { traceRate, rules, rootSampling } = {}) {
+  const shutdownTracing = traceRate ? registerTracing(rootSampling === "mesh" ? 1 : traceRate) : undefined;
   const mesh = await connect({
     servers: url,
     name,
     seed: benchIdentity(name).seed,
     policy: { watch: false },
-    trace: traceRate ? { sampleRate: traceRate } : false,
+    trace: traceRate ? { sampleRate: traceRate, ...(rootSampling ? { rootSampling } : {}) } : false,
     audit: { enabled: false },
   });
   mesh.policy.set(policyDocument(rules), REVISION);
