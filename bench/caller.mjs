@@ -33,6 +33,7 @@ function mark(name) {
   if (marked.has(name)) return;
   marked.add(name);
   process.send({ mark: name });
+  process.emit("bench-mark", name); // alloc-sampler.mjs, when run.mjs --alloc preloads it
 }
 
 async function worker() {

@@ -1,8 +1,9 @@
-// Summarises V8 .cpuprofile files (node --cpu-prof): self time per function and per
-// package, so a profile can be read without DevTools.
-//   node bench/profile-summary.mjs <file.cpuprofile | dir>... [--top N] [--calls N]
-// A directory stands for every .cpuprofile in it; each file is summarised on its own.
-// --calls (run.mjs prints it when profiling) adds CPU µs per call, which is what
+// Summarises V8 profiles so they can be read without DevTools: .cpuprofile files
+// (node --cpu-prof, run.mjs --prof) as self time per function and per package, and
+// .heapprofile files (run.mjs --alloc) as bytes allocated per function and per package.
+//   node bench/profile-summary.mjs <file | dir>... [--top N] [--calls N]
+// A directory stands for every profile in it; each file is summarised on its own.
+// --calls (run.mjs prints it when profiling) adds CPU µs or bytes per call, which is what
 // compares across rows: the slower row makes fewer calls in the same profile time.
 import { readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -12,12 +13,12 @@ const { values, positionals } = parseArgs({ allowPositionals: true, options: { t
 const top = Number(values.top);
 const calls = values.calls ? Number(values.calls) : undefined;
 if (positionals.length === 0) {
-  console.error("usage: node bench/profile-summary.mjs <file.cpuprofile | dir>... [--top N] [--calls N]");
+  console.error("usage: node bench/profile-summary.mjs <file.cpuprofile | file.heapprofile | dir>... [--top N] [--calls N]");
   process.exit(2);
 }
 
 const files = positionals.flatMap((p) =>
-  statSync(p).isDirectory() ? readdirSync(p).filter((f) => f.endsWith(".cpuprofile")).sort().map((f) => join(p, f)) : [p],
+  statSync(p).isDirectory() ? readdirSync(p).filter((f) => f.endsWith(".cpuprofile") || f.endsWith(".heapprofile")).sort().map((f) => join(p, f)) : [p],
 );
 
 /** `file:///…/node_modules/.pnpm/nats@2.29.3/node_modules/nats/lib/x.js` → `nats/lib/x.js`. */
@@ -72,4 +73,33 @@ function summarise(file) {
   for (const [k, us] of sorted(fns).slice(0, top)) console.log(`  ${pct(us)} ${ms(us)}  ${k}`);
 }
 
-for (const f of files) summarise(f);
+/** A sampling heap profile: each node's selfSize is the bytes sampled as allocated by its function. */
+function summariseAllocations(file) {
+  const profile = JSON.parse(readFileSync(file, "utf8"));
+  const fns = new Map();
+  const areas = new Map();
+  let total = 0;
+  const stack = [profile.head];
+  while (stack.length > 0) {
+    const node = stack.pop();
+    stack.push(...node.children);
+    if (node.selfSize === 0) continue;
+    const f = node.callFrame;
+    total += node.selfSize;
+    const key = `${f.functionName || "(anonymous)"}  ${shortUrl(f.url)}${f.url ? `:${f.lineNumber + 1}` : ""}`;
+    fns.set(key, (fns.get(key) ?? 0) + node.selfSize);
+    areas.set(area(f), (areas.get(area(f)) ?? 0) + node.selfSize);
+  }
+  const pct = (b) => `${((100 * b) / total).toFixed(1).padStart(5)}%`;
+  const mb = (b) => `${(b / 1e6).toFixed(1).padStart(7)} MB` + (calls ? `${(b / calls).toFixed(0).padStart(7)} B/call` : "");
+  const sorted = (m) => [...m].sort((a, b) => b[1] - a[1]);
+
+  console.log(`\n## ${file}`);
+  console.log(`allocated ${mb(total).trim()} (sampled)\n`);
+  console.log("by package:");
+  for (const [k, b] of sorted(areas)) console.log(`  ${pct(b)} ${mb(b)}  ${k}`);
+  console.log(`\ntop ${top} functions by bytes allocated:`);
+  for (const [k, b] of sorted(fns).slice(0, top)) console.log(`  ${pct(b)} ${mb(b)}  ${k}`);
+}
+
+for (const f of files) (f.endsWith(".heapprofile") ? summariseAllocations : summarise)(f);

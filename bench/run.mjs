@@ -11,6 +11,8 @@
 //                                   a subset: one table, and rows by id or by group
 //   node bench/run.mjs --rows svcmesh --inflight 256 --rounds 1 --prof /tmp/prof
 //                                   CPU profiles of caller and service (see profile-summary.mjs)
+//   node bench/run.mjs --rows svcmesh --inflight 256 --rounds 1 --alloc /tmp/alloc
+//                                   allocation profiles instead (bytes per call; alloc-sampler.mjs)
 //
 // Rounds are interleaved (round 1 runs every row at every concurrency, then round 2,
 // ...) so that drift on the shared 2-core machine spreads over all rows alike.
@@ -45,6 +47,7 @@ function options() {
       "max-others": { type: "string" },
       attempts: { type: "string" },
       prof: { type: "string" },
+      alloc: { type: "string" },
       out: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -52,7 +55,7 @@ function options() {
   if (values.help) {
     const groups = [...new Set(Object.values(ROWS).filter((r) => r.table === "scale").map((r) => r.group))];
     console.log("usage: node bench/run.mjs [--quick] [--table main|scale|all] [--rows ROWS] [--inflight 1,16,256]\n" +
-      "  [--rounds N] [--warmup-ms MS] [--duration-ms MS] [--max-others CORES] [--attempts N] [--prof DIR] [--out FILE]\n" +
+      "  [--rounds N] [--warmup-ms MS] [--duration-ms MS] [--max-others CORES] [--attempts N] [--prof DIR] [--alloc DIR] [--out FILE]\n" +
       `main rows:    ${Object.keys(ROWS).filter((r) => ROWS[r].table === "main").join(", ")}\n` +
       `scale groups: ${groups.join(", ")} (rows ${Object.keys(ROWS).filter((r) => ROWS[r].table === "scale").join(", ")})\n` +
       "--rows takes row ids and scale group names; --inflight replaces every row's default\n" +
@@ -86,12 +89,14 @@ function options() {
     maxOthers: Number(values["max-others"] ?? env.BENCH_MAX_OTHERS ?? 0.25),
     attempts: Math.min(10, int("--attempts", values.attempts ?? env.BENCH_ATTEMPTS, 3)),
     profDir: values.prof,
+    allocDir: values.alloc,
     // A smoke run must not overwrite the numbers of the last real one.
     out: values.out ?? outFile(values.quick ? "quick" : "latest"),
   };
 }
 
 function profArgs(opts, role) {
+  if (opts.allocDir) return ["--import", new URL("./alloc-sampler.mjs", import.meta.url).href];
   return opts.profDir ? ["--cpu-prof", `--cpu-prof-dir=${join(opts.profDir, role)}`] : [];
 }
 
@@ -107,12 +112,14 @@ async function stopServices(children) {
   await Promise.all(children.map((child) => exited(child, 5_000)));
 }
 
-async function measure(opts, row, url, inFlight, pids) {
+async function measure(opts, row, url, inFlight, pids, services) {
   const args = [row, url, inFlight, opts.warmupMs, opts.durationMs].map(String);
   const child = forkChild("caller.mjs", args, profArgs(opts, "caller"));
   const marks = {};
   child.on("message", (m) => {
-    if (m?.mark) marks[m.mark] = cpuSnapshot({ caller: child.pid, ...pids });
+    if (!m?.mark) return;
+    marks[m.mark] = cpuSnapshot({ caller: child.pid, ...pids });
+    if (opts.allocDir) for (const s of services) if (s.connected) s.send({ mark: m.mark });
   });
   try {
     const { result } = await nextMessage(child, "result", opts.warmupMs + opts.durationMs + CHILD_SLACK_MS);
@@ -124,10 +131,10 @@ async function measure(opts, row, url, inFlight, pids) {
 
 const othersOf = (m) => m.cpu?.otherCores ?? 0;
 
-async function measureQuietly(opts, row, url, inFlight, pids) {
+async function measureQuietly(opts, row, url, inFlight, pids, services) {
   let best;
   for (let attempt = 1; attempt <= opts.attempts; attempt++) {
-    const m = { ...(await measure(opts, row, url, inFlight, pids)), attempt };
+    const m = { ...(await measure(opts, row, url, inFlight, pids, services)), attempt };
     if (!best || othersOf(m) < othersOf(best)) best = m;
     if (othersOf(m) <= opts.maxOthers) break;
     const again = attempt < opts.attempts;
@@ -150,7 +157,8 @@ async function serviceRss(children) {
 function progress(m, opts) {
   const cpu = m.cpu ? `  CPU µs/call ${Object.values(m.cpu.perCallUs).join("/")}  syscalls/call ${Object.values(m.cpu.syscallsPerCall ?? {}).join("/")}` +
     `  wakeups/call ${Object.values(m.cpu.wakeupsPerCall ?? {}).join("/")}  others ${m.cpu.otherCores} cores, host steal ${m.cpu.stealCores}` : "";
-  const total = opts.profDir ? `  (${m.totalCalls} calls in all, warm-up included: pass --calls to profile-summary.mjs)` : "";
+  const total = opts.profDir ? `  (${m.totalCalls} calls in all, warm-up included: pass --calls to profile-summary.mjs)`
+    : opts.allocDir ? `  (${m.completed + m.errors} calls in the window: pass --calls to profile-summary.mjs)` : "";
   const note = total + (m.errors ? `  errors ${m.errors} (first: ${m.firstError})` : "") + (m.capped ? "  SAMPLE CAP REACHED" : "");
   console.error(`round ${m.round}/${opts.rounds}  ${m.row.padEnd(12)} ${String(m.inFlight).padStart(3)} in flight: ` +
     `${Math.round(m.rps).toLocaleString("en-US").padStart(7)} req/s  p50 ${m.p50us} µs  p99 ${m.p99us} µs${cpu}${note}`);
@@ -167,6 +175,8 @@ async function main() {
   };
   process.once("SIGINT", abort);
   process.once("SIGTERM", abort);
+  // alloc-sampler.mjs, preloaded into every child, finds its directory here.
+  if (opts.allocDir) process.env.BENCH_ALLOC_DIR = opts.allocDir;
   server = await startNatsServer();
   console.error(`nats-server pid ${server.pid} at ${server.url}; svcmesh build ${host.svcmeshBuild} (commit ${host.commit}); ` +
     `request ${claimBytes} B msgpack; ${opts.rounds} round(s) of ${opts.warmupMs} ms warm-up + ${opts.durationMs} ms`);
@@ -179,7 +189,7 @@ async function main() {
         try {
           for (const inFlight of opts.inFlightFor(row)) {
             const pids = { service: services.map((s) => s.pid), server: server.pid };
-            const result = await measureQuietly(opts, row, server.url, inFlight, pids);
+            const result = await measureQuietly(opts, row, server.url, inFlight, pids, services);
             const m = { round, row, inFlight, instances: services.length, ...result, rss: await serviceRss(services) };
             measurements.push(m);
             progress(m, opts);
@@ -204,11 +214,11 @@ async function main() {
     console.error(`WARNING: packages/svcmesh/dist changed during the run (${host.svcmeshBuild} → ${buildAfter}): ` +
       "the svcmesh rows mix two builds; run again");
   }
-  if (opts.profDir) {
-    console.error(`profiles in ${opts.profDir}/{caller,service}; not writing ${opts.out} (profiling skews the numbers)`);
+  if (opts.profDir || opts.allocDir) {
+    console.error(`profiles in ${opts.profDir ?? opts.allocDir}/{caller,service}; not writing ${opts.out} (profiling skews the numbers)`);
     return;
   }
-  const { profDir: _, out, inFlightFor: __, ...settings } = opts;
+  const { profDir: _, allocDir: ___, out, inFlightFor: __, ...settings } = opts;
   settings.inFlight = Object.fromEntries(opts.rows.map((r) => [r, opts.inFlightFor(r)]));
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), machine: host, settings, requestBytes: claimBytes, table, measurements }, null, 2) + "\n");
