@@ -1,0 +1,170 @@
+// The targets at 256 in flight, from rows that take turns every half second. Every row
+// keeps its own nats-server, service and caller up for the whole run (each row its own
+// server, so that rows serving the same service name never answer each other's calls);
+// the callers take turns in short slices, in a rotating order, cycle after cycle. On
+// this VM, whose speed can halve for seconds at a time, rows measured seconds or minutes
+// apart (run.mjs, paired.mjs) compare badly; slices of a few hundred milliseconds spread
+// every slow spell over all rows alike.
+//
+//   node bench/interleaved.mjs [--rows ceiling,svcmesh,...] [--cycles 20] [--inflight 256]
+//                              [--slice-ms 400] [--slice-warmup-ms 100] [--warmup-ms 2000]
+//                              [--out FILE]
+//
+// Each cycle is a "round" in run.mjs's sense (summary.mjs pairs ratios by it), so the
+// table and the target check are run.mjs's own; after them, each target is judged cycle
+// by cycle as paired.mjs judges it alternation by alternation (median, quartiles, cycles
+// met). CPU per call comes from /proc ticks (10 ms) over each slice: a slice's figure is
+// rough, the median over cycles is not. Measured here (RESULTS.md): even slices half a
+// second apart can differ 2x, so read the quartiles, not one cycle.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { parseArgs } from "node:util";
+import { exited, forkChild, killAll, nextMessage } from "./children.mjs";
+import { claimBytes } from "./contract.mjs";
+import { cpuSnapshot, cpuWindow } from "./cpu.mjs";
+import { machine, svcmeshBuild } from "./machine.mjs";
+import { startNatsServer } from "./nats-server.mjs";
+import { ROWS } from "./rows/index.mjs";
+import { formatTables, median, summarize } from "./summary.mjs";
+import { checkTargets, formatTargets } from "./targets.mjs";
+
+const DEFAULT_ROWS = ["ceiling", "moleculer", "moleculerFt", "svcmesh", "tracing1", "tracing1mesh", "tracing100", "everything", "everythingSdk", "rules-10", "rules-10000", "registered-1", "registered-200"];
+const START_TIMEOUT_MS = 60_000;
+
+const { values } = parseArgs({
+  options: {
+    rows: { type: "string", default: DEFAULT_ROWS.join(",") },
+    cycles: { type: "string", default: "20" },
+    inflight: { type: "string", default: "256" },
+    "slice-ms": { type: "string", default: "400" },
+    "slice-warmup-ms": { type: "string", default: "100" },
+    "warmup-ms": { type: "string", default: "2000" },
+    out: { type: "string" },
+  },
+});
+const int = (name, min, max) => {
+  const n = Number(values[name]);
+  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${name} must be a whole number from ${min} to ${max}, got ${values[name]}`);
+  return n;
+};
+const cycles = int("cycles", 1, 200);
+const inFlight = int("inflight", 1, 4096);
+const sliceMs = int("slice-ms", 50, 10_000);
+const sliceWarmupMs = int("slice-warmup-ms", 0, 10_000);
+const warmupMs = int("warmup-ms", 0, 60_000);
+const rows = values.rows.split(",").map((r) => r.trim()).filter(Boolean);
+for (const r of rows) if (!ROWS[r]) throw new Error(`unknown row ${r} (node bench/run.mjs --help lists them)`);
+
+/** One row's server, service processes and caller, all kept up. */
+async function startRow(row) {
+  const server = await startNatsServer();
+  const services = Array.from({ length: ROWS[row].instances }, () => forkChild("service.mjs", [row, server.url]));
+  await Promise.all(services.map((s) => nextMessage(s, "ready", START_TIMEOUT_MS)));
+  const caller = forkChild("slice-caller.mjs", [row, server.url, String(inFlight)]);
+  await nextMessage(caller, "ready", START_TIMEOUT_MS);
+  return { row, server, services, caller, pids: { caller: caller.pid, service: services.map((s) => s.pid), server: server.pid } };
+}
+
+async function stopRow(r) {
+  for (const child of [r.caller, ...r.services]) if (child.connected) child.send("stop");
+  await Promise.all([r.caller, ...r.services].map((child) => exited(child, 5_000)));
+  await r.server.stop();
+}
+
+/** One slice of one row: { result, cpu } for the measured part. */
+async function runSlice(r, warmup, measure) {
+  const marks = {};
+  const onMark = (m) => {
+    if (m?.mark) marks[m.mark] = cpuSnapshot(r.pids);
+  };
+  r.caller.on("message", onMark);
+  try {
+    r.caller.send({ slice: { warmupMs: warmup, measureMs: measure } });
+    const { result } = await nextMessage(r.caller, "result", warmup + measure + 30_000);
+    return { ...result, cpu: cpuWindow(marks.start, marks.end, result.completed) };
+  } finally {
+    r.caller.off("message", onMark);
+  }
+}
+
+async function rssOf(r) {
+  const rss = await Promise.all(r.services.map(async (s) => {
+    s.send("rss");
+    return (await nextMessage(s, "rss", 5_000)).rss;
+  }));
+  return rss.reduce((a, b) => a + b, 0) / rss.length;
+}
+
+/** Each target's ratio cycle by cycle (rows seconds apart at most): median, quartiles, cycles met. */
+function formatCycleTargets(measurements) {
+  const byTarget = new Map();
+  for (let cycle = 1; cycle <= cycles; cycle++) {
+    for (const t of checkTargets(summarize(measurements.filter((m) => m.round === cycle)))) {
+      if (t.met === null || t.ratio === undefined) continue;
+      const entry = byTarget.get(t.target) ?? { ratios: [], met: 0 };
+      entry.ratios.push(t.ratio);
+      if (t.met) entry.met++;
+      byTarget.set(t.target, entry);
+    }
+  }
+  const lines = [`Targets judged cycle by cycle (ratio within each cycle: median, quartiles, cycles met)`];
+  for (const [target, { ratios, met }] of byTarget) {
+    const sorted = [...ratios].sort((a, b) => a - b);
+    const q = (p) => sorted[Math.round(p * (sorted.length - 1))].toFixed(2);
+    lines.push(`  ${target}: median ${median(ratios).toFixed(2)} (quartiles ${q(0.25)}–${q(0.75)}); met in ${met} of ${ratios.length}`);
+  }
+  return lines.join("\n");
+}
+
+async function main() {
+  const host = { ...machine(), svcmeshBuild: svcmeshBuild() };
+  const started = [];
+  const abort = async (signal) => {
+    await Promise.race([Promise.all([killAll(), ...started.map((r) => r.server.stop())]), sleep(5_000)]);
+    process.exit(signal === "SIGINT" ? 130 : 143);
+  };
+  process.once("SIGINT", abort);
+  process.once("SIGTERM", abort);
+  const measurements = [];
+  try {
+    for (const row of rows) started.push(await startRow(row));
+    console.error(`${rows.length} rows up (a nats-server, service and caller each); svcmesh build ${host.svcmeshBuild} (commit ${host.commit}); ` +
+      `${cycles} cycles of ${sliceWarmupMs} + ${sliceMs} ms slices at ${inFlight} in flight`);
+    // Every row warms up once (JIT, caches, discovery) before any slice counts.
+    for (const r of started) await runSlice(r, warmupMs, sliceMs);
+    for (let cycle = 1; cycle <= cycles; cycle++) {
+      // A rotating order, so no row always follows the same neighbour.
+      const order = started.map((_, i) => started[(i + cycle) % started.length]);
+      for (const r of order) {
+        const m = await runSlice(r, sliceWarmupMs, sliceMs);
+        measurements.push({ round: cycle, row: r.row, inFlight, instances: r.services.length, ...m, rss: await rssOf(r) });
+      }
+      const errors = measurements.filter((m) => m.round === cycle && m.errors > 0).map((m) => `${m.row} ${m.errors} (${m.firstError})`);
+      console.error(`cycle ${cycle}/${cycles} done${errors.length ? `; errors: ${errors.join(", ")}` : ""}`);
+    }
+  } finally {
+    await Promise.race([Promise.all(started.map(stopRow)), sleep(15_000)]);
+    await killAll();
+  }
+
+  const table = summarize(measurements);
+  console.log(formatTables(table));
+  console.log("\n" + formatTargets(checkTargets(table)));
+  console.log(`\n${formatCycleTargets(measurements)}`);
+  if (svcmeshBuild() !== host.svcmeshBuild) {
+    process.exitCode = 1;
+    console.error("WARNING: packages/svcmesh/dist changed during the run: the svcmesh rows mix two builds; run again");
+  }
+  if (values.out) {
+    mkdirSync(dirname(values.out), { recursive: true });
+    const settings = { interleaved: true, cycles, inFlight, sliceMs, sliceWarmupMs, warmupMs, rows };
+    writeFileSync(values.out, JSON.stringify({ date: new Date().toISOString(), machine: host, settings, requestBytes: claimBytes, table, measurements }, null, 2) + "\n");
+    console.error(`wrote ${values.out}`);
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exitCode = 1;
+});
