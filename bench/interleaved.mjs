@@ -10,6 +10,9 @@
 //                              [--slice-ms 400] [--slice-warmup-ms 100] [--warmup-ms 2000]
 //                              [--out FILE]
 //
+// A row named more than once runs as that many copies side by side (each measurement
+// records its `copy`; the table merges them): how much two processes of one row differ.
+//
 // Each cycle is a "round" in run.mjs's sense (summary.mjs pairs ratios by it), so the
 // table and the target check are run.mjs's own; after them, each target is judged cycle
 // by cycle as paired.mjs judges it alternation by alternation (median, quartiles, cycles
@@ -138,7 +141,7 @@ async function main() {
       const order = started.map((_, i) => started[(i + cycle) % started.length]);
       for (const r of order) {
         const m = await runSlice(r, sliceWarmupMs, sliceMs);
-        measurements.push({ round: cycle, row: r.row, inFlight, instances: r.services.length, ...m, rss: await rssOf(r) });
+        measurements.push({ round: cycle, row: r.row, copy: started.indexOf(r), inFlight, instances: r.services.length, ...m, rss: await rssOf(r) });
       }
       const errors = measurements.filter((m) => m.round === cycle && m.errors > 0).map((m) => `${m.row} ${m.errors} (${m.firstError})`);
       console.error(`cycle ${cycle}/${cycles} done${errors.length ? `; errors: ${errors.join(", ")}` : ""}`);
