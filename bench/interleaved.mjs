@@ -30,14 +30,13 @@ import { machine, svcmeshBuild } from "./machine.mjs";
 import { startNatsServer } from "./nats-server.mjs";
 import { ROWS } from "./rows/index.mjs";
 import { formatTables, median, summarize } from "./summary.mjs";
-import { checkTargets, formatTargets } from "./targets.mjs";
+import { TARGET_ROWS, checkTargets, formatTargets } from "./targets.mjs";
 
-const DEFAULT_ROWS = ["ceiling", "moleculer", "moleculerFt", "svcmesh", "tracing1", "tracing1mesh", "tracing100", "everything", "everythingSdk", "rules-10", "rules-10000", "registered-1", "registered-200"];
 const START_TIMEOUT_MS = 60_000;
 
 const { values } = parseArgs({
   options: {
-    rows: { type: "string", default: DEFAULT_ROWS.join(",") },
+    rows: { type: "string", default: TARGET_ROWS.join(",") },
     cycles: { type: "string", default: "20" },
     inflight: { type: "string", default: "256" },
     "slice-ms": { type: "string", default: "400" },

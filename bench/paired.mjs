@@ -14,9 +14,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { median, summarize } from "./summary.mjs";
-import { checkTargets } from "./targets.mjs";
+import { TARGET_ROWS, checkTargets } from "./targets.mjs";
 
-const ROWS = ["ceiling", "moleculer", "moleculerFt", "svcmesh", "tracing1", "tracing1mesh", "tracing100", "everything", "everythingSdk", "rules-10", "rules-10000", "registered-1", "registered-200"];
 
 const { values } = parseArgs({ options: { times: { type: "string", default: "5" }, "duration-ms": { type: "string", default: "2000" }, "warmup-ms": { type: "string", default: "800" } } });
 const times = Number(values.times);
@@ -28,7 +27,7 @@ const byTarget = new Map();
 try {
   for (let i = 1; i <= times; i++) {
     const out = join(dir, `${i}.json`);
-    const args = ["bench/run.mjs", "--rows", ROWS.join(","), "--inflight", "256", "--rounds", "1", "--attempts", "1", "--duration-ms", values["duration-ms"], "--warmup-ms", values["warmup-ms"], "--out", out];
+    const args = ["bench/run.mjs", "--rows", TARGET_ROWS.join(","), "--inflight", "256", "--rounds", "1", "--attempts", "1", "--duration-ms", values["duration-ms"], "--warmup-ms", values["warmup-ms"], "--out", out];
     const run = spawnSync(process.execPath, args, { cwd: new URL("..", import.meta.url).pathname, stdio: ["ignore", "ignore", "inherit"] });
     if (run.status !== 0) throw new Error(`alternation ${i}: run.mjs exited with ${run.status}`);
     for (const t of checkTargets(summarize(JSON.parse(readFileSync(out, "utf8")).measurements))) {

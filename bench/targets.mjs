@@ -7,6 +7,9 @@ import { summarize } from "./summary.mjs";
 
 const MAX_FLAT_DRIFT = 0.1;
 
+/** The rows the targets at 256 in flight compare (paired.mjs and interleaved.mjs run these). */
+export const TARGET_ROWS = ["ceiling", "moleculer", "moleculerFt", "svcmesh", "tracing1", "tracing1mesh", "tracing100", "everything", "everythingSdk", "rules-10", "rules-10000", "registered-1", "registered-200"];
+
 /** [{ target, met: true | false | null, detail, ratio }]: ratio is the figure the target bounds (undefined when not measured). */
 export function checkTargets(lines) {
   const at = (row, inFlight) => lines.find((l) => l.row === row && l.inFlight === inFlight);
