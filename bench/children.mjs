@@ -58,3 +58,25 @@ export function killAll() {
   for (const child of live) child.kill("SIGKILL");
   return Promise.all(gone);
 }
+
+/** `count` processes of bench/service.mjs serving `row`, once every one says it serves. */
+export async function startServices(row, url, count, execArgv = [], timeoutMs = 30_000) {
+  const children = Array.from({ length: count }, () => forkChild("service.mjs", [row, url], execArgv));
+  await Promise.all(children.map((child) => nextMessage(child, "ready", timeoutMs)));
+  return children;
+}
+
+/** Tells each child "stop" (services drain, callers close) and waits for all to exit. */
+export async function stopChildren(children) {
+  for (const child of children) if (child.connected) child.send("stop");
+  await Promise.all(children.map((child) => exited(child, 5_000)));
+}
+
+/** Mean RSS of service processes, bytes (each answers "rss", service.mjs). */
+export async function meanRss(services) {
+  const rss = await Promise.all(services.map(async (child) => {
+    child.send("rss");
+    return (await nextMessage(child, "rss", 5_000)).rss;
+  }));
+  return rss.reduce((a, b) => a + b, 0) / rss.length;
+}

@@ -23,14 +23,14 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
-import { exited, forkChild, killAll, nextMessage } from "./children.mjs";
+import { forkChild, killAll, meanRss, nextMessage, startServices, stopChildren } from "./children.mjs";
 import { claimBytes } from "./contract.mjs";
 import { cpuSnapshot, cpuWindow } from "./cpu.mjs";
 import { machine, svcmeshBuild } from "./machine.mjs";
 import { startNatsServer } from "./nats-server.mjs";
 import { ROWS } from "./rows/index.mjs";
-import { formatTables, median, summarize } from "./summary.mjs";
-import { TARGET_ROWS, checkTargets, formatTargets } from "./targets.mjs";
+import { formatTables, summarize } from "./summary.mjs";
+import { TARGET_ROWS, checkTargets, formatTargets, formatTargetsPerRun } from "./targets.mjs";
 
 const START_TIMEOUT_MS = 60_000;
 
@@ -61,16 +61,14 @@ for (const r of rows) if (!ROWS[r]) throw new Error(`unknown row ${r} (node benc
 /** One row's server, service processes and caller, all kept up. */
 async function startRow(row) {
   const server = await startNatsServer();
-  const services = Array.from({ length: ROWS[row].instances }, () => forkChild("service.mjs", [row, server.url]));
-  await Promise.all(services.map((s) => nextMessage(s, "ready", START_TIMEOUT_MS)));
+  const services = await startServices(row, server.url, ROWS[row].instances, [], START_TIMEOUT_MS);
   const caller = forkChild("slice-caller.mjs", [row, server.url, String(inFlight)]);
   await nextMessage(caller, "ready", START_TIMEOUT_MS);
   return { row, server, services, caller, pids: { caller: caller.pid, service: services.map((s) => s.pid), server: server.pid } };
 }
 
 async function stopRow(r) {
-  for (const child of [r.caller, ...r.services]) if (child.connected) child.send("stop");
-  await Promise.all([r.caller, ...r.services].map((child) => exited(child, 5_000)));
+  await stopChildren([r.caller, ...r.services]);
   await r.server.stop();
 }
 
@@ -88,35 +86,6 @@ async function runSlice(r, warmup, measure) {
   } finally {
     r.caller.off("message", onMark);
   }
-}
-
-async function rssOf(r) {
-  const rss = await Promise.all(r.services.map(async (s) => {
-    s.send("rss");
-    return (await nextMessage(s, "rss", 5_000)).rss;
-  }));
-  return rss.reduce((a, b) => a + b, 0) / rss.length;
-}
-
-/** Each target's ratio cycle by cycle (rows seconds apart at most): median, quartiles, cycles met. */
-function formatCycleTargets(measurements) {
-  const byTarget = new Map();
-  for (let cycle = 1; cycle <= cycles; cycle++) {
-    for (const t of checkTargets(summarize(measurements.filter((m) => m.round === cycle)))) {
-      if (t.met === null || t.ratio === undefined) continue;
-      const entry = byTarget.get(t.target) ?? { ratios: [], met: 0 };
-      entry.ratios.push(t.ratio);
-      if (t.met) entry.met++;
-      byTarget.set(t.target, entry);
-    }
-  }
-  const lines = [`Targets judged cycle by cycle (ratio within each cycle: median, quartiles, cycles met)`];
-  for (const [target, { ratios, met }] of byTarget) {
-    const sorted = [...ratios].sort((a, b) => a - b);
-    const q = (p) => sorted[Math.round(p * (sorted.length - 1))].toFixed(2);
-    lines.push(`  ${target}: median ${median(ratios).toFixed(2)} (quartiles ${q(0.25)}–${q(0.75)}); met in ${met} of ${ratios.length}`);
-  }
-  return lines.join("\n");
 }
 
 async function main() {
@@ -140,7 +109,7 @@ async function main() {
       const order = started.map((_, i) => started[(i + cycle) % started.length]);
       for (const r of order) {
         const m = await runSlice(r, sliceWarmupMs, sliceMs);
-        measurements.push({ round: cycle, row: r.row, copy: started.indexOf(r), inFlight, instances: r.services.length, ...m, rss: await rssOf(r) });
+        measurements.push({ round: cycle, row: r.row, copy: started.indexOf(r), inFlight, instances: r.services.length, ...m, rss: await meanRss(r.services) });
       }
       const errors = measurements.filter((m) => m.round === cycle && m.errors > 0).map((m) => `${m.row} ${m.errors} (${m.firstError})`);
       console.error(`cycle ${cycle}/${cycles} done${errors.length ? `; errors: ${errors.join(", ")}` : ""}`);
@@ -153,7 +122,8 @@ async function main() {
   const table = summarize(measurements);
   console.log(formatTables(table));
   console.log("\n" + formatTargets(checkTargets(table)));
-  console.log(`\n${formatCycleTargets(measurements)}`);
+  const perCycle = Array.from({ length: cycles }, (_, i) => measurements.filter((m) => m.round === i + 1));
+  console.log(`\n${formatTargetsPerRun(perCycle, "Targets judged cycle by cycle (ratio within each cycle: median, quartiles, cycles met)")}`);
   if (svcmeshBuild() !== host.svcmeshBuild) {
     process.exitCode = 1;
     console.error("WARNING: packages/svcmesh/dist changed during the run: the svcmesh rows mix two builds; run again");

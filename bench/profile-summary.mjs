@@ -39,10 +39,29 @@ function area(frame) {
   return first.startsWith("@") ? `${first}/${second}` : first;
 }
 
+/** Adds `amount` to the frame's function and package. */
+function tally(fns, areas, frame, amount) {
+  const key = `${frame.functionName || "(anonymous)"}  ${shortUrl(frame.url)}${frame.url ? `:${frame.lineNumber + 1}` : ""}`;
+  fns.set(key, (fns.get(key) ?? 0) + amount);
+  areas.set(area(frame), (areas.get(area(frame)) ?? 0) + amount);
+}
+
+/** The by-package and top-function lists; `of` is the total percentages are of, `fmt` one amount. */
+function print(file, headline, fns, areas, of, fmt, what) {
+  const pct = (x) => `${((100 * x) / of).toFixed(1).padStart(5)}%`;
+  const sorted = (m) => [...m].filter(([k]) => !k.startsWith("(idle)")).sort((a, b) => b[1] - a[1]);
+  console.log(`\n## ${file}`);
+  console.log(`${headline}\n`);
+  console.log("by package:");
+  for (const [k, x] of sorted(areas)) console.log(`  ${pct(x)} ${fmt(x)}  ${k}`);
+  console.log(`\ntop ${top} functions by ${what}:`);
+  for (const [k, x] of sorted(fns).slice(0, top)) console.log(`  ${pct(x)} ${fmt(x)}  ${k}`);
+}
+
+/** A CPU profile: self time per function (each sample's node ran until the next sample). */
 function summarise(file) {
   const profile = JSON.parse(readFileSync(file, "utf8"));
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
-  // Each sample's node ran until the next sample: attribute the following delta to it.
   const self = new Map();
   for (let i = 0; i < profile.samples.length; i++) {
     const id = profile.samples[i];
@@ -56,21 +75,11 @@ function summarise(file) {
     const f = byId.get(id).callFrame;
     total += us;
     if (f.functionName === "(idle)") idle += us;
-    const key = `${f.functionName || "(anonymous)"}  ${shortUrl(f.url)}${f.url ? `:${f.lineNumber + 1}` : ""}`;
-    fns.set(key, (fns.get(key) ?? 0) + us);
-    areas.set(area(f), (areas.get(area(f)) ?? 0) + us);
+    tally(fns, areas, f, us);
   }
   const busy = total - idle;
-  const pct = (us) => `${((100 * us) / busy).toFixed(1).padStart(5)}%`;
   const ms = (us) => `${(us / 1000).toFixed(0).padStart(6)} ms` + (calls ? `${(us / calls).toFixed(2).padStart(7)} µs/call` : "");
-  const sorted = (m) => [...m].filter(([k]) => k !== "(idle)" && !k.startsWith("(idle)")).sort((a, b) => b[1] - a[1]);
-
-  console.log(`\n## ${file}`);
-  console.log(`sampled ${ms(total).trim()}, idle ${ms(idle).trim()}, busy ${ms(busy).trim()} (percentages are of busy time)\n`);
-  console.log("by package:");
-  for (const [k, us] of sorted(areas)) console.log(`  ${pct(us)} ${ms(us)}  ${k}`);
-  console.log(`\ntop ${top} functions by self time:`);
-  for (const [k, us] of sorted(fns).slice(0, top)) console.log(`  ${pct(us)} ${ms(us)}  ${k}`);
+  print(file, `sampled ${ms(total).trim()}, idle ${ms(idle).trim()}, busy ${ms(busy).trim()} (percentages are of busy time)`, fns, areas, busy, ms, "self time");
 }
 
 /** A sampling heap profile: each node's selfSize is the bytes sampled as allocated by its function. */
@@ -84,22 +93,11 @@ function summariseAllocations(file) {
     const node = stack.pop();
     stack.push(...node.children);
     if (node.selfSize === 0) continue;
-    const f = node.callFrame;
     total += node.selfSize;
-    const key = `${f.functionName || "(anonymous)"}  ${shortUrl(f.url)}${f.url ? `:${f.lineNumber + 1}` : ""}`;
-    fns.set(key, (fns.get(key) ?? 0) + node.selfSize);
-    areas.set(area(f), (areas.get(area(f)) ?? 0) + node.selfSize);
+    tally(fns, areas, node.callFrame, node.selfSize);
   }
-  const pct = (b) => `${((100 * b) / total).toFixed(1).padStart(5)}%`;
   const mb = (b) => `${(b / 1e6).toFixed(1).padStart(7)} MB` + (calls ? `${(b / calls).toFixed(0).padStart(7)} B/call` : "");
-  const sorted = (m) => [...m].sort((a, b) => b[1] - a[1]);
-
-  console.log(`\n## ${file}`);
-  console.log(`allocated ${mb(total).trim()} (sampled)\n`);
-  console.log("by package:");
-  for (const [k, b] of sorted(areas)) console.log(`  ${pct(b)} ${mb(b)}  ${k}`);
-  console.log(`\ntop ${top} functions by bytes allocated:`);
-  for (const [k, b] of sorted(fns).slice(0, top)) console.log(`  ${pct(b)} ${mb(b)}  ${k}`);
+  print(file, `allocated ${mb(total).trim()} (sampled)`, fns, areas, total, mb, "bytes allocated");
 }
 
 for (const f of files) (f.endsWith(".heapprofile") ? summariseAllocations : summarise)(f);

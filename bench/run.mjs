@@ -20,7 +20,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
-import { exited, forkChild, killAll, nextMessage } from "./children.mjs";
+import { exited, forkChild, killAll, meanRss, nextMessage, startServices, stopChildren } from "./children.mjs";
 import { claimBytes } from "./contract.mjs";
 import { cpuSnapshot, cpuWindow } from "./cpu.mjs";
 import { machine, svcmeshBuild } from "./machine.mjs";
@@ -100,17 +100,6 @@ function profArgs(opts, role) {
   return opts.profDir ? ["--cpu-prof", `--cpu-prof-dir=${join(opts.profDir, role)}`] : [];
 }
 
-/** The row's service processes (ROWS[row].instances of them), once all serve. */
-async function startServices(opts, row, url) {
-  const children = Array.from({ length: ROWS[row].instances }, () => forkChild("service.mjs", [row, url], profArgs(opts, "service")));
-  await Promise.all(children.map((child) => nextMessage(child, "ready", CHILD_SLACK_MS)));
-  return children;
-}
-
-async function stopServices(children) {
-  for (const child of children) if (child.connected) child.send("stop");
-  await Promise.all(children.map((child) => exited(child, 5_000)));
-}
 
 async function measure(opts, row, url, inFlight, pids, services) {
   const args = [row, url, inFlight, opts.warmupMs, opts.durationMs].map(String);
@@ -145,14 +134,6 @@ async function measureQuietly(opts, row, url, inFlight, pids, services) {
   return best;
 }
 
-/** Mean RSS of the service processes, bytes. */
-async function serviceRss(children) {
-  const rss = await Promise.all(children.map(async (child) => {
-    child.send("rss");
-    return (await nextMessage(child, "rss", 5_000)).rss;
-  }));
-  return rss.reduce((a, b) => a + b, 0) / rss.length;
-}
 
 function progress(m, opts) {
   const cpu = m.cpu ? `  CPU µs/call ${Object.values(m.cpu.perCallUs).join("/")}  syscalls/call ${Object.values(m.cpu.syscallsPerCall ?? {}).join("/")}` +
@@ -185,17 +166,17 @@ async function main() {
   try {
     for (let round = 1; round <= opts.rounds; round++) {
       for (const row of opts.rows) {
-        const services = await startServices(opts, row, server.url);
+        const services = await startServices(row, server.url, ROWS[row].instances, profArgs(opts, "service"), CHILD_SLACK_MS);
         try {
           for (const inFlight of opts.inFlightFor(row)) {
             const pids = { service: services.map((s) => s.pid), server: server.pid };
             const result = await measureQuietly(opts, row, server.url, inFlight, pids, services);
-            const m = { round, row, inFlight, instances: services.length, ...result, rss: await serviceRss(services) };
+            const m = { round, row, inFlight, instances: services.length, ...result, rss: await meanRss(services) };
             measurements.push(m);
             progress(m, opts);
           }
         } finally {
-          await stopServices(services);
+          await stopChildren(services);
         }
       }
     }

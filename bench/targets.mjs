@@ -3,7 +3,7 @@
 // paired round by round ("rounds 0.92 / 0.85 / 0.63"), which says whether the machine
 // changed speed between rounds. A target whose rows were not run is "not measured".
 //   node bench/targets.mjs [bench/out/latest.json]   checks a saved run
-import { summarize } from "./summary.mjs";
+import { median, summarize } from "./summary.mjs";
 
 const MAX_FLAT_DRIFT = 0.1;
 
@@ -80,6 +80,33 @@ export function checkTargets(lines) {
     });
   }
   return out;
+}
+
+/**
+ * Each target judged within each of several runs (paired.mjs's alternations,
+ * interleaved.mjs's cycles): `runs` is a list of measurement lists. Per target: the
+ * ratios (listed when there are few), their median and quartiles, and in how many runs
+ * it was met. Targets a run did not measure are left out.
+ */
+export function formatTargetsPerRun(runs, heading) {
+  const byTarget = new Map();
+  for (const measurements of runs) {
+    for (const t of checkTargets(summarize(measurements))) {
+      if (t.met === null || t.ratio === undefined) continue;
+      const entry = byTarget.get(t.target) ?? { ratios: [], met: 0 };
+      entry.ratios.push(t.ratio);
+      if (t.met) entry.met++;
+      byTarget.set(t.target, entry);
+    }
+  }
+  const lines = [heading];
+  for (const [target, { ratios, met }] of byTarget) {
+    const sorted = [...ratios].sort((a, b) => a - b);
+    const q = (p) => sorted[Math.round(p * (sorted.length - 1))].toFixed(2);
+    const listed = ratios.length <= 10 ? `${ratios.map((r) => r.toFixed(2)).join(" ")}; ` : "";
+    lines.push(`  ${target}: ${listed}median ${median(ratios).toFixed(2)} (quartiles ${q(0.25)}–${q(0.75)}); met in ${met} of ${ratios.length}`);
+  }
+  return lines.join("\n");
 }
 
 export function formatTargets(results) {

@@ -62,6 +62,7 @@ function isLowerHex(text: string, from: number, to: number): boolean {
 }
 
 const DASH = 45;
+const F = 102; // "f"
 
 /** The frame every traceparent has, `vv-<32 hex>-<16 hex>-ff[-...]`: its length and dashes. */
 function framed(text: string): boolean {
@@ -98,8 +99,6 @@ export function notSampled(traceparent: string): boolean {
   if (traceparent.charCodeAt(0) === F && traceparent.charCodeAt(1) === F) return false;
   return (hexDigit(traceparent.charCodeAt(54)) & 1) === 0;
 }
-
-const F = 102; // "f"
 
 /** The trace id of a traceparent header, or "" if it is not one (no full parse: audit records only need the id). */
 export function traceIdOf(traceparent: string): string {
