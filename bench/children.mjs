@@ -67,9 +67,9 @@ export async function startServices(row, url, count, execArgv = [], timeoutMs = 
 }
 
 /** Tells each child "stop" (services drain, callers close) and waits for all to exit. */
-export async function stopChildren(children) {
+export async function stopChildren(children, graceMs = 5_000) {
   for (const child of children) if (child.connected) child.send("stop");
-  await Promise.all(children.map((child) => exited(child, 5_000)));
+  await Promise.all(children.map((child) => exited(child, graceMs)));
 }
 
 /** Mean RSS of service processes, bytes (each answers "rss", service.mjs). */

@@ -8,10 +8,13 @@
 //
 //   node bench/interleaved.mjs [--rows ceiling,svcmesh,...] [--cycles 20] [--inflight 256]
 //                              [--slice-ms 400] [--slice-warmup-ms 100] [--warmup-ms 2000]
-//                              [--out FILE]
+//                              [--out FILE] [--prof DIR]
 //
 // A row named more than once runs as that many copies side by side (each measurement
 // records its `copy`; the table merges them): how much two processes of one row differ.
+// --prof DIR writes CPU profiles of every caller and service to DIR/<copy>-<row>/{caller,service}
+// and prints each copy's calls (warm-up included) for profile-summary.mjs --calls: profiles
+// taken while the rows take turns see the same slow spells, unlike run.mjs --prof's.
 //
 // Each cycle is a "round" in run.mjs's sense (summary.mjs pairs ratios by it), so the
 // table and the target check are run.mjs's own; after them, each target is judged cycle
@@ -20,7 +23,7 @@
 // rough, the median over cycles is not. Measured here (RESULTS.md): even slices half a
 // second apart can differ 2x, so read the quartiles, not one cycle.
 import { mkdirSync, writeFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { forkChild, killAll, meanRss, nextMessage, startServices, stopChildren } from "./children.mjs";
@@ -43,6 +46,7 @@ const { values } = parseArgs({
     "slice-warmup-ms": { type: "string", default: "100" },
     "warmup-ms": { type: "string", default: "2000" },
     out: { type: "string" },
+    prof: { type: "string" },
   },
 });
 const int = (name, min, max) => {
@@ -58,17 +62,22 @@ const warmupMs = int("warmup-ms", 0, 60_000);
 const rows = values.rows.split(",").map((r) => r.trim()).filter(Boolean);
 for (const r of rows) if (!ROWS[r]) throw new Error(`unknown row ${r} (node bench/run.mjs --help lists them)`);
 
+const profArgs = (copy, row, role) => (values.prof ? ["--cpu-prof", `--cpu-prof-dir=${join(values.prof, `${copy}-${row}`, role)}`] : []);
+
 /** One row's server, service processes and caller, all kept up. */
-async function startRow(row) {
+async function startRow(row, copy) {
   const server = await startNatsServer();
-  const services = await startServices(row, server.url, ROWS[row].instances, [], START_TIMEOUT_MS);
-  const caller = forkChild("slice-caller.mjs", [row, server.url, String(inFlight)]);
+  const services = await startServices(row, server.url, ROWS[row].instances, profArgs(copy, row, "service"), START_TIMEOUT_MS);
+  const caller = forkChild("slice-caller.mjs", [row, server.url, String(inFlight)], profArgs(copy, row, "caller"));
   await nextMessage(caller, "ready", START_TIMEOUT_MS);
   return { row, server, services, caller, pids: { caller: caller.pid, service: services.map((s) => s.pid), server: server.pid } };
 }
 
+// Writing a CPU profile of a long run takes a while at exit.
+const STOP_GRACE_MS = values.prof ? 60_000 : 5_000;
+
 async function stopRow(r) {
-  await stopChildren([r.caller, ...r.services]);
+  await stopChildren([r.caller, ...r.services], STOP_GRACE_MS);
   await r.server.stop();
 }
 
@@ -82,6 +91,7 @@ async function runSlice(r, warmup, measure) {
   try {
     r.caller.send({ slice: { warmupMs: warmup, measureMs: measure } });
     const { result } = await nextMessage(r.caller, "result", warmup + measure + 30_000);
+    r.totalCalls = (r.totalCalls ?? 0) + result.totalCalls;
     return { ...result, cpu: cpuWindow(marks.start, marks.end, result.completed) };
   } finally {
     r.caller.off("message", onMark);
@@ -99,7 +109,7 @@ async function main() {
   process.once("SIGTERM", abort);
   const measurements = [];
   try {
-    for (const row of rows) started.push(await startRow(row));
+    for (const [copy, row] of rows.entries()) started.push(await startRow(row, copy));
     console.error(`${rows.length} rows up (a nats-server, service and caller each); svcmesh build ${host.svcmeshBuild} (commit ${host.commit}); ` +
       `${cycles} cycles of ${sliceWarmupMs} + ${sliceMs} ms slices at ${inFlight} in flight`);
     // Every row warms up once (JIT, caches, discovery) before any slice counts.
@@ -115,10 +125,13 @@ async function main() {
       console.error(`cycle ${cycle}/${cycles} done${errors.length ? `; errors: ${errors.join(", ")}` : ""}`);
     }
   } finally {
-    await Promise.race([Promise.all(started.map(stopRow)), sleep(15_000)]);
+    await Promise.race([Promise.all(started.map(stopRow)), sleep(STOP_GRACE_MS + 10_000)]);
     await killAll();
   }
 
+  if (values.prof) {
+    for (const [copy, r] of started.entries()) console.error(`profiles of ${r.row} in ${join(values.prof, `${copy}-${r.row}`)}: ${r.totalCalls} calls in all (profile-summary.mjs --calls)`);
+  }
   const table = summarize(measurements);
   console.log(formatTables(table));
   console.log("\n" + formatTargets(checkTargets(table)));

@@ -20,12 +20,13 @@ const client = await (await loadRow(rowId)).caller(url);
 const mark = (name) => process.send({ mark: name });
 
 process.on("message", async (m) => {
-  if (m?.slice) {
-    const result = await runWindow(() => client.call(), { inFlight, warmupMs: m.slice.warmupMs, durationMs: m.slice.measureMs, mark });
-    process.send({ result });
-  } else if (m === "stop") {
+  // Test "stop" first: a string has a .slice method too.
+  if (m === "stop") {
     await client.close();
     process.exit(0);
+  } else if (m?.slice) {
+    const result = await runWindow(() => client.call(), { inFlight, warmupMs: m.slice.warmupMs, durationMs: m.slice.measureMs, mark });
+    process.send({ result });
   }
 });
 process.send({ ready: true });
