@@ -1,6 +1,8 @@
 // Forked child processes (callers, services) with an IPC channel. Every child is
 // tracked until it exits, so run.mjs can kill whatever is left on error or SIGINT.
 import { fork } from "node:child_process";
+import { join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 
 const live = new Set();
 
@@ -18,6 +20,11 @@ export function forkChild(script, args, execArgv = []) {
   live.add(child);
   child.once("exit", () => live.delete(child));
   return child;
+}
+
+/** A bench script of this checkout, or of the checkout whose bench/ is `benchDir`. */
+export function benchScript(name, benchDir) {
+  return benchDir ? pathToFileURL(join(resolve(benchDir), name)).href : name;
 }
 
 /** The first message from the child carrying `key`; rejects if it exits or is too slow. */
@@ -59,9 +66,12 @@ export function killAll() {
   return Promise.all(gone);
 }
 
-/** `count` processes of bench/service.mjs serving `row`, once every one says it serves. */
-export async function startServices(row, url, count, execArgv = [], timeoutMs = 30_000) {
-  const children = Array.from({ length: count }, () => forkChild("service.mjs", [row, url], execArgv));
+/**
+ * `count` processes of bench/service.mjs serving `row`, once every one says it serves.
+ * `benchDir`: another checkout's bench/ (interleaved.mjs's row@dir), to compare builds.
+ */
+export async function startServices(row, url, count, execArgv = [], timeoutMs = 30_000, benchDir = undefined) {
+  const children = Array.from({ length: count }, () => forkChild(benchScript("service.mjs", benchDir), [row, url], execArgv));
   await Promise.all(children.map((child) => nextMessage(child, "ready", timeoutMs)));
   return children;
 }

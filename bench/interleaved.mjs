@@ -12,6 +12,10 @@
 //
 // A row named more than once runs as that many copies side by side (each measurement
 // records its `copy`; the table merges them): how much two processes of one row differ.
+// A row written `row@DIR` runs from the checkout whose bench/ is DIR (callers and
+// services of that build; node_modules and dist built there): two builds side by side,
+// e.g. `--rows tracing1mesh,tracing1mesh@/tmp/old/bench` for a before/after that the
+// VM's slow spells hit alike.
 // --prof DIR writes CPU profiles of every caller and service to DIR/<copy>-<row>/{caller,service}
 // and prints each copy's calls (warm-up included) for profile-summary.mjs --calls: profiles
 // taken while the rows take turns see the same slow spells, unlike run.mjs --prof's.
@@ -22,16 +26,17 @@
 // met). CPU per call comes from /proc ticks (10 ms) over each slice: a slice's figure is
 // rough, the median over cycles is not. Measured here (RESULTS.md): even slices half a
 // second apart can differ 2x, so read the quartiles, not one cycle.
-import { mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
-import { forkChild, killAll, meanRss, nextMessage, startServices, stopChildren } from "./children.mjs";
+import { benchScript, forkChild, killAll, meanRss, nextMessage, startServices, stopChildren } from "./children.mjs";
 import { claimBytes } from "./contract.mjs";
 import { cpuSnapshot, cpuWindow } from "./cpu.mjs";
 import { machine, svcmeshBuild } from "./machine.mjs";
 import { startNatsServer } from "./nats-server.mjs";
 import { ROWS } from "./rows/index.mjs";
+import { formatCopies } from "./copies.mjs";
 import { formatTables, summarize } from "./summary.mjs";
 import { TARGET_ROWS, checkTargets, formatTargets, formatTargetsPerRun } from "./targets.mjs";
 
@@ -59,18 +64,26 @@ const inFlight = int("inflight", 1, 4096);
 const sliceMs = int("slice-ms", 50, 10_000);
 const sliceWarmupMs = int("slice-warmup-ms", 0, 10_000);
 const warmupMs = int("warmup-ms", 0, 60_000);
-const rows = values.rows.split(",").map((r) => r.trim()).filter(Boolean);
-for (const r of rows) if (!ROWS[r]) throw new Error(`unknown row ${r} (node bench/run.mjs --help lists them)`);
+const specs = values.rows.split(",").map((r) => r.trim()).filter(Boolean).map((spec) => {
+  const at = spec.indexOf("@");
+  return at < 0 ? { spec, row: spec, benchDir: undefined } : { spec, row: spec.slice(0, at), benchDir: spec.slice(at + 1) };
+});
+for (const { row, benchDir } of specs) {
+  if (!ROWS[row]) throw new Error(`unknown row ${row} (node bench/run.mjs --help lists them)`);
+  if (benchDir !== undefined && !existsSync(join(benchDir, "slice-caller.mjs"))) throw new Error(`${benchDir} is not a bench/ directory (no slice-caller.mjs)`);
+}
+const rows = specs.map((s) => s.spec);
 
 const profArgs = (copy, row, role) => (values.prof ? ["--cpu-prof", `--cpu-prof-dir=${join(values.prof, `${copy}-${row}`, role)}`] : []);
 
 /** One row's server, service processes and caller, all kept up. */
-async function startRow(row, copy) {
+async function startRow({ spec, row, benchDir }, copy) {
   const server = await startNatsServer();
-  const services = await startServices(row, server.url, ROWS[row].instances, profArgs(copy, row, "service"), START_TIMEOUT_MS);
-  const caller = forkChild("slice-caller.mjs", [row, server.url, String(inFlight)], profArgs(copy, row, "caller"));
+  const services = await startServices(row, server.url, ROWS[row].instances, profArgs(copy, row, "service"), START_TIMEOUT_MS, benchDir);
+  const caller = forkChild(benchScript("slice-caller.mjs", benchDir), [row, server.url, String(inFlight)], profArgs(copy, row, "caller"));
   await nextMessage(caller, "ready", START_TIMEOUT_MS);
-  return { row, server, services, caller, pids: { caller: caller.pid, service: services.map((s) => s.pid), server: server.pid } };
+  // A row from another checkout keeps its spec as its name, so the table shows it apart.
+  return { row: spec, server, services, caller, pids: { caller: caller.pid, service: services.map((s) => s.pid), server: server.pid } };
 }
 
 // Writing a CPU profile of a long run takes a while at exit.
@@ -109,7 +122,7 @@ async function main() {
   process.once("SIGTERM", abort);
   const measurements = [];
   try {
-    for (const [copy, row] of rows.entries()) started.push(await startRow(row, copy));
+    for (const [copy, spec] of specs.entries()) started.push(await startRow(spec, copy));
     console.error(`${rows.length} rows up (a nats-server, service and caller each); svcmesh build ${host.svcmeshBuild} (commit ${host.commit}); ` +
       `${cycles} cycles of ${sliceWarmupMs} + ${sliceMs} ms slices at ${inFlight} in flight`);
     // Every row warms up once (JIT, caches, discovery) before any slice counts.
@@ -136,6 +149,7 @@ async function main() {
   console.log(formatTables(table));
   console.log("\n" + formatTargets(checkTargets(table)));
   const perCycle = Array.from({ length: cycles }, (_, i) => measurements.filter((m) => m.round === i + 1));
+  console.log(`\n${formatCopies(started.map((r) => r.row), measurements)}`);
   console.log(`\n${formatTargetsPerRun(perCycle, "Targets judged cycle by cycle (ratio within each cycle: median, quartiles, cycles met)")}`);
   if (svcmeshBuild() !== host.svcmeshBuild) {
     process.exitCode = 1;

@@ -4,7 +4,8 @@
 // (parent-based, every root recorded), as the option's documentation asks.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { trace } from "@opentelemetry/api";
+import { context, trace } from "@opentelemetry/api";
+import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { connect as natsConnect, type NatsConnection } from "nats";
 import { connect, type Mesh, type TraceEvent } from "svcmesh";
@@ -15,6 +16,9 @@ import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/n
 const exporter = new InMemorySpanExporter();
 const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
 trace.setGlobalTracerProvider(provider);
+// With a context manager, a call made while a span is active continues that span's trace.
+const contextManager = new AsyncLocalStorageContextManager().enable();
+context.setGlobalContextManager(contextManager);
 
 let server: NatsServer;
 let raw: NatsConnection;
@@ -58,6 +62,7 @@ after(async () => {
   await raw.close();
   await server.stop();
   await provider.shutdown();
+  contextManager.disable();
 });
 
 test("at rate 0 the mesh traces no call it starts: no span anywhere, hops see an unsampled trace, only errors are recorded", async () => {
@@ -94,6 +99,24 @@ test("a call under a sampled parent follows the parent, not the mesh's rate", as
   const { spans, kept } = await settle(caller, "rs-parent");
   assert.deepEqual(spans.sort(), [`CLIENT ${parent.traceId}`, `SERVER ${parent.traceId}`]);
   assert.deepEqual(kept.map((r) => r.traceId), [parent.traceId], "the sampled trace's ok record is kept");
+});
+
+test("a call made while a span is active continues its trace, not the mesh's rate", async () => {
+  exporter.reset();
+  seen.length = 0;
+  const caller = await open("rs-active", 0, "mesh");
+  const outer = trace.getTracer("test");
+  const traceId = await outer.startActiveSpan("outer", async (span) => {
+    assert.equal(await caller.call("rs-echo", "say", {}), "said");
+    span.end();
+    return span.spanContext().traceId;
+  });
+  const { spans } = await settle(caller, "rs-active");
+  assert.equal(seen[0]!.traceId, traceId, "the handler saw the active span's trace");
+  assert.equal(seen[0]!.flags, 1);
+  // The outer span, the call's CLIENT span and the handler's SERVER span, all in one trace
+  // (settle names every span that is not CLIENT "SERVER").
+  assert.deepEqual(spans.sort(), [`CLIENT ${traceId}`, `SERVER ${traceId}`, `SERVER ${traceId}`]);
 });
 
 test("rootSampling 'sdk' (the default) leaves the decision to the SDK's sampler, which here records every root", async () => {

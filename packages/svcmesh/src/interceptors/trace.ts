@@ -10,7 +10,7 @@ import type { Span, Tracer } from "@opentelemetry/api";
 import { isMeshError } from "../errors.js";
 import type { CallContext, Interceptor } from "../pipeline.js";
 import type { MeshMetrics } from "../telemetry/metrics.js";
-import { activeTracer, endSpan, hasActiveSpan, type SpanTemplate, spanTemplate, startClientSpan, unsampled, unsampledSpan } from "../telemetry/tracer.js";
+import { activeTracer, contextManaged, endSpan, hasActiveSpan, type SpanTemplate, spanTemplate, startClientSpan, unsampled } from "../telemetry/tracer.js";
 import type { TraceBuffer } from "../trace/buffer.js";
 import type { TraceCall } from "../trace/event.js";
 import { newSpanId, newTraceId, sampledAt, type TraceContext, traceHeaderLines } from "../trace/context.js";
@@ -22,7 +22,7 @@ export interface TraceInterceptorOptions {
   tracing: boolean;
   /** Share of ok calls whose record is published (errors always are), 0..1. */
   sampleRate: number;
-  /** A call whose parent trace is not sampled gets a non-recording span without asking the SDK (tracer.ts unsampledSpan). */
+  /** A call whose parent trace is not sampled gets no span and asks the SDK nothing (see tracer.ts unsampledSpan). */
   followParentSampling: boolean;
   /**
    * A call that starts a trace is traced at `sampleRate` by the mesh's decision, and the
@@ -78,6 +78,15 @@ export function createTraceInterceptor(o: TraceInterceptorOptions): Interceptor 
     }
   };
 
+  // Under mesh root sampling, a call that starts a trace (no parent given, none active)
+  // and that the mesh does not keep: the id of its new, unsampled trace. The SDK is asked
+  // only for the ones kept.
+  const unkeptRoot = (parent: TraceContext | undefined): string | undefined => {
+    if (!meshRootSampling || parent !== undefined || (contextManaged() && hasActiveSpan())) return undefined;
+    const traceId = newTraceId();
+    return sampledAt(traceId, sampleRate) ? undefined : traceId;
+  };
+
   const sdkSpan = (tracer: Tracer, ctx: CallContext, parent: TraceContext | undefined): Span => {
     const template = templateOf(ctx.target.service, ctx.endpoint);
     const span = startClientSpan(tracer, template.name, parent);
@@ -97,28 +106,31 @@ export function createTraceInterceptor(o: TraceInterceptorOptions): Interceptor 
       const tracer = activeTracer();
       let flags: number;
       let state: string;
-      if (tracer) {
-        // Attributes only for spans the sampler keeps: building them for the dropped
-        // ones (99% at a 1% rate) cost more than the rest of the span.
-        if (followParentSampling && unsampled(parent)) span = unsampledSpan(parent); // never records
-        else if (meshRootSampling && parent === undefined && !hasActiveSpan()) {
-          // A call that starts a trace: the mesh decides, and asks the SDK only for the ones it keeps.
-          const traceId = newTraceId();
-          // Not kept: a non-recording span of a new, unsampled trace, made without the SDK.
-          span = sampledAt(traceId, sampleRate) ? sdkSpan(tracer, ctx, parent) : unsampledSpan({ traceId, flags: 0 });
-        } else span = sdkSpan(tracer, ctx, parent);
-        const sc = span.spanContext();
-        ctx.traceId = sc.traceId;
-        ctx.spanId = sc.spanId;
-        flags = sc.traceFlags;
-        state = sc.traceState?.serialize() ?? parent?.state ?? "";
-      } else {
+      if (!tracer) {
         ctx.traceId = parent?.traceId ?? newTraceId();
         ctx.spanId = newSpanId();
         // Our own sampling decision travels as the W3C "sampled" flag, so a downstream
         // service with an SDK and a parent-based sampler keeps the same traces.
         flags = parent ? parent.flags : sampledAt(ctx.traceId, sampleRate) ? 1 : 0;
         state = parent?.state ?? "";
+      } else {
+        // A call the SDK would only answer with a span that records nothing gets no span
+        // object at all (see tracer.ts unsampledSpan): the ids are all the next hop needs.
+        // At a 1% rate that is 99 calls in 100.
+        const unsampledTrace = followParentSampling && unsampled(parent) ? parent.traceId : unkeptRoot(parent);
+        if (unsampledTrace !== undefined) {
+          ctx.traceId = unsampledTrace;
+          ctx.spanId = newSpanId();
+          flags = parent?.flags ?? 0;
+          state = parent?.state ?? "";
+        } else {
+          span = sdkSpan(tracer, ctx, parent);
+          const sc = span.spanContext();
+          ctx.traceId = sc.traceId;
+          ctx.spanId = sc.spanId;
+          flags = sc.traceFlags;
+          state = sc.traceState?.serialize() ?? parent?.state ?? "";
+        }
       }
       ctx.traceLines = traceHeaderLines(ctx.traceId, ctx.spanId, flags, state);
       if (meshRootSampling) sampled = flags & 1;
