@@ -105,13 +105,13 @@ export interface RequestMeta {
 }
 
 const textDecoder = new TextDecoder();
-const CALLER_KEY = textEncoder.encode(`${Header.caller}:`);
-const DEADLINE_KEY = textEncoder.encode(`${Header.deadline}:`);
-const REQUEST_ID_KEY = textEncoder.encode(`${Header.requestId}:`);
-const TOKEN_KEY = textEncoder.encode(`${Header.token}:`);
-const POLICY_KEY = textEncoder.encode(`${Header.policy}:`);
-const TRACEPARENT_KEY = textEncoder.encode(`${Header.traceparent}:`);
-const TRACESTATE_KEY = textEncoder.encode(`${Header.tracestate}:`);
+const CALLER_PREFIX = `${Header.caller}:`;
+const DEADLINE_PREFIX = `${Header.deadline}:`;
+const REQUEST_ID_PREFIX = `${Header.requestId}:`;
+const TOKEN_PREFIX = `${Header.token}:`;
+const POLICY_PREFIX = `${Header.policy}:`;
+const TRACEPARENT_PREFIX = `${Header.traceparent}:`;
+const TRACESTATE_PREFIX = `${Header.tracestate}:`;
 const ERROR_CODE_KEY = textEncoder.encode(`${Header.errorCode}:`);
 const SERVICE_ERROR_KEY = textEncoder.encode("Nats-Service-Error:");
 const LF = 10;
@@ -196,6 +196,62 @@ export function headerFromBlock(block: Uint8Array, key: string): string {
   return "";
 }
 
+/** A raw header block as text: one decode for the whole block. */
+function headerText(bytes: Uint8Array, end: number): string {
+  return bytes instanceof Buffer ? bytes.toString("utf8", 0, end) : textDecoder.decode(bytes.subarray(0, end));
+}
+
+/** text[start, end) without leading and trailing spaces. */
+function trimmedSlice(text: string, start: number, end: number): string {
+  while (start < end && text.charCodeAt(start) === 32) start++;
+  while (end > start && text.charCodeAt(end - 1) === 32) end--;
+  return text.slice(start, end);
+}
+
+/**
+ * Fills `meta` from a header block's text (status line first); returns the deadline's
+ * text. The block is decoded once and read with string built-ins: finding lines with
+ * Buffer#indexOf, comparing keys byte by byte in JS and decoding each value on its own
+ * cost 1.6-3 µs per request on the bench VM, the dearest step of a service's request.
+ * The letter after "Mesh-" tells the mesh headers apart, so each line is compared
+ * with one key at most.
+ */
+function readMetaLines(text: string, meta: RequestMeta): string {
+  let deadlineText = "";
+  const n = text.length;
+  for (let pos = text.indexOf("\n") + 1; pos > 0 && pos < n; ) {
+    const lf = text.indexOf("\n", pos);
+    const stop = lf < 0 ? n : lf;
+    const valueEnd = stop > pos && text.charCodeAt(stop - 1) === 13 ? stop - 1 : stop;
+    const first = text.charCodeAt(pos);
+    if (first === 77 /* M */ && text.startsWith("Mesh-", pos)) {
+      switch (text.charCodeAt(pos + 5)) {
+        case 68 /* D */:
+          if (deadlineText === "" && text.startsWith(DEADLINE_PREFIX, pos)) deadlineText = trimmedSlice(text, pos + DEADLINE_PREFIX.length, valueEnd);
+          break;
+        case 67 /* C */:
+          if (meta.caller === "" && text.startsWith(CALLER_PREFIX, pos)) meta.caller = trimmedSlice(text, pos + CALLER_PREFIX.length, valueEnd);
+          break;
+        case 82 /* R */:
+          if (meta.requestId === "" && text.startsWith(REQUEST_ID_PREFIX, pos)) meta.requestId = trimmedSlice(text, pos + REQUEST_ID_PREFIX.length, valueEnd);
+          break;
+        case 84 /* T */:
+          if (meta.token === "" && text.startsWith(TOKEN_PREFIX, pos)) meta.token = trimmedSlice(text, pos + TOKEN_PREFIX.length, valueEnd);
+          break;
+        case 80 /* P */:
+          if (meta.policy === "" && text.startsWith(POLICY_PREFIX, pos)) meta.policy = trimmedSlice(text, pos + POLICY_PREFIX.length, valueEnd);
+          break;
+      }
+    } else if (first === 116 /* t */) {
+      if (meta.traceparent === "" && text.startsWith(TRACEPARENT_PREFIX, pos)) meta.traceparent = trimmedSlice(text, pos + TRACEPARENT_PREFIX.length, valueEnd);
+      else if (meta.tracestate === "" && text.startsWith(TRACESTATE_PREFIX, pos)) meta.tracestate = trimmedSlice(text, pos + TRACESTATE_PREFIX.length, valueEnd);
+    }
+    if (lf < 0) break;
+    pos = lf + 1;
+  }
+  return deadlineText;
+}
+
 /** Reads request metadata; missing values get safe defaults so raw NATS clients can call too. */
 export function readRequestMeta(msg: Msg, now: number, defaultTimeoutMs: number): RequestMeta {
   const meta: RequestMeta = { caller: "", deadline: 0, requestId: "", token: "", policy: "", traceparent: "", tracestate: "" };
@@ -213,20 +269,7 @@ export function readRequestMeta(msg: Msg, now: number, defaultTimeoutMs: number)
       meta.tracestate = h.get(Header.tracestate);
     }
   } else if (raw !== undefined) {
-    const { bytes, end } = raw;
-    for (let pos = lineAfter(bytes, 0, end); pos > 0; pos = lineAfter(bytes, pos, end)) {
-      if (bytes[pos] === 116 /* t */) {
-        if (keyAt(bytes, pos, end, TRACEPARENT_KEY)) meta.traceparent ||= textOf(bytes, pos + TRACEPARENT_KEY.length, lineEnd(bytes, pos, end));
-        else if (keyAt(bytes, pos, end, TRACESTATE_KEY)) meta.tracestate ||= textOf(bytes, pos + TRACESTATE_KEY.length, lineEnd(bytes, pos, end));
-        continue;
-      }
-      if (bytes[pos] !== 77 /* M */) continue;
-      if (keyAt(bytes, pos, end, DEADLINE_KEY)) deadlineText ||= textOf(bytes, pos + DEADLINE_KEY.length, lineEnd(bytes, pos, end));
-      else if (keyAt(bytes, pos, end, CALLER_KEY)) meta.caller ||= textOf(bytes, pos + CALLER_KEY.length, lineEnd(bytes, pos, end));
-      else if (keyAt(bytes, pos, end, REQUEST_ID_KEY)) meta.requestId ||= textOf(bytes, pos + REQUEST_ID_KEY.length, lineEnd(bytes, pos, end));
-      else if (keyAt(bytes, pos, end, TOKEN_KEY)) meta.token ||= textOf(bytes, pos + TOKEN_KEY.length, lineEnd(bytes, pos, end));
-      else if (keyAt(bytes, pos, end, POLICY_KEY)) meta.policy ||= textOf(bytes, pos + POLICY_KEY.length, lineEnd(bytes, pos, end));
-    }
+    deadlineText = readMetaLines(headerText(raw.bytes, raw.end), meta);
   }
   const deadline = Number(deadlineText);
   meta.deadline = deadlineText !== "" && Number.isFinite(deadline) && deadline > 0 ? deadline : now + defaultTimeoutMs;

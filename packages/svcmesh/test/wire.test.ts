@@ -3,7 +3,7 @@ import { test } from "node:test";
 import { Decoder, Encoder } from "@msgpack/msgpack";
 import fc from "fast-check";
 import { ErrorCode, MeshError, isMeshError, retryableCodes } from "svcmesh";
-import { BodyDecoder, BodyEncoder, RequestHeaders, subjectNumber, decodeBody, encodeBody, headerFromBlock, headerValue, hpubFrame } from "svcmesh/internal";
+import { BodyDecoder, BodyEncoder, RequestHeaders, subjectNumber, decodeBody, encodeBody, headerFromBlock, headerValue, hpubFrame, readRequestMeta } from "svcmesh/internal";
 
 /** What a codec call gave: its value, or its error's message (so two codecs compare on either). */
 function outcome(run: () => unknown): { value: unknown } | { error: string } {
@@ -130,4 +130,51 @@ test("header blocks are scanned like nats.js reads them", () => {
   assert.equal(headerFromBlock(bytes(""), "Mesh-Caller"), "");
   assert.equal(headerFromBlock(bytes("NATS/1.0\r\nMesh-Caller: x"), "Mesh-Caller"), "x");
   assert.equal(headerFromBlock(bytes("NATS/1.0\r\nMesh-Caller:"), "Mesh-Caller"), "");
+});
+
+// Request metadata from a raw header block (readRequestMeta's fast path), against a
+// plain reading of the same block: each field is the first non-empty value of its exact
+// key at a line's start, spaces trimmed; the deadline a positive number, else the default.
+const META_KEYS = {
+  caller: "Mesh-Caller", deadline: "Mesh-Deadline", requestId: "Mesh-Request-Id", token: "Mesh-Token",
+  policy: "Mesh-Policy", traceparent: "traceparent", tracestate: "tracestate",
+} as const;
+
+function plainReading(block: string, now: number, defaultMs: number): Record<string, string | number> {
+  const meta: Record<string, string> = { caller: "", deadline: "", requestId: "", token: "", policy: "", traceparent: "", tracestate: "" };
+  for (const line of block.split("\r\n").slice(1)) {
+    for (const [field, key] of Object.entries(META_KEYS)) {
+      if (meta[field] === "" && line.startsWith(`${key}:`)) meta[field] = line.slice(key.length + 1).replace(/^ +| +$/g, "");
+    }
+  }
+  const d = Number(meta.deadline);
+  return { ...meta, deadline: meta.deadline !== "" && Number.isFinite(d) && d > 0 ? d : now + defaultMs };
+}
+
+/** A received message as nats.js 2.x holds it: the raw bytes (header block, then body) and the block's length. */
+function received(block: string, plainArray: boolean): { _msg: { hdr: number }; _rdata: Uint8Array } {
+  const bytes = Buffer.from(`${block}BODY`);
+  return { _msg: { hdr: Buffer.byteLength(block) }, _rdata: plainArray ? new Uint8Array(bytes) : bytes };
+}
+
+test("request metadata is read from a raw header block as a plain reading of it reads", () => {
+  const key = fc.constantFrom(...Object.values(META_KEYS), "Mesh-Caller-Extra", "mesh-caller", "Mesh-", "Mesh-X", "tracestatex", "t", "X-Other", "M");
+  const value = fc.oneof(
+    fc.string({ maxLength: 40 }),
+    fc.string({ unit: "grapheme", maxLength: 12 }),
+    fc.constantFrom("", " ", "  1796520084776 ", "0", "-5", "1e3", "abc", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+  ).map((v) => v.replace(/[\r\n]/g, ""));
+  const line = fc.oneof(fc.tuple(key, fc.constantFrom(":", ": ", ":  "), value).map(([k, sep, v]) => `${k}${sep}${v}`), value);
+  fc.assert(
+    fc.property(fc.array(line, { maxLength: 12 }), fc.boolean(), (lines, plainArray) => {
+      const block = `NATS/1.0\r\n${lines.map((l) => `${l}\r\n`).join("")}\r\n`;
+      const got = readRequestMeta(received(block, plainArray) as never, 1000, 50);
+      assert.deepEqual({ ...got }, plainReading(block, 1000, 50), JSON.stringify(block));
+    }),
+    { numRuns: 2000 },
+  );
+  // The last line may lack its CRLF (the block's end cuts it).
+  const cut = "NATS/1.0\r\nMesh-Request-Id: r-1\r\nMesh-Caller:  a b ";
+  assert.equal(readRequestMeta(received(cut, false) as never, 0, 1).caller, "a b");
+  assert.equal(readRequestMeta(received(cut, false) as never, 0, 1).requestId, "r-1");
 });
