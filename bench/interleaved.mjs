@@ -8,10 +8,12 @@
 //
 //   node bench/interleaved.mjs [--rows ceiling,svcmesh,...] [--cycles 20] [--inflight 256]
 //                              [--slice-ms 400] [--slice-warmup-ms 100] [--warmup-ms 2000]
-//                              [--out FILE] [--prof DIR]
+//                              [--copies 1] [--out FILE] [--prof DIR]
 //
 // A row named more than once runs as that many copies side by side (each measurement
 // records its `copy`; the table merges them): how much two processes of one row differ.
+// --copies N starts every row N times: one process can stay 30% slower than its copy for
+// its whole life, so targets judged on one process pair per row can mislead.
 // A row written `row@DIR` runs from the checkout whose bench/ is DIR (callers and
 // services of that build; node_modules and dist built there): two builds side by side,
 // e.g. `--rows tracing1mesh,tracing1mesh@/tmp/old/bench` for a before/after that the
@@ -46,6 +48,7 @@ const { values } = parseArgs({
   options: {
     rows: { type: "string", default: TARGET_ROWS.join(",") },
     cycles: { type: "string", default: "20" },
+    copies: { type: "string", default: "1" },
     inflight: { type: "string", default: "256" },
     "slice-ms": { type: "string", default: "400" },
     "slice-warmup-ms": { type: "string", default: "100" },
@@ -60,14 +63,16 @@ const int = (name, min, max) => {
   return n;
 };
 const cycles = int("cycles", 1, 200);
+const copies = int("copies", 1, 8);
 const inFlight = int("inflight", 1, 4096);
 const sliceMs = int("slice-ms", 50, 10_000);
 const sliceWarmupMs = int("slice-warmup-ms", 0, 10_000);
 const warmupMs = int("warmup-ms", 0, 60_000);
-const specs = values.rows.split(",").map((r) => r.trim()).filter(Boolean).map((spec) => {
+const rowSpecs = values.rows.split(",").map((r) => r.trim()).filter(Boolean).map((spec) => {
   const at = spec.indexOf("@");
   return at < 0 ? { spec, row: spec, benchDir: undefined } : { spec, row: spec.slice(0, at), benchDir: spec.slice(at + 1) };
 });
+const specs = Array.from({ length: copies }, () => rowSpecs).flat();
 for (const { row, benchDir } of specs) {
   if (!ROWS[row]) throw new Error(`unknown row ${row} (node bench/run.mjs --help lists them)`);
   if (benchDir !== undefined && !existsSync(join(benchDir, "slice-caller.mjs"))) throw new Error(`${benchDir} is not a bench/ directory (no slice-caller.mjs)`);
@@ -157,7 +162,7 @@ async function main() {
   }
   if (values.out) {
     mkdirSync(dirname(values.out), { recursive: true });
-    const settings = { interleaved: true, cycles, inFlight, sliceMs, sliceWarmupMs, warmupMs, rows };
+    const settings = { interleaved: true, cycles, copies, inFlight, sliceMs, sliceWarmupMs, warmupMs, rows };
     writeFileSync(values.out, JSON.stringify({ date: new Date().toISOString(), machine: host, settings, requestBytes: claimBytes, table, measurements }, null, 2) + "\n");
     console.error(`wrote ${values.out}`);
   }
