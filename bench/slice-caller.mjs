@@ -6,6 +6,13 @@
 // once connected; per slice { mark: "start" | "end" } when the measured part opens and
 // closes (the parent reads CPU then, cpu.mjs), then { result }. Between slices the
 // process is idle, so several rows can stay up side by side and take turns.
+// { slice, profile: FILE } also writes a CPU profile of that slice to FILE (node:inspector,
+// in this process): a process found slow mid-run can be profiled without a restart.
+// "heap" → { heap: [{ space, usedMB, sizeMB }] }, V8's heap spaces; { heapSnapshot: FILE }
+// writes a heap snapshot there → { snapshot: FILE }.
+import { writeFileSync } from "node:fs";
+import { Session } from "node:inspector/promises";
+import { getHeapSpaceStatistics, writeHeapSnapshot } from "node:v8";
 import { loadRow } from "./rows/index.mjs";
 import { runWindow } from "./window.mjs";
 
@@ -24,9 +31,28 @@ process.on("message", async (m) => {
   if (m === "stop") {
     await client.close();
     process.exit(0);
+  } else if (m === "heap") {
+    process.send({ heap: getHeapSpaceStatistics().map((s) => ({ space: s.space_name, usedMB: Math.round(s.space_used_size / 1e5) / 10, sizeMB: Math.round(s.space_size / 1e5) / 10 })) });
+  } else if (m?.heapSnapshot) {
+    process.send({ snapshot: writeHeapSnapshot(m.heapSnapshot) });
   } else if (m?.slice) {
+    const stopProfile = m.profile ? await startProfile() : undefined;
     const result = await runWindow(() => client.call(), { inFlight, warmupMs: m.slice.warmupMs, durationMs: m.slice.measureMs, mark });
+    if (stopProfile) writeFileSync(m.profile, JSON.stringify(await stopProfile()));
     process.send({ result });
   }
 });
+/** Starts V8's CPU profiler in this process; the returned function stops it and gives the profile. */
+async function startProfile() {
+  const session = new Session();
+  session.connect();
+  await session.post("Profiler.enable");
+  await session.post("Profiler.start");
+  return async () => {
+    const { profile } = await session.post("Profiler.stop");
+    session.disconnect();
+    return profile;
+  };
+}
+
 process.send({ ready: true });
