@@ -12,7 +12,7 @@
 //
 // A row named more than once runs as that many copies side by side (each measurement
 // records its `copy`; the table merges them): how much two processes of one row differ.
-// --copies N starts every row N times: one process can stay 30% slower than its copy for
+// --copies N starts every row N times: one process can stay up to ~45% slower than its copy for
 // its whole life, so targets judged on one process pair per row can mislead.
 // A row written `row@DIR` runs from the checkout whose bench/ is DIR (callers and
 // services of that build; node_modules and dist built there): two builds side by side,
