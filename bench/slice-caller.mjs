@@ -7,7 +7,8 @@
 // closes (the parent reads CPU then, cpu.mjs), then { result }. Between slices the
 // process is idle, so several rows can stay up side by side and take turns.
 // { slice, profile: FILE } also writes a CPU profile of that slice to FILE (node:inspector,
-// in this process): a process found slow mid-run can be profiled without a restart.
+// in this process), { slice, allocProfile: FILE } an allocation profile (.heapprofile):
+// a process found slow mid-run can be profiled without a restart.
 // "heap" → { heap: [{ space, usedMB, sizeMB }] }, V8's heap spaces; { heapSnapshot: FILE }
 // writes a heap snapshot there → { snapshot: FILE }.
 import { writeFileSync } from "node:fs";
@@ -36,9 +37,9 @@ process.on("message", async (m) => {
   } else if (m?.heapSnapshot) {
     process.send({ snapshot: writeHeapSnapshot(m.heapSnapshot) });
   } else if (m?.slice) {
-    const stopProfile = m.profile ? await startProfile() : undefined;
+    const stopProfile = m.profile ? await startProfile() : m.allocProfile ? await startAllocProfile() : undefined;
     const result = await runWindow(() => client.call(), { inFlight, warmupMs: m.slice.warmupMs, durationMs: m.slice.measureMs, mark });
-    if (stopProfile) writeFileSync(m.profile, JSON.stringify(await stopProfile()));
+    if (stopProfile) writeFileSync(m.profile ?? m.allocProfile, JSON.stringify(await stopProfile()));
     process.send({ result });
   }
 });
@@ -50,6 +51,19 @@ async function startProfile() {
   await session.post("Profiler.start");
   return async () => {
     const { profile } = await session.post("Profiler.stop");
+    session.disconnect();
+    return profile;
+  };
+}
+
+/** The same for V8's sampling heap profiler, freed objects included (as alloc-sampler.mjs). */
+async function startAllocProfile() {
+  const session = new Session();
+  session.connect();
+  await session.post("HeapProfiler.enable");
+  await session.post("HeapProfiler.startSampling", { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+  return async () => {
+    const { profile } = await session.post("HeapProfiler.stopSampling");
     session.disconnect();
     return profile;
   };
