@@ -1,6 +1,6 @@
 // Preloaded into caller and service by `run.mjs --alloc DIR` (node --import): V8's
-// sampling heap profiler, with the objects that young and old collections free
-// included, so a profile shows what each call allocates, not only what survives. Bytes
+// sampling heap profiler (settings: inspector-profile.mjs), so a profile shows what each
+// call allocates, not only what survives. Bytes
 // allocated per call are a count, not a time: they hold still while the VM's speed
 // swings, and each one is memory written and then collected.
 //
@@ -11,6 +11,7 @@
 import { Session } from "node:inspector";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
+import { ALLOC_SAMPLING } from "./inspector-profile.mjs";
 
 const dir = process.env.BENCH_ALLOC_DIR;
 if (dir) {
@@ -32,8 +33,7 @@ if (dir) {
   process.on("bench-mark", (name) => {
     if (name === "start" && !sampling) {
       sampling = true;
-      // One sample per 4 KiB allocated on average (V8's default is 32 KiB).
-      session.post("HeapProfiler.startSampling", { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+      session.post("HeapProfiler.startSampling", ALLOC_SAMPLING);
     } else if (name === "end" && sampling) {
       sampling = false;
       stop(inFlight ?? `window${++windows}`);

@@ -12,8 +12,8 @@
 // "heap" → { heap: [{ space, usedMB, sizeMB }] }, V8's heap spaces; { heapSnapshot: FILE }
 // writes a heap snapshot there → { snapshot: FILE }.
 import { writeFileSync } from "node:fs";
-import { Session } from "node:inspector/promises";
 import { getHeapSpaceStatistics, writeHeapSnapshot } from "node:v8";
+import { startProfile } from "./inspector-profile.mjs";
 import { loadRow } from "./rows/index.mjs";
 import { runWindow } from "./window.mjs";
 
@@ -37,36 +37,10 @@ process.on("message", async (m) => {
   } else if (m?.heapSnapshot) {
     process.send({ snapshot: writeHeapSnapshot(m.heapSnapshot) });
   } else if (m?.slice) {
-    const stopProfile = m.profile ? await startProfile() : m.allocProfile ? await startAllocProfile() : undefined;
+    const stopProfile = m.profile ? await startProfile("cpu") : m.allocProfile ? await startProfile("alloc") : undefined;
     const result = await runWindow(() => client.call(), { inFlight, warmupMs: m.slice.warmupMs, durationMs: m.slice.measureMs, mark });
     if (stopProfile) writeFileSync(m.profile ?? m.allocProfile, JSON.stringify(await stopProfile()));
     process.send({ result });
   }
 });
-/** Starts V8's CPU profiler in this process; the returned function stops it and gives the profile. */
-async function startProfile() {
-  const session = new Session();
-  session.connect();
-  await session.post("Profiler.enable");
-  await session.post("Profiler.start");
-  return async () => {
-    const { profile } = await session.post("Profiler.stop");
-    session.disconnect();
-    return profile;
-  };
-}
-
-/** The same for V8's sampling heap profiler, freed objects included (as alloc-sampler.mjs). */
-async function startAllocProfile() {
-  const session = new Session();
-  session.connect();
-  await session.post("HeapProfiler.enable");
-  await session.post("HeapProfiler.startSampling", { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
-  return async () => {
-    const { profile } = await session.post("HeapProfiler.stopSampling");
-    session.disconnect();
-    return profile;
-  };
-}
-
 process.send({ ready: true });
