@@ -3,10 +3,7 @@
 // and each copy's throughput against the first copy's, cycle by cycle. The main table
 // merges copies of a row and knows nothing of other checkouts; this is where two builds
 // or two processes of one build are compared.
-import { median } from "./summary.mjs";
-
-/** `sorted`'s value at fraction p (nearest rank). */
-const at = (sorted, p) => sorted[Math.round(p * (sorted.length - 1))];
+import { atFraction as at, median } from "./summary.mjs";
 
 /** CPU µs per call of one role over all of a copy's slices, weighted by their calls. */
 function cpuPerCall(ms, role) {

@@ -5,6 +5,11 @@
 //   node bench/summary.mjs [bench/out/latest.json]   reprints the tables of a saved run
 import { ROWS, TABLES } from "./rows/index.mjs";
 
+/** The value at fraction p (0..1) of an ascending list, by nearest rank. */
+export function atFraction(sorted, p) {
+  return sorted[Math.round(p * (sorted.length - 1))];
+}
+
 /** The median of the numbers among `values` (null and undefined left out), or null if none. */
 export function median(values) {
   const v = values.filter((x) => x !== null && x !== undefined).sort((a, b) => a - b);

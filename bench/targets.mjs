@@ -3,7 +3,7 @@
 // paired round by round ("rounds 0.92 / 0.85 / 0.63"), which says whether the machine
 // changed speed between rounds. A target whose rows were not run is "not measured".
 //   node bench/targets.mjs [bench/out/latest.json]   checks a saved run
-import { median, summarize } from "./summary.mjs";
+import { atFraction, median, summarize } from "./summary.mjs";
 
 const MAX_FLAT_DRIFT = 0.1;
 
@@ -102,7 +102,7 @@ export function formatTargetsPerRun(runs, heading) {
   const lines = [heading];
   for (const [target, { ratios, met }] of byTarget) {
     const sorted = [...ratios].sort((a, b) => a - b);
-    const q = (p) => sorted[Math.round(p * (sorted.length - 1))].toFixed(2);
+    const q = (p) => atFraction(sorted, p).toFixed(2);
     const listed = ratios.length <= 10 ? `${ratios.map((r) => r.toFixed(2)).join(" ")}; ` : "";
     lines.push(`  ${target}: ${listed}median ${median(ratios).toFixed(2)} (quartiles ${q(0.25)}–${q(0.75)}); met in ${met} of ${ratios.length}`);
   }
