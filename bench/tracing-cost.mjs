@@ -16,7 +16,7 @@
 // trace.rootSampling "mesh", with the SDK's sampler recording every root it is asked for).
 import { trace } from "@opentelemetry/api";
 import { parseArgs } from "node:util";
-import { cpuSnapshot, cpuWindow } from "./cpu.mjs";
+import { measureWindow, printPairedTable } from "./in-process.mjs";
 import { startNatsServer } from "./nats-server.mjs";
 import { registerTracing } from "./otel.mjs";
 import * as core from "./rows/svcmesh.mjs";
@@ -46,36 +46,12 @@ async function measure(url, name) {
   // The core row's own service and caller (rows/svcmesh.mjs), here in one process.
   const service = await core.serve(url, { trace: traceOption });
   const caller = await core.caller(url, { trace: traceOption });
-  let calls = 0;
-  let errors = 0;
-  const run = async (ms) => {
-    const end = performance.now() + ms;
-    const maxCalls = ms * 1000; // bounded in count as well as time
-    let started = 0;
-    const worker = async () => {
-      while (performance.now() < end && started++ < maxCalls) {
-        try {
-          await caller.call();
-          calls++;
-        } catch {
-          errors++;
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: inFlight }, worker));
-  };
-  await run(500); // warm-up
-  calls = 0;
-  const a = cpuSnapshot({ mesh: process.pid, server: serverPid });
-  const t0 = performance.now();
-  await run(measureMs);
-  const b = cpuSnapshot({ mesh: process.pid, server: serverPid });
-  const rps = calls / ((performance.now() - t0) / 1000);
+  const m = await measureWindow(caller.call, { serverPid, ms: measureMs, inFlight });
   await caller.close();
   await service.close();
   await shutdownSdk?.();
   trace.disable(); // back to the API's no-op provider for the next configuration
-  return { rps, errors, ...cpuWindow(a, b, calls) };
+  return m;
 }
 
 const server = await startNatsServer();
@@ -93,17 +69,4 @@ try {
   await server.stop();
 }
 
-const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
-const total = (m) => m.perCallUs.mesh + m.perCallUs.server;
-const base = configs.includes("off") ? median(results.off.map(total)) : undefined;
-// The VM's speed drifts between rounds: a configuration is compared with "off" of the
-// same round, and the median and spread of those paired ratios are what to read.
-const paired = (c) => (base ? results[c].map((m, i) => total(results.off[i]) / total(m)).sort((x, y) => x - y) : undefined);
-const ratioText = (rs) => (rs ? `${median(rs).toFixed(2)}× (${rs[0].toFixed(2)}–${rs[rs.length - 1].toFixed(2)})` : "–");
-console.log("| config | CPU µs/call caller+service | nats-server | total | × off at equal CPU, paired by round: median (min–max) | req/s (median) |");
-console.log("| --- | ---: | ---: | ---: | ---: | ---: |");
-for (const c of configs) {
-  const ms = results[c];
-  const t = median(ms.map(total));
-  console.log(`| ${c} | ${median(ms.map((m) => m.perCallUs.mesh)).toFixed(1)} | ${median(ms.map((m) => m.perCallUs.server)).toFixed(1)} | ${t.toFixed(1)} | ${ratioText(paired(c))} | ${Math.round(median(ms.map((m) => m.rps)))} |`);
-}
+printPairedTable(configs, results);
