@@ -16,3 +16,4 @@ export * from "./policy/index.js";
 export * from "./trace/event.js";
 export * from "./audit/record.js";
 export { ensureStream, type StreamOptions, type StreamSpec } from "./jetstream/stream.js";
+export { ackOutcome } from "./jetstream/pub-ack.js";

@@ -18,6 +18,7 @@ const decoder = new BodyDecoder({ maxArrayLength: SMALL_BODY });
 const textEncoder = new TextEncoder();
 const EMPTY = new Uint8Array(0);
 const MAX_HEADER_VALUE = 1024;
+const LINE_BREAK = /[\r\n]/;
 
 /**
  * msgpack-encodes a value into a fresh buffer, which nats.js may hold until it flushes.
@@ -48,6 +49,7 @@ export function decodeBody(bytes: Uint8Array): unknown {
 
 /** Header values may not hold CR/LF and should stay short. */
 export function headerValue(text: string): string {
+  if (text.length <= MAX_HEADER_VALUE && !LINE_BREAK.test(text)) return text; // the usual case: no copy
   const flat = text.replace(/[\r\n]+/g, " ");
   return flat.length > MAX_HEADER_VALUE ? flat.slice(0, MAX_HEADER_VALUE - 1) + "…" : flat;
 }

@@ -3,8 +3,9 @@
 // (here: while the stream does not exist yet), and a bounded, visible backlog.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { connect as natsConnect, type NatsConnection } from "nats";
+import { headers as natsHeaders, connect as natsConnect, type NatsConnection } from "nats";
 import { type AuditRecord, AUDIT_STREAM, connect, decodeAuditRecord, ensureAuditStream, type Mesh } from "svcmesh";
+import { encodeBody } from "svcmesh/internal";
 import { z } from "zod";
 import { meshFailure } from "../../../test/helpers/mesh.ts";
 import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/nats-server.ts";
@@ -125,6 +126,25 @@ describe("audit records", () => {
     const stats = await until(async () => host.auditStats()!, (s) => s.stored + s.duplicates >= 2);
     assert.equal(stats.stored, 1);
     assert.equal(stats.duplicates, 1, "the second write was recognised as the same call");
+  });
+
+  test("a request id from the wire is the record's message id, ASCII or not: a repeated one is stored once", async () => {
+    // Records with printable ASCII ids are sent as prebuilt frames, others through
+    // nc.publish (jetstream/acked-publisher.ts): both must deduplicate alike.
+    const host = await open("idcheck-host");
+    await host.serve({ name: "idcheck", version: "1.0.0", endpoints: { ping: { handler: () => "pong" } } });
+    const ids = ["raw-ascii-7", "réclamation-7 ✓"];
+    for (const id of [...ids, ...ids]) {
+      const h = natsHeaders();
+      h.set("Mesh-Caller", "raw-client");
+      h.set("Mesh-Request-Id", id);
+      const reply = await raw.request("svc.idcheck.v1.ping", encodeBody(undefined), { timeout: 2_000, headers: h });
+      assert.equal(reply.headers?.get("Mesh-Error-Code") ?? "", "", "the call succeeded");
+    }
+    const stats = await until(async () => host.auditStats()!, (s) => s.stored + s.duplicates >= 4);
+    assert.deepEqual({ stored: stats.stored, duplicates: stats.duplicates, lost: stats.lost, dropped: stats.dropped }, { stored: 2, duplicates: 2, lost: 0, dropped: 0 });
+    const records = await stored("idcheck");
+    assert.deepEqual(records.map((r) => r.requestId).sort(), [...ids].sort());
   });
 
   test("records are re-sent with the same id until the stream can take them: none lost, none doubled", async () => {

@@ -11,10 +11,13 @@
 // - the backlog is bounded (`maxBacklog`): beyond it new messages are refused, counted
 //   and logged, never buffered without end.
 // Acks are correlated by hand on one inbox subscription (like client/transport.ts):
-// js.publish() would cost a timer and a request per message.
+// js.publish() would cost a timer and a request per message. Each send is one HPUB
+// frame (frames.ts): the audit trail writes one message per handled call.
 import { type Msg, type NatsConnection, nuid, type Subscription } from "nats";
 import type { Logger } from "pino";
-import { asNatsHeaders, type EncodedHeaders, headerBlock, headerValue } from "../wire.js";
+import { FramePublisher, hpubFrame } from "../frames.js";
+import { ackOutcome } from "./pub-ack.js";
+import { asNatsHeaders, headerBlock, headerValue } from "../wire.js";
 
 /** A message as its owner handed it over. */
 export interface Outgoing {
@@ -59,7 +62,10 @@ export interface AckedPublisherStats {
 }
 
 interface Entry extends Outgoing {
-  headers: EncodedHeaders;
+  /** The JetStream message id, header-safe. */
+  msgId: string;
+  /** The header block's end after MSG_ID_HEAD (`<id>\r\n\r\n`) when the id is printable ASCII; else undefined (nc.publish). */
+  headerTail: string | undefined;
   firstAt: number;
   /** Not before this time (backoff after a 503). */
   nextAt: number;
@@ -71,7 +77,9 @@ const SWEEP_MS = 50;
 /** Backoff after a "no stream leader" answer: JetStream elections take seconds. */
 const BACKOFF_MS = [100, 250, 500, 1000, 2000];
 const PREPARE_RETRY_MS = 1_000;
-const decoder = new TextDecoder();
+/** The constant start of every message's header block, encoded once. */
+const MSG_ID_HEAD = new TextEncoder().encode("NATS/1.0\r\nNats-Msg-Id: ");
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 
 /** A FIFO with O(1) shift: an array and a head index, compacted now and then. */
 class Fifo<T> {
@@ -111,6 +119,7 @@ export class AckedPublisher {
   private waiting: Entry[] = [];
   private readonly inFlight = new Map<string, Entry>();
   private readonly prefix: string;
+  private readonly frames: FramePublisher;
   private sub: Subscription | undefined;
   private seq = 0;
   private sweeper: NodeJS.Timeout | undefined;
@@ -128,6 +137,7 @@ export class AckedPublisher {
     private readonly options: AckedPublisherOptions,
   ) {
     this.prefix = `${inboxPrefix}.${nuid.next()}.`;
+    this.frames = new FramePublisher(nc);
   }
 
   /** Queues one message under JetStream message id `id` (a fresh one if empty). False when refused (closed, backlog full). */
@@ -145,8 +155,9 @@ export class AckedPublisher {
       }
       return false;
     }
-    const headers = headerBlock(`Nats-Msg-Id: ${headerValue(id || nuid.next())}\r\n`);
-    this.queue.push({ subject, body, headers, firstAt: Date.now(), nextAt: 0, sentAt: 0, sends: 0 });
+    const msgId = headerValue(id || nuid.next());
+    const headerTail = PRINTABLE_ASCII.test(msgId) ? `${msgId}\r\n\r\n` : undefined;
+    this.queue.push({ subject, body, msgId, headerTail, firstAt: Date.now(), nextAt: 0, sentAt: 0, sends: 0 });
     this.pump();
     return true;
   }
@@ -232,7 +243,9 @@ export class AckedPublisher {
     if (e.sends++ > 0) this.counters.resent++;
     this.inFlight.set(token, e);
     try {
-      this.nc.publish(e.subject, e.body, { reply: this.prefix + token, headers: asNatsHeaders(e.headers) });
+      const reply = this.prefix + token;
+      if (e.headerTail !== undefined) this.frames.publish(hpubFrame(e.subject, reply, MSG_ID_HEAD, e.headerTail, e.body));
+      else this.nc.publish(e.subject, e.body, { reply, headers: asNatsHeaders(headerBlock(`Nats-Msg-Id: ${e.msgId}\r\n`)) });
     } catch (err) {
       // Never sent: the sweep re-sends it after the ack timeout.
       this.logger.debug({ err }, `${this.options.what} publish failed`);
@@ -244,7 +257,7 @@ export class AckedPublisher {
     const e = this.inFlight.get(token);
     if (!e) return; // late ack of a message already re-sent and acknowledged
     this.inFlight.delete(token);
-    const outcome = ackOutcome(msg);
+    const outcome = ackOutcome(msg.data);
     if (outcome === "stored") this.counters.stored++;
     else if (outcome === "duplicate") this.counters.duplicates++;
     else this.retry(e, Date.now());
@@ -292,21 +305,6 @@ export class AckedPublisher {
 
   private finishIfIdle(): void {
     if (this.idle && this.backlog() === 0) this.idle();
-  }
-}
-
-/**
- * What a JetStream publish ack says: stored, duplicate (stored before), or retry (no
- * responders while a leader is elected, or an error such as "stream not found").
- */
-function ackOutcome(msg: Msg): "stored" | "duplicate" | "retry" {
-  if (msg.data.length === 0) return "retry"; // a status-only reply: 503 no responders
-  try {
-    const ack = JSON.parse(decoder.decode(msg.data)) as { error?: unknown; seq?: unknown; duplicate?: unknown };
-    if (ack.error !== undefined || typeof ack.seq !== "number") return "retry";
-    return ack.duplicate === true ? "duplicate" : "stored";
-  } catch {
-    return "retry";
   }
 }
 
