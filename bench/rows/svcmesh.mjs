@@ -5,15 +5,17 @@
 // Options from the row table (rows/index.mjs): { bytes } sends a request of that size
 // (payload rows); { services: N } serves N services and spreads calls over them;
 // { trace } is connect()'s trace option (default false; the tracing rows set it).
+// { audit } is connect()'s audit option for the service (default off; audit-cost.mjs
+// turns it on against a server with JetStream).
 import { connect } from "svcmesh";
 import { TIMEOUT_MS, decide, decisionSchema, requestOf } from "../contract.mjs";
 
 /** payments, payments-2, ... payments-N: distinct services with the same endpoint. */
 const serviceNames = (n = 1) => Array.from({ length: n }, (_, i) => (i === 0 ? "payments" : `payments-${i + 1}`));
 
-export async function serve(url, { bytes, services, trace = false } = {}) {
+export async function serve(url, { bytes, services, trace = false, audit = { enabled: false } } = {}) {
   const { schema } = requestOf(bytes);
-  const mesh = await connect({ servers: url, name: "payments", trace, audit: { enabled: false } });
+  const mesh = await connect({ servers: url, name: "payments", trace, audit });
   for (const name of serviceNames(services)) {
     await mesh.serve({
       name,
@@ -23,7 +25,7 @@ export async function serve(url, { bytes, services, trace = false } = {}) {
       },
     });
   }
-  return { close: () => mesh.close() };
+  return { close: () => mesh.close(), auditStats: () => mesh.auditStats() };
 }
 
 export async function caller(url, { bytes, services, trace = false } = {}) {
