@@ -15,9 +15,10 @@
 // frame (frames.ts): the audit trail writes one message per handled call.
 import { type Msg, type NatsConnection, nuid, type Subscription } from "nats";
 import type { Logger } from "pino";
+import { PendingTable } from "../client/pending-table.js";
 import { FramePublisher, hpubFrame } from "../frames.js";
 import { ackOutcome } from "./pub-ack.js";
-import { asNatsHeaders, headerBlock, headerValue } from "../wire.js";
+import { asNatsHeaders, headerBlock, headerValue, subjectNumber } from "../wire.js";
 
 /** A message as its owner handed it over. */
 export interface Outgoing {
@@ -66,6 +67,8 @@ interface Entry extends Outgoing {
   msgId: string;
   /** The header block's end after MSG_ID_HEAD (`<id>\r\n\r\n`) when the id is printable ASCII; else undefined (nc.publish). */
   headerTail: string | undefined;
+  /** The reply token of its latest send (a number after the ack inbox prefix). */
+  token: number;
   firstAt: number;
   /** Not before this time (backoff after a 503). */
   nextAt: number;
@@ -117,8 +120,11 @@ export class AckedPublisher {
   private readonly queue = new Fifo<Entry>();
   /** Messages waiting out a backoff before they are re-sent. */
   private waiting: Entry[] = [];
-  private readonly inFlight = new Map<string, Entry>();
+  /** Sent and awaiting their ack, by reply token (tokens count up; see client/pending-table.ts). */
+  private readonly inFlight = new PendingTable<Entry>(1024);
   private readonly prefix: string;
+  /** The prefix's length in UTF-8 bytes: an inbox prefix is the user's, maybe not ASCII. */
+  private readonly prefixBytes: number;
   private readonly frames: FramePublisher;
   private sub: Subscription | undefined;
   private seq = 0;
@@ -137,6 +143,7 @@ export class AckedPublisher {
     private readonly options: AckedPublisherOptions,
   ) {
     this.prefix = `${inboxPrefix}.${nuid.next()}.`;
+    this.prefixBytes = Buffer.byteLength(this.prefix);
     this.frames = new FramePublisher(nc);
   }
 
@@ -157,7 +164,7 @@ export class AckedPublisher {
     }
     const msgId = headerValue(id || nuid.next());
     const headerTail = PRINTABLE_ASCII.test(msgId) ? `${msgId}\r\n\r\n` : undefined;
-    this.queue.push({ subject, body, msgId, headerTail, firstAt: Date.now(), nextAt: 0, sentAt: 0, sends: 0 });
+    this.queue.push({ subject, body, msgId, headerTail, token: -1, firstAt: Date.now(), nextAt: 0, sentAt: 0, sends: 0 });
     this.pump();
     return true;
   }
@@ -189,7 +196,7 @@ export class AckedPublisher {
     }
     this.queue.drain();
     this.waiting = [];
-    this.inFlight.clear();
+    this.inFlight.forEach((e) => this.inFlight.take(e.token));
     clearInterval(this.sweeper);
     this.sub?.unsubscribe();
   }
@@ -238,10 +245,11 @@ export class AckedPublisher {
       this.counters.lost++;
       return;
     }
-    const token = (this.seq++).toString(36);
+    const token = this.seq++;
     e.sentAt = now;
     if (e.sends++ > 0) this.counters.resent++;
-    this.inFlight.set(token, e);
+    e.token = token;
+    this.inFlight.add(e);
     try {
       const reply = this.prefix + token;
       if (e.headerTail !== undefined) this.frames.publish(hpubFrame(e.subject, reply, MSG_ID_HEAD, e.headerTail, e.body));
@@ -253,10 +261,8 @@ export class AckedPublisher {
   }
 
   private onAck(msg: Msg): void {
-    const token = msg.subject.slice(this.prefix.length);
-    const e = this.inFlight.get(token);
+    const e = this.inFlight.take(subjectNumber(msg, this.prefixBytes));
     if (!e) return; // late ack of a message already re-sent and acknowledged
-    this.inFlight.delete(token);
     const outcome = ackOutcome(msg.data);
     if (outcome === "stored") this.counters.stored++;
     else if (outcome === "duplicate") this.counters.duplicates++;
@@ -282,12 +288,12 @@ export class AckedPublisher {
 
   private sweep(): void {
     const now = Date.now();
-    for (const [token, e] of this.inFlight) {
+    this.inFlight.forEach((e) => {
       if (now - e.sentAt >= this.options.ackTimeoutMs) {
-        this.inFlight.delete(token);
+        this.inFlight.take(e.token);
         this.retry(e, now);
       }
-    }
+    });
     if (this.waiting.length > 0) {
       const still: Entry[] = [];
       for (const e of this.waiting) {
