@@ -6,13 +6,13 @@
 // decoded, and none of them runs the handler.
 import type { Span, Tracer } from "@opentelemetry/api";
 import type { Msg } from "nats";
-import type { AuditRecord } from "../audit/record.js";
+import { type AuditRecordCall, AuditRecordEncoder } from "../audit/record.js";
 import { MeshError, isMeshError } from "../errors.js";
 import { type Schema, describeIssues, schemaOrAny, summarizeIssues } from "../schema.js";
 import { activeTracer, contextManaged, endSpan, type SpanTemplate, spanTemplate, startServerSpan, unsampledSpan, withSpan } from "../telemetry/tracer.js";
 import { notSampled, parseTraceparent, traceIdOf } from "../trace/context.js";
 import { type Frame, hpubFrame } from "../frames.js";
-import { ErrorReplyHeaders, asNatsHeaders, decodeBody, encodeBody, encodeBodyShared, errorReplyBody, readRequestMeta, type RequestMeta } from "../wire.js";
+import { ErrorReplyHeaders, asNatsHeaders, decodeBody, encodeBodyShared, errorReplyBody, readRequestMeta, type RequestMeta } from "../wire.js";
 import { HandlerContext, type InstanceScope, type RejectionType } from "./context.js";
 
 export type Handler = (input: any, ctx: HandlerContext) => unknown;
@@ -29,6 +29,8 @@ export interface EndpointRuntime {
   inFlight: number;
   /** Its SERVER spans' name and attributes, made once per subject served. */
   spanTemplate?: SpanTemplate & { subject: string };
+  /** Encodes its audit records, made on the first one. */
+  auditEncoder?: AuditRecordEncoder;
 }
 
 export function endpointRuntime(name: string, input: Schema | undefined, output: Schema | undefined, handler: Handler, maxConcurrent?: number): EndpointRuntime {
@@ -185,13 +187,10 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
 /** One audit record for a request whose handler ran (audit/writer.ts stores it once per request id). */
 function audit(scope: InstanceScope, ep: EndpointRuntime, meta: RequestMeta, startedAt: number, ms: number, status: string): void {
   try {
+    ep.auditEncoder ??= new AuditRecordEncoder({ service: scope.service, version: scope.version, instance: scope.instance, endpoint: ep.name });
     const policy = scope.policyRevision();
-    const record: AuditRecord = {
+    const call: AuditRecordCall = {
       time: startedAt,
-      service: scope.service,
-      version: scope.version,
-      instance: scope.instance,
-      endpoint: ep.name,
       caller: meta.caller,
       requestId: meta.requestId,
       traceId: traceIdOf(meta.traceparent),
@@ -199,7 +198,7 @@ function audit(scope: InstanceScope, ep: EndpointRuntime, meta: RequestMeta, sta
       durationMs: Math.round(ms * 1000) / 1000,
       ...(policy !== undefined ? { policy: String(policy) } : {}),
     };
-    scope.telemetry.audit?.write(scope.auditSubject, meta.requestId, encodeBody(record));
+    scope.telemetry.audit?.write(scope.auditSubject, meta.requestId, ep.auditEncoder.encode(call));
   } catch (e) {
     scope.logger.error({ err: e, endpoint: ep.name }, "could not write the audit record");
   }
