@@ -17,26 +17,20 @@
 // exits 1 if any record is missing or doubled.
 import { connect as natsConnect } from "nats";
 import { readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
-import { measureWindow, printPairedTable } from "./in-process.mjs";
+import { measureWindow, printPairedTable, runOptions } from "./in-process.mjs";
 import { startNatsServer } from "./nats-server.mjs";
 import * as core from "./rows/svcmesh.mjs";
 
 // The service logs a warning per dropped batch of records; the counts below say it all.
 process.env.SVCMESH_LOG_LEVEL ??= "error";
 
-const { values } = parseArgs({ options: { rounds: { type: "string", default: "5" }, ms: { type: "string", default: "2000" }, inflight: { type: "string", default: "256" }, configs: { type: "string", default: "off,on" } } });
-const rounds = Number(values.rounds);
-const measureMs = Number(values.ms);
-const inFlight = Number(values.inflight);
 const CONFIGS = {
   off: { enabled: false },
   // Close waits up to 60 s for the backlog (default 5 s): this run counts every record.
   on: { closeTimeoutMs: 60_000 },
   window10s: { closeTimeoutMs: 60_000, resendHorizonMs: 8_000, stream: { duplicateWindowMs: 10_000 } },
 };
-const configs = values.configs.split(",");
-for (const c of configs) if (!CONFIGS[c]) throw new Error(`unknown config ${c}`);
+const { rounds, measureMs, inFlight, configs } = runOptions(CONFIGS, "off,on");
 
 const STREAM = "SVC_AUDIT";
 

@@ -3,7 +3,19 @@
 // of them alike. CPU time per call moves far less with a busy neighbour than req/s does:
 // these tools (tracing-cost.mjs, audit-cost.mjs) are for working on one feature's cost;
 // run.mjs's rows are the figures.
+import { parseArgs } from "node:util";
 import { cpuSnapshot, cpuWindow } from "./cpu.mjs";
+
+/**
+ * The options every such tool takes: --rounds, --ms (measured per window), --inflight,
+ * and --configs, a comma-separated subset of `known` (default: `defaultConfigs`).
+ */
+export function runOptions(known, defaultConfigs) {
+  const { values } = parseArgs({ options: { rounds: { type: "string", default: "5" }, ms: { type: "string", default: "2000" }, inflight: { type: "string", default: "256" }, configs: { type: "string", default: defaultConfigs } } });
+  const configs = values.configs.split(",");
+  for (const c of configs) if (!known[c]) throw new Error(`unknown config ${c}; known: ${Object.keys(known).join(", ")}`);
+  return { rounds: Number(values.rounds), measureMs: Number(values.ms), inFlight: Number(values.inflight), configs };
+}
 
 /** Calls `call` from `inFlight` closed-loop workers for `ms` (and at most ms × 1000 calls). */
 export async function closedLoop(call, ms, inFlight) {

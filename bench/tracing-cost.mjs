@@ -15,8 +15,7 @@
 // trace records at the same rate), mesh1 (the mesh decides the 1% at the first hop,
 // trace.rootSampling "mesh", with the SDK's sampler recording every root it is asked for).
 import { trace } from "@opentelemetry/api";
-import { parseArgs } from "node:util";
-import { measureWindow, printPairedTable } from "./in-process.mjs";
+import { measureWindow, printPairedTable, runOptions } from "./in-process.mjs";
 import { startNatsServer } from "./nats-server.mjs";
 import { registerTracing } from "./otel.mjs";
 import * as core from "./rows/svcmesh.mjs";
@@ -25,10 +24,6 @@ import * as core from "./rows/svcmesh.mjs";
 // "not stored durably" warnings would bury the table (run.mjs's children log at warn).
 process.env.SVCMESH_LOG_LEVEL ??= "error";
 
-const { values } = parseArgs({ options: { rounds: { type: "string", default: "5" }, ms: { type: "string", default: "2000" }, inflight: { type: "string", default: "256" }, configs: { type: "string", default: "off,nosdk1,sdk1,sdk100" } } });
-const rounds = Number(values.rounds);
-const measureMs = Number(values.ms);
-const inFlight = Number(values.inflight);
 const CONFIGS = {
   off: { trace: false, sdk: undefined },
   nosdk1: { trace: { sampleRate: 0.01 }, sdk: undefined },
@@ -37,8 +32,7 @@ const CONFIGS = {
   sdk100: { trace: { sampleRate: 1 }, sdk: 1 },
   mesh1: { trace: { sampleRate: 0.01, rootSampling: "mesh" }, sdk: 1 },
 };
-const configs = values.configs.split(",");
-for (const c of configs) if (!CONFIGS[c]) throw new Error(`unknown config ${c}`);
+const { rounds, measureMs, inFlight, configs } = runOptions(CONFIGS, "off,nosdk1,sdk1,sdk100");
 
 async function measure(url, name) {
   const { trace: traceOption, sdk } = CONFIGS[name];
