@@ -196,6 +196,80 @@ describe("audit records", () => {
     }
   });
 
+  test('whenFull "refuse" fails closed: with the backlog full, calls are refused before their handler runs, and no record is dropped', async () => {
+    const fresh = await startNatsServer({ jetstream: true });
+    const nc = await natsConnect({ servers: fresh.url });
+    const own: Mesh[] = [];
+    try {
+      // No stream yet, and this mesh may not create it: records wait and are re-sent.
+      const host = await open("closed-host", { audit: { createStream: false, maxBacklog: 5, ackTimeoutMs: 200, whenFull: "refuse" } }, fresh.url, own);
+      let ran = 0;
+      await host.serve({ name: "closed", version: "1.0.0", endpoints: { ping: { handler: () => ++ran } } });
+      const caller = await open("closed-clerk", {}, fresh.url, own);
+      const noRetry = { retry: { attempts: 1 } };
+      for (let i = 0; i < 5; i++) assert.equal(await caller.call("closed", "ping", undefined, noRetry), i + 1);
+      for (let i = 0; i < 3; i++) {
+        const e = await meshFailure(caller.call("closed", "ping", undefined, noRetry));
+        assert.equal(e.code, "UNAVAILABLE");
+        assert.match(e.message, /audit backlog is full/);
+      }
+      assert.equal(ran, 5, "refused calls never reached the handler");
+      const full = host.auditStats()!;
+      assert.deepEqual({ backlog: full.backlog, refused: full.refused, dropped: full.dropped }, { backlog: 5, refused: 3, dropped: 0 });
+      // Once the stream exists the backlog drains, and calls run again.
+      await ensureAuditStream(nc);
+      await until(async () => host.auditStats()!, (st) => st.backlog === 0, 8_000);
+      assert.equal(await caller.call("closed", "ping", undefined, noRetry), 6);
+      const records = await until(() => stored("closed", nc), (r) => r.length >= 6, 8_000);
+      assert.equal(records.length, 6, "one record for each call that ran, none for the refused");
+      const done = await until(async () => host.auditStats()!, (st) => st.stored === 6);
+      assert.deepEqual({ stored: done.stored, dropped: done.dropped, lost: done.lost }, { stored: 6, dropped: 0, lost: 0 });
+    } finally {
+      await closeAll(own);
+      await nc.close();
+      await fresh.stop();
+    }
+  });
+
+  test('whenFull "refuse": calls already running when the backlog fills keep their records (the backlog passes maxBacklog by those)', async () => {
+    const fresh = await startNatsServer({ jetstream: true });
+    const own: Mesh[] = [];
+    try {
+      const host = await open("overshoot-host", { audit: { createStream: false, maxBacklog: 5, ackTimeoutMs: 200, whenFull: "refuse", closeTimeoutMs: 200 } }, fresh.url, own);
+      await host.serve({ name: "overshoot", version: "1.0.0", endpoints: { slow: { handler: async () => { await sleep(200); return "done"; } } } });
+      const caller = await open("overshoot-clerk", {}, fresh.url, own);
+      const replies = await Promise.all(Array.from({ length: 20 }, () => caller.call("overshoot", "slow", undefined, { retry: { attempts: 1 } })));
+      assert.ok(replies.every((r) => r === "done"), "all 20 were admitted while the backlog was empty");
+      const stats = await until(async () => host.auditStats()!, (st) => st.backlog >= 20);
+      assert.deepEqual({ backlog: stats.backlog, dropped: stats.dropped }, { backlog: 20, dropped: 0 });
+    } finally {
+      await closeAll(own);
+      await fresh.stop();
+    }
+  });
+
+  test('whenFull "refuse" without JetStream keeps the records waiting and refuses calls once the backlog is full', async () => {
+    const plain = await startNatsServer();
+    const own: Mesh[] = [];
+    try {
+      const host = await open("closed-nojs-host", { audit: { maxBacklog: 3, whenFull: "refuse", closeTimeoutMs: 200 } }, plain.url, own);
+      await host.serve({ name: "closednojs", version: "1.0.0", endpoints: { ping: { handler: () => "pong" } } });
+      const caller = await open("closed-nojs-clerk", {}, plain.url, own);
+      for (let i = 0; i < 3; i++) assert.equal(await caller.call("closednojs", "ping", undefined, { retry: { attempts: 1 } }), "pong");
+      await sleep(300); // the failed stream check would have released the records in "drop" mode
+      assert.equal((await meshFailure(caller.call("closednojs", "ping", undefined, { retry: { attempts: 1 } }))).code, "UNAVAILABLE");
+      const stats = host.auditStats()!;
+      assert.deepEqual({ backlog: stats.backlog, dropped: stats.dropped, refused: stats.refused }, { backlog: 3, dropped: 0, refused: 1 });
+    } finally {
+      await closeAll(own);
+      await plain.stop();
+    }
+  });
+
+  test("a whenFull other than drop or refuse fails at connect, before connecting", async () => {
+    await assert.rejects(connect({ servers: "nats://127.0.0.1:1", name: "x", audit: { whenFull: "block" as never } }), /audit.whenFull must be "drop" or "refuse"/);
+  });
+
   test("without JetStream calls work, and records are counted as dropped instead of piling up", async () => {
     const plain = await startNatsServer();
     const own: Mesh[] = [];

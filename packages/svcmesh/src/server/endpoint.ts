@@ -83,6 +83,13 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
         details: { maxConcurrent: ep.maxConcurrent },
       }));
     }
+    // Failing closed (audit.whenFull "refuse"), a call whose record could not be kept does not run.
+    if (scope.audit && telemetry.audit !== undefined && !telemetry.audit.admits()) {
+      scope.limiter?.refund(meta.caller);
+      return fail(scope, msg, outcome, new MeshError("UNAVAILABLE", `${scope.service}.${ep.name} cannot record calls right now (its audit backlog is full: is JetStream reachable?); try again shortly`, {
+        details: { audit: "backlog_full" },
+      }));
+    }
     ep.inFlight++;
     admitted = true;
     let input: unknown;
