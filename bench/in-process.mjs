@@ -8,13 +8,14 @@ import { cpuSnapshot, cpuWindow } from "./cpu.mjs";
 
 /**
  * The options every such tool takes: --rounds, --ms (measured per window), --inflight,
- * and --configs, a comma-separated subset of `known` (default: `defaultConfigs`).
+ * and --configs, a comma-separated subset of `known` (default: `defaultConfigs`); `extra`
+ * declares a tool's own options (parseArgs form), returned alongside.
  */
-export function runOptions(known, defaultConfigs) {
-  const { values } = parseArgs({ options: { rounds: { type: "string", default: "5" }, ms: { type: "string", default: "2000" }, inflight: { type: "string", default: "256" }, configs: { type: "string", default: defaultConfigs } } });
+export function runOptions(known, defaultConfigs, extra = {}) {
+  const { values } = parseArgs({ options: { rounds: { type: "string", default: "5" }, ms: { type: "string", default: "2000" }, inflight: { type: "string", default: "256" }, configs: { type: "string", default: defaultConfigs }, ...extra } });
   const configs = values.configs.split(",");
   for (const c of configs) if (!known[c]) throw new Error(`unknown config ${c}; known: ${Object.keys(known).join(", ")}`);
-  return { rounds: Number(values.rounds), measureMs: Number(values.ms), inFlight: Number(values.inflight), configs };
+  return { ...values, rounds: Number(values.rounds), measureMs: Number(values.ms), inFlight: Number(values.inflight), configs };
 }
 
 /** Calls `call` from `inFlight` closed-loop workers for `ms` (and at most ms × 1000 calls). */
