@@ -5,7 +5,7 @@
 // storage in a temp dir), configurations taking turns round after round:
 //   off  the core row (rows/svcmesh.mjs), audit off
 //   on   the same with the audit trail on, as connect() sets it by default
-//   window10s  audit on with a 10 s duplicate window (re-sends stop after 8 s) instead
+//   window10s  audit on with a 10 s duplicate window (re-sends stop after 5 s) instead
 //        of the default 20 minutes: what the window costs nats-server in memory
 //   r3   audit on with the stream replicated 3 times, as a cluster should keep it
 //        (with --cluster only)
@@ -39,7 +39,7 @@ const CONFIGS = {
   off: { enabled: false },
   // Close waits up to 60 s for the backlog (default 5 s): this run counts every record.
   on: { closeTimeoutMs: 60_000 },
-  window10s: { closeTimeoutMs: 60_000, resendHorizonMs: 8_000, stream: { duplicateWindowMs: 10_000 } },
+  window10s: { closeTimeoutMs: 60_000, resendHorizonMs: 5_000, stream: { duplicateWindowMs: 10_000 } },
   r3: { closeTimeoutMs: 60_000, stream: { replicas: 3 } },
   r3refuse: { closeTimeoutMs: 60_000, stream: { replicas: 3 }, whenFull: "refuse" },
 };

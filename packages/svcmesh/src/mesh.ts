@@ -21,7 +21,7 @@ import { defaultLogger } from "./logger.js";
 import { Registry, type RegistryOptions } from "./registry.js";
 import { type InstanceHandle, type ServeOptions, type ServiceHandle, startService } from "./server/service.js";
 import type { ServerTelemetry } from "./server/context.js";
-import { type AuditOptions, type AuditStats, AuditWriter, whenFullOf } from "./audit/writer.js";
+import { type AuditOptions, type AuditStats, AuditWriter, checkAuditOptions } from "./audit/writer.js";
 import { createTraceInterceptor } from "./interceptors/trace.js";
 import { MeshMetrics } from "./telemetry/metrics.js";
 import { TraceBuffer, type TraceBufferOptions, type TraceBufferStats } from "./trace/buffer.js";
@@ -111,7 +111,7 @@ export async function connect(options: ConnectOptions): Promise<Mesh> {
   }
   sampleRateOf(options.trace); // a bad rate fails before connecting
   rootSamplingOf(options.trace);
-  whenFullOf(options.audit);
+  checkAuditOptions(options.audit);
   // Bad settings fail before anything connects.
   checkSettings(options.defaults, "defaults");
   for (const [name, layer] of Object.entries(options.services ?? {})) checkSettings(layer, `services.${name}`);

@@ -3,6 +3,9 @@
 // (here: while the stream does not exist yet), and a bounded, visible backlog.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { Writable } from "node:stream";
+import { nanos } from "nats";
+import pino from "pino";
 import { headers as natsHeaders, connect as natsConnect, type NatsConnection } from "nats";
 import { type AuditRecord, AUDIT_STREAM, connect, decodeAuditRecord, ensureAuditStream, type Mesh } from "svcmesh";
 import { encodeBody } from "svcmesh/internal";
@@ -266,8 +269,44 @@ describe("audit records", () => {
     }
   });
 
-  test("a whenFull other than drop or refuse fails at connect, before connecting", async () => {
-    await assert.rejects(connect({ servers: "nats://127.0.0.1:1", name: "x", audit: { whenFull: "block" as never } }), /audit.whenFull must be "drop" or "refuse"/);
+  test("audit options that cannot work fail at connect, before connecting, naming the option", async () => {
+    const refused = async (audit: Record<string, unknown>, message: RegExp) =>
+      assert.rejects(connect({ servers: "nats://127.0.0.1:1", name: "x", audit: audit as never }), (e: Error & { code?: string }) => e.code === "BAD_REQUEST" && message.test(e.message));
+    await refused({ whenFull: "block" }, /audit.whenFull must be "drop" or "refuse"/);
+    await refused({ maxBacklog: 0 }, /audit.maxBacklog must be a whole number ≥ 1/);
+    await refused({ ackTimeoutMs: -5 }, /audit.ackTimeoutMs/);
+    await refused({ maxInFlight: 1.5 }, /audit.maxInFlight/);
+    await refused({ stream: { replicas: 0 } }, /audit stream: replicas must be 1 to 5/);
+    // The re-send horizon must end before the duplicate window does (20 minutes by default).
+    await refused({ resendHorizonMs: 30 * 60_000 }, /resendHorizonMs \(1800000 ms\) must stay at least 5000 ms below the stream's duplicate window \(1200000 ms\)/);
+    await refused({ resendHorizonMs: 60_000, stream: { duplicateWindowMs: 30_000 } }, /must stay .* below the stream's duplicate window \(30000 ms\)/);
+    // Fine: a shorter horizon, or audit off.
+    await assert.rejects(connect({ servers: "nats://127.0.0.1:1", name: "x", maxReconnectAttempts: 0, audit: { resendHorizonMs: 20_000, stream: { duplicateWindowMs: 30_000 } } } as never), (e: Error & { code?: string }) => e.code !== "BAD_REQUEST");
+    await assert.rejects(connect({ servers: "nats://127.0.0.1:1", name: "x", audit: { enabled: false, maxBacklog: 0 } } as never), (e: Error & { code?: string }) => e.code !== "BAD_REQUEST");
+  });
+
+  test("an existing stream whose duplicate window is shorter than the re-send horizon: re-sends stop in time, and the log says so", async () => {
+    const fresh = await startNatsServer({ jetstream: true });
+    const nc = await natsConnect({ servers: fresh.url });
+    const own: Mesh[] = [];
+    try {
+      // An operator made the stream with a 20 s window; the writer's horizon is 10 minutes.
+      await (await nc.jetstreamManager()).streams.add({ name: AUDIT_STREAM, subjects: ["svc.audit.>"], duplicate_window: nanos(20_000) });
+      const lines: { level: number; msg: string; windowMs?: number }[] = [];
+      const logger = pino({ level: "warn" }, new Writable({ write(chunk: Buffer, _e, cb) { lines.push(JSON.parse(chunk.toString())); cb(); } }));
+      const host = await open("window-host", { logger } as never, fresh.url, own);
+      await host.serve({ name: "window", version: "1.0.0", endpoints: { ping: { handler: () => "pong" } } });
+      const caller = await open("window-clerk", {}, fresh.url, own);
+      assert.equal(await caller.call("window", "ping"), "pong");
+      await until(async () => host.auditStats()!, (st) => st.stored === 1);
+      const warning = lines.find((l) => /duplicate window \(20000 ms\) is too short/.test(l.msg));
+      assert.ok(warning, `logged: ${JSON.stringify(lines)}`);
+      assert.match(warning.msg, /re-sends now stop after 15000 ms/);
+    } finally {
+      await closeAll(own);
+      await nc.close();
+      await fresh.stop();
+    }
   });
 
   test("without JetStream calls work, and records are counted as dropped instead of piling up", async () => {

@@ -4,7 +4,7 @@
 // is stored once (within the stream's duplicate window).
 import type { NatsConnection, StreamInfo } from "nats";
 import { z } from "zod";
-import { ensureStream, type StreamOptions, type StreamSpec } from "../jetstream/stream.js";
+import { checkStreamOptions, ensureStream, type StreamOptions, type StreamSpec } from "../jetstream/stream.js";
 import { AUDIT_ROOT } from "../subjects.js";
 import { decodeBody, encodeBody, encodeBodyShared } from "../wire.js";
 
@@ -59,6 +59,13 @@ const AUDIT_SPEC: StreamSpec = {
 
 export function ensureAuditStream(nc: NatsConnection, options: AuditStreamOptions = {}): Promise<StreamInfo> {
   return ensureStream(nc, AUDIT_SPEC, options);
+}
+
+/** BAD_REQUEST for audit stream options that cannot work; the duplicate window they give a stream this process creates. */
+export function auditStreamWindowMs(options: AuditStreamOptions = {}): number {
+  checkStreamOptions(AUDIT_SPEC, options);
+  const o = { ...AUDIT_STREAM_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
+  return Math.min(o.duplicateWindowMs, o.maxAgeMs);
 }
 
 /** What one instance's records of one endpoint share. */

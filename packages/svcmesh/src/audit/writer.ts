@@ -14,7 +14,7 @@ import type { NatsConnection } from "nats";
 import type { Logger } from "pino";
 import { isMeshError, MeshError } from "../errors.js";
 import { AckedPublisher, type AckedPublisherStats } from "../jetstream/acked-publisher.js";
-import { type AuditStreamOptions, ensureAuditStream } from "./record.js";
+import { AUDIT_STREAM, type AuditStreamOptions, auditStreamWindowMs, ensureAuditStream } from "./record.js";
 
 export interface AuditOptions {
   /** Write audit records for calls this process's services handle (default true). */
@@ -46,13 +46,36 @@ export interface AuditOptions {
  */
 export type AuditStats = AckedPublisherStats & { refused: number };
 
-/** The audit option `whenFull`, checked: a BAD_REQUEST for anything but "drop" or "refuse". */
-export function whenFullOf(options: AuditOptions | undefined): "drop" | "refuse" {
-  const value = options?.whenFull ?? "drop";
-  if (value !== "drop" && value !== "refuse") {
-    throw new MeshError("BAD_REQUEST", `audit.whenFull must be "drop" or "refuse", not ${JSON.stringify(value)}`);
+const DEFAULT_RESEND_HORIZON_MS = 10 * 60_000;
+/** Re-sends stop this long before a stream's duplicate window ends (a send takes time to be stored). */
+const WINDOW_MARGIN_MS = 5_000;
+
+/**
+ * Checks connect()'s audit options before anything connects: a BAD_REQUEST naming the
+ * option for anything that cannot work, including a re-send horizon that does not stay
+ * below the duplicate window of the stream this process would create (a record re-sent
+ * after the window would be stored twice).
+ */
+export function checkAuditOptions(options: AuditOptions | undefined): void {
+  if (options === undefined || options.enabled === false) return;
+  const bad = (what: string) => new MeshError("BAD_REQUEST", `audit.${what}`);
+  const whole = (name: keyof AuditOptions, min: number) => {
+    const v = options[name];
+    if (v !== undefined && !(Number.isSafeInteger(v) && (v as number) >= min)) throw bad(`${name} must be a whole number ≥ ${min}, not ${JSON.stringify(v)}`);
+  };
+  whole("maxBacklog", 1);
+  whole("maxInFlight", 1);
+  whole("ackTimeoutMs", 1);
+  whole("resendHorizonMs", 1);
+  whole("closeTimeoutMs", 0);
+  if (options.whenFull !== undefined && options.whenFull !== "drop" && options.whenFull !== "refuse") {
+    throw bad(`whenFull must be "drop" or "refuse", not ${JSON.stringify(options.whenFull)}`);
   }
-  return value;
+  const windowMs = auditStreamWindowMs(options.stream);
+  const horizonMs = options.resendHorizonMs ?? DEFAULT_RESEND_HORIZON_MS;
+  if (options.createStream !== false && horizonMs > windowMs - WINDOW_MARGIN_MS) {
+    throw bad(`resendHorizonMs (${horizonMs} ms) must stay at least ${WINDOW_MARGIN_MS} ms below the stream's duplicate window (${windowMs} ms), or a late re-send would be stored twice`);
+  }
 }
 
 /** Without JetStream nothing can be stored: records are dropped (and counted) this long before looking again. */
@@ -67,6 +90,7 @@ export class AuditWriter {
   private lastRefusalLog = 0;
   private readonly failClosed: boolean;
   private readonly maxBacklog: number;
+  private readonly resendHorizonMs: number;
 
   constructor(
     nc: NatsConnection,
@@ -74,7 +98,8 @@ export class AuditWriter {
     inboxPrefix: string,
     private readonly options: AuditOptions = {},
   ) {
-    this.failClosed = whenFullOf(options) === "refuse";
+    this.failClosed = options.whenFull === "refuse";
+    this.resendHorizonMs = options.resendHorizonMs ?? DEFAULT_RESEND_HORIZON_MS;
     this.maxBacklog = options.maxBacklog ?? 10_000;
     this.publisher = new AckedPublisher(nc, logger, inboxPrefix, {
       what: "audit record",
@@ -83,8 +108,8 @@ export class AuditWriter {
       maxBacklog: this.failClosed ? Number.POSITIVE_INFINITY : this.maxBacklog,
       maxInFlight: options.maxInFlight ?? 256,
       ackTimeoutMs: options.ackTimeoutMs ?? 2_000,
-      resendHorizonMs: options.resendHorizonMs ?? 10 * 60_000,
-      prepare: () => (options.createStream === false ? Promise.resolve() : ensureAuditStream(nc, options.stream)),
+      resendHorizonMs: this.resendHorizonMs,
+      prepare: () => this.prepareStream(nc),
       onPrepareFailed: (e) => this.onStreamFailure(e),
       onReleased: (waiting) => (this.dropped += waiting.length),
     });
@@ -119,6 +144,29 @@ export class AuditWriter {
   /** Waits (up to closeTimeoutMs) for the backlog to be stored; what is left is counted lost. */
   close(): Promise<void> {
     return this.publisher.close(this.options.closeTimeoutMs ?? 5_000);
+  }
+
+  /** Creates the stream (unless told not to) and fits the re-send horizon to its duplicate window. */
+  private async prepareStream(nc: NatsConnection): Promise<void> {
+    let windowNs: number | undefined;
+    if (this.options.createStream === false) {
+      // Someone else's stream: look at it if it is there yet. If it is not (or JetStream
+      // is not), the records wait and are re-sent until it is, as they always did.
+      windowNs = await nc
+        .jetstreamManager()
+        .then((jsm) => jsm.streams.info(AUDIT_STREAM))
+        .then((info) => info.config.duplicate_window, () => undefined);
+    } else {
+      windowNs = (await ensureAuditStream(nc, this.options.stream)).config.duplicate_window;
+    }
+    if (windowNs === undefined) return;
+    const windowMs = Math.floor(windowNs / 1e6);
+    const safeMs = windowMs - WINDOW_MARGIN_MS;
+    if (this.resendHorizonMs <= safeMs) return;
+    // An operator's stream with a shorter window: give up on records sooner (counted
+    // lost) rather than ever store one twice.
+    this.publisher.shortenResendHorizon(Math.max(0, safeMs));
+    this.logger.error({ windowMs, resendHorizonMs: this.resendHorizonMs }, `the ${AUDIT_STREAM} stream's duplicate window (${windowMs} ms) is too short for audit.resendHorizonMs: re-sends now stop after ${Math.max(0, safeMs)} ms, so none is stored twice`);
   }
 
   private onStreamFailure(e: unknown): "retry" | "release" {

@@ -135,6 +135,7 @@ export class AckedPublisher {
   private idle: (() => void) | undefined;
   private lastDropLog = 0;
   private readonly counters = { stored: 0, duplicates: 0, resent: 0, dropped: 0, lost: 0 };
+  private resendHorizonMs: number;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -143,6 +144,7 @@ export class AckedPublisher {
     private readonly options: AckedPublisherOptions,
   ) {
     this.prefix = `${inboxPrefix}.${nuid.next()}.`;
+    this.resendHorizonMs = options.resendHorizonMs;
     this.prefixBytes = Buffer.byteLength(this.prefix);
     this.frames = new FramePublisher(nc);
   }
@@ -167,6 +169,11 @@ export class AckedPublisher {
     this.queue.push({ subject, body, msgId, headerTail, token: -1, firstAt: Date.now(), nextAt: 0, sentAt: 0, sends: 0 });
     this.pump();
     return true;
+  }
+
+  /** Re-sending stops sooner from now on (a stream's duplicate window found shorter than planned). */
+  shortenResendHorizon(ms: number): void {
+    this.resendHorizonMs = Math.min(this.resendHorizonMs, ms);
   }
 
   backlog(): number {
@@ -271,7 +278,7 @@ export class AckedPublisher {
   }
 
   private retry(e: Entry, now: number): void {
-    if (now - e.firstAt >= this.options.resendHorizonMs) {
+    if (now - e.firstAt >= this.resendHorizonMs) {
       this.counters.lost++;
       this.logger.error({ subject: e.subject, sends: e.sends }, `${this.options.what} given up after the re-send horizon`);
       return;

@@ -44,7 +44,7 @@ const REPLICAS_NOT_SUPPORTED = 10074;
  * options the server refuses (such as replicas > 1 without a cluster).
  */
 export async function ensureStream(nc: NatsConnection, spec: StreamSpec, options: StreamOptions = {}): Promise<StreamInfo> {
-  checkOptions(spec, options);
+  checkStreamOptions(spec, options);
   const jsm = await manager(nc, spec);
   try {
     for (let attempt = 0; attempt < 3; attempt++) {
@@ -113,7 +113,8 @@ async function reconcile(jsm: JetStreamManager, spec: StreamSpec, info: StreamIn
   return await jsm.streams.update(spec.name, { ...c, ...want });
 }
 
-function checkOptions(spec: StreamSpec, o: StreamOptions): void {
+/** BAD_REQUEST for options the server would refuse or that make no sense. */
+export function checkStreamOptions(spec: StreamSpec, o: StreamOptions): void {
   const bad = (what: string) => new MeshError("BAD_REQUEST", `${spec.label}: ${what}`);
   if (o.maxAgeMs !== undefined && !(Number.isSafeInteger(o.maxAgeMs) && o.maxAgeMs > 0)) throw bad("maxAgeMs must be a positive whole number");
   if (o.replicas !== undefined && !(Number.isInteger(o.replicas) && o.replicas >= 1 && o.replicas <= 5)) throw bad("replicas must be 1 to 5");
