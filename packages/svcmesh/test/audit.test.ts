@@ -47,6 +47,20 @@ async function stored(service: string, nc = raw): Promise<AuditRecord[]> {
   return out;
 }
 
+/** Runs `body` against a nats-server of its own (and a raw connection to it); its meshes are closed before the server stops. */
+async function onOwnServer(options: { jetstream: boolean }, body: (s: { fresh: NatsServer; nc: NatsConnection; own: Mesh[] }) => Promise<void>): Promise<void> {
+  const fresh = await startNatsServer(options.jetstream ? { jetstream: true } : {});
+  const nc = await natsConnect({ servers: fresh.url });
+  const own: Mesh[] = [];
+  try {
+    await body({ fresh, nc, own });
+  } finally {
+    await closeAll(own);
+    await nc.close();
+    await fresh.stop();
+  }
+}
+
 async function until<T>(what: () => Promise<T>, ok: (v: T) => boolean, waitMs = 5_000): Promise<T> {
   const deadline = Date.now() + waitMs;
   for (;;) {
@@ -151,10 +165,7 @@ describe("audit records", () => {
   });
 
   test("records are re-sent with the same id until the stream can take them: none lost, none doubled", async () => {
-    const fresh = await startNatsServer({ jetstream: true });
-    const nc = await natsConnect({ servers: fresh.url });
-    const own: Mesh[] = [];
-    try {
+    await onOwnServer({ jetstream: true }, async ({ fresh, nc, own }) => {
       // The stream does not exist and this mesh may not create it: JetStream answers
       // every publish with "no responders" until an operator creates it.
       const host = await open("late-stream-host", { audit: { createStream: false, ackTimeoutMs: 300 } }, fresh.url, own);
@@ -173,17 +184,11 @@ describe("audit records", () => {
       const done = await until(async () => host.auditStats()!, (s) => s.backlog === 0);
       assert.equal(done.lost, 0);
       assert.equal(done.dropped, 0);
-    } finally {
-      await closeAll(own);
-      await nc.close();
-      await fresh.stop();
-    }
+    });
   });
 
   test("the backlog is bounded and visible: beyond maxBacklog records are dropped and counted, calls unaffected", async () => {
-    const fresh = await startNatsServer({ jetstream: true });
-    const own: Mesh[] = [];
-    try {
+    await onOwnServer({ jetstream: true }, async ({ fresh, own }) => {
       const host = await open("bounded-host", { audit: { createStream: false, maxBacklog: 5, ackTimeoutMs: 200, closeTimeoutMs: 200 } }, fresh.url, own);
       await host.serve({ name: "bounded", version: "1.0.0", endpoints: { ping: { handler: () => "pong" } } });
       const caller = await open("bounded-clerk", {}, fresh.url, own);
@@ -193,17 +198,11 @@ describe("audit records", () => {
       assert.equal(stats.dropped, 15);
       await host.close();
       assert.equal(host.auditStats()!.lost, 5, "what was never stored is counted lost at close, not forgotten");
-    } finally {
-      await closeAll(own);
-      await fresh.stop();
-    }
+    });
   });
 
   test('whenFull "refuse" fails closed: with the backlog full, calls are refused before their handler runs, and no record is dropped', async () => {
-    const fresh = await startNatsServer({ jetstream: true });
-    const nc = await natsConnect({ servers: fresh.url });
-    const own: Mesh[] = [];
-    try {
+    await onOwnServer({ jetstream: true }, async ({ fresh, nc, own }) => {
       // No stream yet, and this mesh may not create it: records wait and are re-sent.
       const host = await open("closed-host", { audit: { createStream: false, maxBacklog: 5, ackTimeoutMs: 200, whenFull: "refuse" } }, fresh.url, own);
       let ran = 0;
@@ -227,17 +226,11 @@ describe("audit records", () => {
       assert.equal(records.length, 6, "one record for each call that ran, none for the refused");
       const done = await until(async () => host.auditStats()!, (st) => st.stored === 6);
       assert.deepEqual({ stored: done.stored, dropped: done.dropped, lost: done.lost }, { stored: 6, dropped: 0, lost: 0 });
-    } finally {
-      await closeAll(own);
-      await nc.close();
-      await fresh.stop();
-    }
+    });
   });
 
   test('whenFull "refuse": calls already running when the backlog fills keep their records (the backlog passes maxBacklog by those)', async () => {
-    const fresh = await startNatsServer({ jetstream: true });
-    const own: Mesh[] = [];
-    try {
+    await onOwnServer({ jetstream: true }, async ({ fresh, own }) => {
       const host = await open("overshoot-host", { audit: { createStream: false, maxBacklog: 5, ackTimeoutMs: 200, whenFull: "refuse", closeTimeoutMs: 200 } }, fresh.url, own);
       await host.serve({ name: "overshoot", version: "1.0.0", endpoints: { slow: { handler: async () => { await sleep(200); return "done"; } } } });
       const caller = await open("overshoot-clerk", {}, fresh.url, own);
@@ -245,28 +238,20 @@ describe("audit records", () => {
       assert.ok(replies.every((r) => r === "done"), "all 20 were admitted while the backlog was empty");
       const stats = await until(async () => host.auditStats()!, (st) => st.backlog >= 20);
       assert.deepEqual({ backlog: stats.backlog, dropped: stats.dropped }, { backlog: 20, dropped: 0 });
-    } finally {
-      await closeAll(own);
-      await fresh.stop();
-    }
+    });
   });
 
   test('whenFull "refuse" without JetStream keeps the records waiting and refuses calls once the backlog is full', async () => {
-    const plain = await startNatsServer();
-    const own: Mesh[] = [];
-    try {
-      const host = await open("closed-nojs-host", { audit: { maxBacklog: 3, whenFull: "refuse", closeTimeoutMs: 200 } }, plain.url, own);
+    await onOwnServer({ jetstream: false }, async ({ fresh, own }) => {
+      const host = await open("closed-nojs-host", { audit: { maxBacklog: 3, whenFull: "refuse", closeTimeoutMs: 200 } }, fresh.url, own);
       await host.serve({ name: "closednojs", version: "1.0.0", endpoints: { ping: { handler: () => "pong" } } });
-      const caller = await open("closed-nojs-clerk", {}, plain.url, own);
+      const caller = await open("closed-nojs-clerk", {}, fresh.url, own);
       for (let i = 0; i < 3; i++) assert.equal(await caller.call("closednojs", "ping", undefined, { retry: { attempts: 1 } }), "pong");
       await sleep(300); // the failed stream check would have released the records in "drop" mode
       assert.equal((await meshFailure(caller.call("closednojs", "ping", undefined, { retry: { attempts: 1 } }))).code, "UNAVAILABLE");
       const stats = host.auditStats()!;
       assert.deepEqual({ backlog: stats.backlog, dropped: stats.dropped, refused: stats.refused }, { backlog: 3, dropped: 0, refused: 1 });
-    } finally {
-      await closeAll(own);
-      await plain.stop();
-    }
+    });
   });
 
   test("audit options that cannot work fail at connect, before connecting, naming the option", async () => {
@@ -286,10 +271,7 @@ describe("audit records", () => {
   });
 
   test("an existing stream whose duplicate window is shorter than the re-send horizon: re-sends stop in time, and the log says so", async () => {
-    const fresh = await startNatsServer({ jetstream: true });
-    const nc = await natsConnect({ servers: fresh.url });
-    const own: Mesh[] = [];
-    try {
+    await onOwnServer({ jetstream: true }, async ({ fresh, nc, own }) => {
       // An operator made the stream with a 20 s window; the writer's horizon is 10 minutes.
       await (await nc.jetstreamManager()).streams.add({ name: AUDIT_STREAM, subjects: ["svc.audit.>"], duplicate_window: nanos(20_000) });
       const lines: { level: number; msg: string; windowMs?: number }[] = [];
@@ -302,28 +284,19 @@ describe("audit records", () => {
       const warning = lines.find((l) => /duplicate window \(20000 ms\) is too short/.test(l.msg));
       assert.ok(warning, `logged: ${JSON.stringify(lines)}`);
       assert.match(warning.msg, /re-sends now stop after 15000 ms/);
-    } finally {
-      await closeAll(own);
-      await nc.close();
-      await fresh.stop();
-    }
+    });
   });
 
   test("without JetStream calls work, and records are counted as dropped instead of piling up", async () => {
-    const plain = await startNatsServer();
-    const own: Mesh[] = [];
-    try {
-      const host = await open("nojs-host", {}, plain.url, own);
+    await onOwnServer({ jetstream: false }, async ({ fresh, own }) => {
+      const host = await open("nojs-host", {}, fresh.url, own);
       await host.serve({ name: "nojs", version: "1.0.0", endpoints: { ping: { handler: () => "pong" } } });
-      const caller = await open("nojs-clerk", {}, plain.url, own);
+      const caller = await open("nojs-clerk", {}, fresh.url, own);
       for (let i = 0; i < 10; i++) assert.equal(await caller.call("nojs", "ping"), "pong");
       const stats = await until(async () => host.auditStats()!, (s) => s.dropped === 10);
       assert.equal(stats.dropped, 10);
       assert.equal(stats.backlog, 0);
-    } finally {
-      await closeAll(own);
-      await plain.stop();
-    }
+    });
   });
 
   test("audit can be turned off per service and per mesh", async () => {
