@@ -35,7 +35,11 @@ const CHILD_SLACK_MS = 30_000;
 const RETRY_PAUSE_MS = 2_000;
 
 function options() {
+  // `pnpm bench -- --quick` hands the script a literal "--" first (npm does not): skip it.
+  const args = process.argv.slice(2);
+  if (args[0] === "--") args.shift();
   const { values } = parseArgs({
+    args,
     options: {
       quick: { type: "boolean", default: false },
       rounds: { type: "string" },
