@@ -60,7 +60,9 @@ async function startServers() {
     const server = await startNatsServer({ jetstream: true });
     return { url: server.url, pids: [server.pid], stop: () => server.stop() };
   }
-  const { startCluster } = await import("../test/helpers/cluster.ts");
+  const { startCluster } = await import("../test/helpers/cluster.ts").catch((e) => {
+    throw new Error(`--cluster loads the tests' cluster helper (TypeScript): run it as node --import tsx bench/audit-cost.mjs --cluster (${e.message})`);
+  });
   const cluster = await startCluster();
   await cluster.jetStreamReady();
   return { url: cluster.urls[0], pids: cluster.nodes.map((n) => n.pid), stop: () => cluster.stopAll() };
