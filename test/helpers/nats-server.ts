@@ -55,9 +55,18 @@ export async function freePort(): Promise<number> {
   });
 }
 
+// Temp dirs this process made for its servers. stop() keeps a server's dir (a test may
+// restart it on the same JetStream store), so they are removed when the test file's
+// process exits; without this, every run left its stores behind in /tmp.
+const madeDirs = new Set<string>();
+process.once("exit", () => {
+  for (const d of madeDirs) rmSync(d, { recursive: true, force: true });
+});
+
 export async function startNatsServer(options: ServerOptions = {}): Promise<NatsServer> {
   const bin = natsServerBinary();
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), "svcmesh-nats-"));
+  if (!options.dir) madeDirs.add(dir);
   const conf = join(dir, "server.conf");
   const lines = [
     `listen: 127.0.0.1:${options.port ?? -1}`,
