@@ -159,7 +159,8 @@ export function rawHeaderBlock(msg: Msg): Uint8Array | undefined | null {
   return raw ? raw.bytes.subarray(0, raw.end) : raw;
 }
 
-function keyAt(bytes: Uint8Array, pos: number, end: number, key: Uint8Array): boolean {
+/** Whether `bytes` holds `key` at `pos` (before `end`). */
+export function keyAt(bytes: Uint8Array, pos: number, end: number, key: Uint8Array): boolean {
   if (pos + key.length > end) return false;
   for (let i = 0; i < key.length; i++) if (bytes[pos + i] !== key[i]) return false;
   return true;

@@ -5,6 +5,8 @@
 // (with or without the spaces). Those are read from the bytes, strictly; anything else
 // (error acks start `{"error"`) goes through JSON.parse. The test holds both readings
 // to the same answer for any text.
+import { keyAt } from "../wire.js";
+
 const decoder = new TextDecoder();
 const STREAM_KEY = bytesOf('{"stream":');
 const DOMAIN_KEY = bytesOf('"domain":');
@@ -25,9 +27,7 @@ function bytesOf(text: string): Uint8Array {
 
 /** The position after `word` if `data` has it at `at`, else -1. */
 function after(data: Uint8Array, at: number, word: Uint8Array): number {
-  if (at < 0 || at + word.length > data.length) return -1;
-  for (let i = 0; i < word.length; i++) if (data[at + i] !== word[i]) return -1;
-  return at + word.length;
+  return at >= 0 && keyAt(data, at, data.length, word) ? at + word.length : -1;
 }
 
 /** The position after a JSON string without escapes or control characters at `at`, else -1. */
