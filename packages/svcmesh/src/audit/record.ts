@@ -4,7 +4,7 @@
 // is stored once (within the stream's duplicate window).
 import type { NatsConnection, StreamInfo } from "nats";
 import { z } from "zod";
-import { checkStreamOptions, ensureStream, type StreamOptions, type StreamSpec } from "../jetstream/stream.js";
+import { checkStreamOptions, createdDuplicateWindowMs, ensureStream, type StreamOptions, type StreamSpec } from "../jetstream/stream.js";
 import { AUDIT_ROOT } from "../subjects.js";
 import { decodeBody, encodeBody, encodeBodyShared } from "../wire.js";
 
@@ -64,8 +64,7 @@ export function ensureAuditStream(nc: NatsConnection, options: AuditStreamOption
 /** BAD_REQUEST for audit stream options that cannot work; the duplicate window they give a stream this process creates. */
 export function auditStreamWindowMs(options: AuditStreamOptions = {}): number {
   checkStreamOptions(AUDIT_SPEC, options);
-  const o = { ...AUDIT_STREAM_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
-  return Math.min(o.duplicateWindowMs, o.maxAgeMs);
+  return createdDuplicateWindowMs(AUDIT_SPEC, options);
 }
 
 /** What one instance's records of one endpoint share. */

@@ -85,6 +85,12 @@ async function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamIn
   }
 }
 
+/** The duplicate window a stream made from `spec` and `options` gets, in ms (never longer than the stream keeps messages). */
+export function createdDuplicateWindowMs(spec: StreamSpec, options: StreamOptions): number {
+  const o = { ...spec.defaults, ...definedOnly(options) };
+  return Math.min(o.duplicateWindowMs, o.maxAgeMs);
+}
+
 function createConfig(spec: StreamSpec, options: StreamOptions): Partial<StreamConfig> & { name: string } {
   const o = { ...spec.defaults, ...definedOnly(options) };
   return {
@@ -96,7 +102,7 @@ function createConfig(spec: StreamSpec, options: StreamOptions): Partial<StreamC
     max_age: nanos(o.maxAgeMs),
     max_bytes: o.maxBytes,
     num_replicas: o.replicas,
-    duplicate_window: nanos(Math.min(o.duplicateWindowMs, o.maxAgeMs)),
+    duplicate_window: nanos(createdDuplicateWindowMs(spec, options)),
   };
 }
 
