@@ -27,7 +27,7 @@
 // round says stored, dropped and lost; the run ends with the records dropped, and exits
 // 1 if any record is neither stored nor counted, or stored twice.
 import { connect as natsConnect } from "nats";
-import { readFileSync } from "node:fs";
+import { rssMb } from "./cpu.mjs";
 import { measureWindow, printPairedTable, runOptions } from "./in-process.mjs";
 import { startNatsServer } from "./nats-server.mjs";
 import * as core from "./rows/svcmesh.mjs";
@@ -49,10 +49,7 @@ if (configs.some((c) => c.startsWith("r3")) && !onCluster) throw new Error("conf
 const STREAM = "SVC_AUDIT";
 
 /** nats-server's resident memory in MB (all nodes): JetStream remembers every message id for the stream's duplicate window. */
-function serverRssMb() {
-  const kb = serverPids.reduce((sum, pid) => sum + Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]), 0);
-  return Math.round(kb / 1024);
-}
+const serverRssMb = () => rssMb(serverPids);
 
 /** One nats-server, or a 3-node cluster with JetStream ready: { url, pids, stop }. */
 async function startServers() {
@@ -81,9 +78,9 @@ async function measure(url, name, jsm) {
   const dropped = audit.enabled === false ? 0 : service.auditStats().dropped;
   if (audit.enabled === false) return m;
   const stored = (await jsm.streams.info(STREAM)).state.messages;
-  const rssMb = serverRssMb();
+  const serverMb = serverRssMb();
   await jsm.streams.delete(STREAM);
-  return { ...m, audit: { stored, expected: m.allCalls, dropped, atEnd: before, drainMs, rssMb } };
+  return { ...m, audit: { stored, expected: m.allCalls, dropped, atEnd: before, drainMs, rssMb: serverMb } };
 }
 
 const server = await startServers();

@@ -99,3 +99,9 @@ export function cpuWindow(a, b, calls) {
   const cores = (ms) => Math.max(0, Math.round((ms / (b.at - a.at)) * 100) / 100);
   return { perCallUs, syscallsPerCall, wakeupsPerCall, otherCores: cores(otherMs), stealCores: cores((b.steal - a.steal) * TICK_MS) };
 }
+
+/** Resident memory of processes, summed, in MB (VmRSS of /proc/<pid>/status). */
+export function rssMb(pids) {
+  const kb = [pids].flat().reduce((sum, pid) => sum + Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]), 0);
+  return Math.round(kb / 1024);
+}

@@ -8,9 +8,9 @@
 //
 //   node bench/dedupe-memory.mjs [--records 300000] [--pause-ms 8000]
 import { connect, headers, nanos } from "nats";
-import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
+import { rssMb } from "./cpu.mjs";
 import { startNatsServer } from "./nats-server.mjs";
 
 const { values } = parseArgs({ options: { records: { type: "string", default: "300000" }, "pause-ms": { type: "string", default: "8000" } } });
@@ -18,8 +18,6 @@ const records = Number(values.records);
 const pauseMs = Number(values["pause-ms"]);
 const IN_FLIGHT = 256;
 const body = new Uint8Array(200).fill(7); // about an audit record's size
-
-const rssMb = (pid) => Math.round(Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]) / 1024);
 
 /** Stores `n` messages with fresh ids, IN_FLIGHT publishes awaiting their ack at a time. */
 async function store(js, subject, n, prefix) {
