@@ -14,6 +14,7 @@ import type { NatsConnection } from "nats";
 import type { Logger } from "pino";
 import { isMeshError, MeshError } from "../errors.js";
 import { AckedPublisher, type AckedPublisherStats } from "../jetstream/acked-publisher.js";
+import { manager, streamInfo } from "../jetstream/stream.js";
 import { AUDIT_STREAM, type AuditStreamOptions, auditStreamWindowMs, ensureAuditStream } from "./record.js";
 
 export interface AuditOptions {
@@ -152,10 +153,9 @@ export class AuditWriter {
     if (this.options.createStream === false) {
       // Someone else's stream: look at it if it is there yet. If it is not (or JetStream
       // is not), the records wait and are re-sent until it is, as they always did.
-      windowNs = await nc
-        .jetstreamManager()
-        .then((jsm) => jsm.streams.info(AUDIT_STREAM))
-        .then((info) => info.config.duplicate_window, () => undefined);
+      windowNs = await manager(nc)
+        .then((jsm) => streamInfo(jsm, AUDIT_STREAM))
+        .then((info) => info?.config.duplicate_window, () => undefined);
     } else {
       windowNs = (await ensureAuditStream(nc, this.options.stream)).config.duplicate_window;
     }

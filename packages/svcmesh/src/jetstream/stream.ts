@@ -76,7 +76,8 @@ export async function manager(nc: NatsConnection, spec?: Pick<StreamSpec, "what"
   }
 }
 
-async function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo | undefined> {
+/** A stream's info, or undefined when it does not exist. */
+export async function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo | undefined> {
   try {
     return await jsm.streams.info(name);
   } catch (e) {
