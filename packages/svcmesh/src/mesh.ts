@@ -194,6 +194,7 @@ export class Mesh implements MeshCalls {
     const tracing = options.trace !== false;
     this.traceBuffer = tracing ? new TraceBuffer(nc, this.logger, { caller: this.name, rate: sampleRateOf(options.trace) }, options.trace || {}) : undefined;
     this.auditWriter = options.audit?.enabled === false ? undefined : new AuditWriter(nc, this.logger, inboxPrefixOf(options), options.audit);
+    this.auditWriter?.onStateChange((change) => this.events.emit(change));
     const metrics = MeshMetrics.create({
       breakers: () => this.breakerStates,
       inFlight: () => [...this.services].flatMap((s) => [...s.endpointLoads()]),

@@ -8,7 +8,7 @@ import { nanos } from "nats";
 import pino from "pino";
 import { headers as natsHeaders, connect as natsConnect, type NatsConnection } from "nats";
 import { type AuditRecord, AUDIT_STREAM, connect, decodeAuditRecord, ensureAuditStream, type Mesh } from "svcmesh";
-import { encodeBody } from "svcmesh/internal";
+import { decodeBody, encodeBody } from "svcmesh/internal";
 import { z } from "zod";
 import { meshFailure } from "../../../test/helpers/mesh.ts";
 import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/nats-server.ts";
@@ -241,6 +241,43 @@ describe("audit records", () => {
     });
   });
 
+  test("the trail tells operators when it stops keeping records and when it keeps them again: one audit_degraded, then one audit_recovered", async () => {
+    await onOwnServer({ jetstream: true }, async ({ fresh, nc, own }) => {
+      const seen: Array<Record<string, unknown>> = [];
+      const sub = nc.subscribe("svc.events.*.*", { callback: (_e, m) => m.subject.startsWith("svc.events.audit_") && seen.push(decodeBody(m.data) as Record<string, unknown>) });
+      // No stream yet, and neither host may create it: records wait until the backlog fills.
+      const audit = { createStream: false, maxBacklog: 3, ackTimeoutMs: 200, closeTimeoutMs: 200 } as const;
+      const refusing = await open("told-refuse-host", { audit: { ...audit, whenFull: "refuse" } }, fresh.url, own);
+      const dropping = await open("told-drop-host", { audit: { ...audit, whenFull: "drop" } }, fresh.url, own);
+      await refusing.serve({ name: "toldrefuse", version: "1.0.0", endpoints: { ping: { handler: () => "pong" } } });
+      await dropping.serve({ name: "tolddrop", version: "1.0.0", endpoints: { ping: { handler: () => "pong" } } });
+      const caller = await open("told-clerk", {}, fresh.url, own);
+      const once = { retry: { attempts: 1 } };
+      for (let i = 0; i < 3; i++) await caller.call("toldrefuse", "ping", undefined, once);
+      for (let i = 0; i < 2; i++) assert.equal((await meshFailure(caller.call("toldrefuse", "ping", undefined, once))).code, "UNAVAILABLE");
+      for (let i = 0; i < 5; i++) assert.equal(await caller.call("tolddrop", "ping", undefined, once), "pong");
+      const degraded = await until(async () => seen.filter((e) => e.type === "audit_degraded"), (d) => d.length >= 2);
+      const pick = (e: Record<string, unknown> | undefined) => e && { service: e.service, source: e.source, mode: e.mode, reason: e.reason, backlog: e.backlog, maxBacklog: e.maxBacklog };
+      assert.deepEqual(pick(degraded.find((e) => e.service === "toldrefuse")), { service: "toldrefuse", source: "told-refuse-host", mode: "refuse", reason: "backlog_full", backlog: 3, maxBacklog: 3 });
+      assert.deepEqual(pick(degraded.find((e) => e.service === "tolddrop")), { service: "tolddrop", source: "told-drop-host", mode: "drop", reason: "backlog_full", backlog: 3, maxBacklog: 3 });
+      assert.equal(degraded.length, 2, "one event per episode and service, not one per lost record");
+      assert.equal(seen.filter((e) => e.type === "audit_recovered").length, 0, "nothing recovers while nothing can be stored");
+      // The stream appears: the backlogs drain and each trail says it keeps records again.
+      await ensureAuditStream(nc);
+      const recovered = await until(async () => seen.filter((e) => e.type === "audit_recovered"), (r) => r.length >= 2, 8_000);
+      const counts = (e: Record<string, unknown> | undefined) => e && { mode: e.mode, dropped: e.dropped, refused: e.refused };
+      assert.deepEqual(counts(recovered.find((e) => e.service === "toldrefuse")), { mode: "refuse", dropped: 0, refused: 2 });
+      assert.deepEqual(counts(recovered.find((e) => e.service === "tolddrop")), { mode: "drop", dropped: 2, refused: 0 });
+      assert.ok(recovered.every((e) => typeof e.durationMs === "number" && e.durationMs > 0));
+      // A new episode is told again.
+      const before = seen.length;
+      for (let i = 0; i < 3; i++) await caller.call("tolddrop", "ping", undefined, once);
+      await sleep(300);
+      assert.equal(seen.length, before, "records stored again: no new event");
+      sub.unsubscribe();
+    });
+  });
+
   test('whenFull "refuse" without JetStream keeps the records waiting and refuses calls once the backlog is full', async () => {
     await onOwnServer({ jetstream: false }, async ({ fresh, own }) => {
       const host = await open("closed-nojs-host", { audit: { maxBacklog: 3, whenFull: "refuse", closeTimeoutMs: 200 } }, fresh.url, own);
@@ -288,7 +325,10 @@ describe("audit records", () => {
   });
 
   test("without JetStream calls work, and records are counted as dropped instead of piling up", async () => {
-    await onOwnServer({ jetstream: false }, async ({ fresh, own }) => {
+    await onOwnServer({ jetstream: false }, async ({ fresh, nc, own }) => {
+      const told: Array<Record<string, unknown>> = [];
+      nc.subscribe("svc.events.audit_degraded.nojs", { callback: (_e, m) => told.push(decodeBody(m.data) as Record<string, unknown>) });
+      await nc.flush();
       const host = await open("nojs-host", {}, fresh.url, own);
       await host.serve({ name: "nojs", version: "1.0.0", endpoints: { ping: { handler: () => "pong" } } });
       const caller = await open("nojs-clerk", {}, fresh.url, own);
@@ -296,6 +336,9 @@ describe("audit records", () => {
       const stats = await until(async () => host.auditStats()!, (s) => s.dropped === 10);
       assert.equal(stats.dropped, 10);
       assert.equal(stats.backlog, 0);
+      // Mesh events go out as plain messages without JetStream: live subscribers are told.
+      await until(async () => told.length, (n) => n > 0);
+      assert.deepEqual(told.map((e) => ({ mode: e.mode, reason: e.reason })), [{ mode: "drop", reason: "no_jetstream" }]);
     });
   });
 

@@ -3,7 +3,9 @@
 // maybe another instance) is stored once; storing, re-sending until acknowledged within
 // `resendHorizonMs` (which must stay below the stream's duplicate window,
 // audit/record.ts) and the bounded backlog are jetstream/acked-publisher.ts's.
-// stats() and the svcmesh.audit.backlog gauge show the backlog.
+// stats() and the svcmesh.audit.backlog gauge show the backlog; onStateChange() hears
+// when records stop being kept and when they are stored again (mesh.ts makes those
+// audit_degraded / audit_recovered events).
 //
 // When a record cannot be kept (the backlog is full: JetStream is slow, unreachable or
 // absent), `whenFull` decides: "drop" (the default) keeps serving and drops the new
@@ -13,9 +15,15 @@
 import type { NatsConnection } from "nats";
 import type { Logger } from "pino";
 import { isMeshError, MeshError } from "../errors.js";
+import type { MeshEventOf } from "../events/schemas.js";
 import { AckedPublisher, type AckedPublisherStats } from "../jetstream/acked-publisher.js";
 import { manager, streamInfo } from "../jetstream/stream.js";
 import { AUDIT_STREAM, type AuditStreamOptions, auditStreamWindowMs, ensureAuditStream } from "./record.js";
+
+/** `svc.audit.<service>` → `<service>`. */
+function serviceOfSubject(subject: string): string {
+  return subject.slice(subject.lastIndexOf(".") + 1);
+}
 
 export interface AuditOptions {
   /** Write audit records for calls this process's services handle (default true). */
@@ -46,6 +54,27 @@ export interface AuditOptions {
  * server has no JetStream; `refused` counts calls turned away under `whenFull: "refuse"`.
  */
 export type AuditStats = AckedPublisherStats & { refused: number };
+
+/**
+ * The trail of `service` stopped keeping records (audit_degraded), or records of every
+ * service are stored again after that (audit_recovered, once per service that degraded,
+ * with the process's drops and refusals over the episode): mesh events without envelope.
+ */
+export type AuditStateChange = Omit<MeshEventOf<"audit_degraded">, "at" | "source"> | Omit<MeshEventOf<"audit_recovered">, "at" | "source">;
+
+/** While degraded, how often to look whether records are stored again. */
+const RECOVERY_CHECK_MS = 1_000;
+
+interface Episode {
+  since: number;
+  droppedAtStart: number;
+  refusedAtStart: number;
+  /** Records acked (stored or duplicate) when records were last turned away. */
+  ackedAtLastLoss: number;
+  lastLossAt: number;
+  services: Set<string>;
+  timer: ReturnType<typeof setInterval>;
+}
 
 const DEFAULT_RESEND_HORIZON_MS = 10 * 60_000;
 /** Re-sends stop this long before a stream's duplicate window ends (a send takes time to be stored). */
@@ -92,6 +121,9 @@ export class AuditWriter {
   private readonly failClosed: boolean;
   private readonly maxBacklog: number;
   private readonly resendHorizonMs: number;
+  private episode: Episode | undefined;
+  private closed = false;
+  private readonly listeners: Array<(change: AuditStateChange) => void> = [];
 
   constructor(
     nc: NatsConnection,
@@ -112,21 +144,37 @@ export class AuditWriter {
       resendHorizonMs: this.resendHorizonMs,
       prepare: () => this.prepareStream(nc),
       onPrepareFailed: (e) => this.onStreamFailure(e),
-      onReleased: (waiting) => (this.dropped += waiting.length),
+      onReleased: (waiting) => {
+        this.dropped += waiting.length;
+        let n = waiting.length;
+        for (const service of new Set(waiting.map((w) => serviceOfSubject(w.subject)))) {
+          this.lost(service, "no_jetstream", n);
+          n = 0;
+        }
+      },
     });
   }
 
-  /** Queues one record (already encoded) for `subject` under message id `id`. Never throws. */
+  /** Hears when the trail stops keeping records and when it keeps them again. */
+  onStateChange(listener: (change: AuditStateChange) => void): void {
+    this.listeners.push(listener);
+  }
+
+  /** Queues one record (already encoded) for `subject` (`svc.audit.<service>`) under message id `id`. Never throws. */
   write(subject: string, id: string, body: Uint8Array): void {
-    if (Date.now() < this.disabledUntil) this.dropped++;
-    else this.publisher.publish(subject, id, body);
+    if (Date.now() < this.disabledUntil) {
+      this.dropped++;
+      this.lost(serviceOfSubject(subject), "no_jetstream", 1);
+    } else if (!this.publisher.publish(subject, id, body)) {
+      this.lost(serviceOfSubject(subject), "backlog_full", 1);
+    }
   }
 
   /**
-   * Whether a call to an audited service may run now. Always, unless failing closed
+   * Whether a call to `service` (audited) may run now. Always, unless failing closed
    * with a full backlog: then the refusal is counted (and logged now and then).
    */
-  admits(): boolean {
+  admits(service: string): boolean {
     if (!this.failClosed || this.publisher.backlog() < this.maxBacklog) return true;
     this.refused++;
     const now = Date.now();
@@ -134,6 +182,7 @@ export class AuditWriter {
       this.lastRefusalLog = now;
       this.logger.error({ backlog: this.maxBacklog, refused: this.refused }, "audit backlog full: calls are refused until records can be stored (is JetStream reachable?)");
     }
+    this.lost(service, "backlog_full", 1);
     return false;
   }
 
@@ -144,7 +193,63 @@ export class AuditWriter {
 
   /** Waits (up to closeTimeoutMs) for the backlog to be stored; what is left is counted lost. */
   close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.episode?.timer);
     return this.publisher.close(this.options.closeTimeoutMs ?? 5_000);
+  }
+
+  /**
+   * `n` records of `service` were just dropped (or, failing closed, its calls refused),
+   * already counted: starts an episode, or extends it.
+   */
+  private lost(service: string, reason: "backlog_full" | "no_jetstream", n: number): void {
+    if (this.closed) return;
+    const now = Date.now();
+    let episode = this.episode;
+    if (episode === undefined) {
+      const refusal = this.failClosed && reason === "backlog_full";
+      episode = this.episode = {
+        since: now,
+        droppedAtStart: this.stats().dropped - (refusal ? 0 : n),
+        refusedAtStart: this.refused - (refusal ? n : 0),
+        ackedAtLastLoss: 0,
+        lastLossAt: 0,
+        services: new Set(),
+        timer: setInterval(() => this.checkRecovered(), RECOVERY_CHECK_MS),
+      };
+      episode.timer.unref();
+    }
+    const s = this.publisher.stats();
+    episode.ackedAtLastLoss = s.stored + s.duplicates;
+    episode.lastLossAt = now;
+    if (episode.services.has(service)) return;
+    episode.services.add(service);
+    this.tell({ type: "audit_degraded", service, mode: this.failClosed ? "refuse" : "drop", reason, backlog: s.backlog, maxBacklog: this.maxBacklog });
+  }
+
+  /** Recovered: a record was stored since the last one was turned away, none for a while, and the backlog is half empty. */
+  private checkRecovered(): void {
+    const episode = this.episode;
+    if (episode === undefined) return;
+    const s = this.stats();
+    const now = Date.now();
+    if (s.stored + s.duplicates <= episode.ackedAtLastLoss || now - episode.lastLossAt < RECOVERY_CHECK_MS || s.backlog > this.maxBacklog / 2) return;
+    clearInterval(episode.timer);
+    this.episode = undefined;
+    const mode = this.failClosed ? "refuse" : "drop";
+    for (const service of episode.services) {
+      this.tell({ type: "audit_recovered", service, mode, dropped: s.dropped - episode.droppedAtStart, refused: s.refused - episode.refusedAtStart, durationMs: now - episode.since });
+    }
+  }
+
+  private tell(change: AuditStateChange): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(change);
+      } catch (e) {
+        this.logger.error({ err: e }, "an audit state listener failed");
+      }
+    }
   }
 
   /** Creates the stream (unless told not to) and fits the re-send horizon to its duplicate window. */

@@ -106,6 +106,31 @@ export const PolicyAppliedEvent = z.object({
   sha: z.string().optional().describe("sha256 of the document's text, hex"),
 }).describe("a policy document was applied and is in force");
 
+/**
+ * The audit trail of `service` on the emitting process stopped keeping records: its
+ * backlog is full (JetStream slow or unreachable) or the server has no JetStream. Under
+ * `whenFull` "drop" new records are dropped; under "refuse" calls are refused with
+ * UNAVAILABLE before their handler runs. Once per episode and service.
+ */
+export const AuditDegradedEvent = z.object({
+  type: z.literal("audit_degraded"),
+  ...envelope,
+  mode: z.enum(["drop", "refuse"]).describe("what happens meanwhile: records dropped, or calls refused"),
+  reason: z.enum(["backlog_full", "no_jetstream"]).describe("why records cannot be kept"),
+  backlog: z.number().int().nonnegative().describe("records waiting when it began"),
+  maxBacklog: z.number().int().positive().describe("the writer's bound on waiting records"),
+}).describe("an audit trail stopped keeping records: dropping them, or refusing calls");
+
+/** Records are being stored again after an `audit_degraded`. */
+export const AuditRecoveredEvent = z.object({
+  type: z.literal("audit_recovered"),
+  ...envelope,
+  mode: z.enum(["drop", "refuse"]).describe("what happened meanwhile"),
+  dropped: z.number().int().nonnegative().describe("records the emitting process dropped during the episode"),
+  refused: z.number().int().nonnegative().describe("calls the emitting process refused during the episode"),
+  durationMs: z.number().int().nonnegative().describe("how long the episode lasted"),
+}).describe("an audit trail keeps records again");
+
 /** Every mesh event, discriminated by `type`. */
 export const MeshEventSchema = z.discriminatedUnion("type", [
   CircuitOpenEvent,
@@ -119,6 +144,8 @@ export const MeshEventSchema = z.discriminatedUnion("type", [
   InstanceStartedEvent,
   InstanceStoppedEvent,
   PolicyAppliedEvent,
+  AuditDegradedEvent,
+  AuditRecoveredEvent,
 ]);
 
 export type MeshEvent = z.infer<typeof MeshEventSchema>;
@@ -138,6 +165,8 @@ export const eventSchemas = {
   instance_started: InstanceStartedEvent,
   instance_stopped: InstanceStoppedEvent,
   policy_applied: PolicyAppliedEvent,
+  audit_degraded: AuditDegradedEvent,
+  audit_recovered: AuditRecoveredEvent,
 } as const satisfies { [T in MeshEventType]: z.ZodType<MeshEventOf<T>> };
 
 export const EVENT_TYPES = Object.keys(eventSchemas) as MeshEventType[];

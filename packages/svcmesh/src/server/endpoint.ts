@@ -84,7 +84,7 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
       }));
     }
     // Failing closed (audit.whenFull "refuse"), a call whose record could not be kept does not run.
-    if (scope.audit && telemetry.audit !== undefined && !telemetry.audit.admits()) {
+    if (scope.audit && telemetry.audit !== undefined && !telemetry.audit.admits(scope.service)) {
       scope.limiter?.refund(meta.caller);
       return fail(scope, msg, outcome, new MeshError("UNAVAILABLE", `${scope.service}.${ep.name} cannot record calls right now (its audit backlog is full: is JetStream reachable?); try again shortly`, {
         details: { audit: "backlog_full" },
