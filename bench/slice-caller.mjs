@@ -1,8 +1,8 @@
 // Child process of interleaved.mjs: one row's caller, kept running, measuring in short
 // slices on command.
 //   node bench/slice-caller.mjs <row> <natsUrl> <inFlight>
-// Messages in: { slice: { warmupMs, measureMs } } runs one measured window (window.mjs)
-// of <inFlight> closed-loop workers; "stop" closes and exits. Messages out: { ready: true }
+// Messages in: { slice: { warmupMs, measureMs, inFlight? } } runs one measured window
+// (window.mjs) of <inFlight> closed-loop workers (or the slice's own count); "stop" closes and exits. Messages out: { ready: true }
 // once connected; per slice { mark: "start" | "end" } when the measured part opens and
 // closes (the parent reads CPU then, cpu.mjs), then { result }. Between slices the
 // process is idle, so several rows can stay up side by side and take turns.
@@ -38,7 +38,7 @@ process.on("message", async (m) => {
     process.send({ snapshot: writeHeapSnapshot(m.heapSnapshot) });
   } else if (m?.slice) {
     const stopProfile = m.profile ? await startProfile("cpu") : m.allocProfile ? await startProfile("alloc") : undefined;
-    const result = await runWindow(() => client.call(), { inFlight, warmupMs: m.slice.warmupMs, durationMs: m.slice.measureMs, mark });
+    const result = await runWindow(() => client.call(), { inFlight: m.slice.inFlight ?? inFlight, warmupMs: m.slice.warmupMs, durationMs: m.slice.measureMs, mark });
     if (stopProfile) writeFileSync(m.profile ?? m.allocProfile, JSON.stringify(await stopProfile()));
     process.send({ result });
   }
