@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { connect, type Identity, isMeshError, type Mesh, newIdentity } from "svcmesh";
+import { applyPolicy, connect, type Identity, isMeshError, type Mesh, newIdentity } from "svcmesh";
 import { z } from "zod";
 import { natsServerBinary, startNatsServer } from "../../../test/helpers/nats-server.ts";
 import { runCliOffline } from "./run-cli.ts";
@@ -44,11 +44,21 @@ services:
 const Claim = z.object({ claimId: z.string() });
 const Out = z.object({ ok: z.string() });
 
-/** Starts a server with `config`, serves payments, calls it as claims: reimburse works, refund is FORBIDDEN. */
-async function exercise(config: string, seedOf: { claims: string; payments: string }): Promise<void> {
+/**
+ * Starts a server with `config`, serves payments, calls it as claims: reimburse works,
+ * refund is FORBIDDEN. With an operator seed, the policy is applied first, and a call
+ * from the operator (whom the broker lets publish anything) must be refused by payments
+ * itself: payments can read the policy under the generated config.
+ */
+async function exercise(config: string, seedOf: { claims: string; payments: string; ops?: string }): Promise<void> {
   const server = await startNatsServer({ jetstream: true, extraConfig: config });
   const meshes: Mesh[] = [];
   try {
+    if (seedOf.ops) {
+      const ops = await connect({ servers: server.url, name: "ops", seed: seedOf.ops, policy: { watch: false } });
+      meshes.push(ops);
+      await applyPolicy(ops.nc, policyYaml, { by: "test" });
+    }
     const payments = await connect({ servers: server.url, name: "payments", seed: seedOf.payments });
     meshes.push(payments);
     await payments.serve({
@@ -66,6 +76,13 @@ async function exercise(config: string, seedOf: { claims: string; payments: stri
       assert.ok(isMeshError(e) && e.code === "FORBIDDEN", String(e));
       return true;
     });
+    if (seedOf.ops) {
+      const ops = meshes[0]!;
+      await assert.rejects(ops.call("payments", "reimburse", { claimId: "C3" }, { timeoutMs: 5000, retry: { attempts: 1 } }), (e: unknown) => {
+        assert.ok(isMeshError(e) && e.code === "UNAUTHENTICATED", String(e));
+        return true;
+      });
+    }
   } finally {
     await Promise.allSettled(meshes.map((m) => m.close()));
     await server.stop();
@@ -90,11 +107,11 @@ describe("svcmesh nats-config", () => {
     const conf = file("auth.conf", r.stdout);
     const t = spawnSync(natsServerBinary(), ["-t", "-c", conf], { encoding: "utf8" });
     assert.equal(t.status, 0, t.stderr + t.stdout);
-    await exercise(r.stdout, { claims: ids.claims.seed, payments: ids.payments.seed });
+    await exercise(r.stdout, { claims: ids.claims.seed, payments: ids.payments.seed, ops: ids.ops.seed });
   });
 
   test("--json: the block, the connect settings and no seed", () => {
-    const r = cli(["--json", "nats-config", file("json.yaml", policyYaml), "--discovery", "all", "--policy-bucket", "svcmesh_policies"]);
+    const r = cli(["--json", "nats-config", file("json.yaml", policyYaml), "--discovery", "all"]);
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout) as { authorization: string; services: { name: string; key: string; inboxPrefix: string; generated: boolean; seed?: string }[]; notes: string[] };
     assert.deepEqual(out.services.map((s) => [s.name, s.inboxPrefix, s.generated, s.seed]), [
@@ -104,7 +121,11 @@ describe("svcmesh nats-config", () => {
     ]);
     assert.equal(out.services[1]!.key, ids.claims.publicKey);
     assert.ok(out.authorization.includes('"$SRV.INFO.*"'));
-    assert.ok(out.authorization.includes('"$JS.API.CONSUMER.CREATE.KV_svcmesh_policies"'));
+    assert.ok(out.authorization.includes('"$JS.API.CONSUMER.CREATE.KV_svcmesh_policies"'), "the library's policy bucket by default");
+    const other = JSON.parse(cli(["--json", "nats-config", file("json.yaml", policyYaml), "--policy-bucket", "team_policies"]).stdout) as { authorization: string };
+    assert.ok(other.authorization.includes('"$JS.API.CONSUMER.CREATE.KV_team_policies"') && !other.authorization.includes("svcmesh_policies"));
+    const none = JSON.parse(cli(["--json", "nats-config", file("json.yaml", policyYaml), "--no-policy-bucket"]).stdout) as { authorization: string };
+    assert.ok(!none.authorization.includes("KV_"), "--no-policy-bucket grants none");
   });
 
   test("--out-dir --generate-keys: authorization.conf, 0600 env files, seeds only for generated keys, and they work", async () => {

@@ -4,6 +4,7 @@ import { type NatsConnection, RequestStrategy, type ServiceInfo, type Subscripti
 import type { Logger } from "pino";
 import { z } from "zod";
 import { MeshError, isMeshError } from "./errors.js";
+import { RepeatedLog } from "./logger.js";
 import { RateLimit } from "./settings.js";
 import type { RunningInstance } from "./target.js";
 import { decodeBody } from "./wire.js";
@@ -70,6 +71,8 @@ function parseRateLimits(text: string | undefined): Record<string, RateLimit> | 
 export class Registry {
   private readonly views = new Map<string, ServiceView>();
   private readonly subs: Subscription[] = [];
+  /** A refused or failing query is retried often: its warning, once a minute. */
+  private readonly failureLog = new RepeatedLog();
   private generationSeq = 0;
 
   constructor(
@@ -149,7 +152,8 @@ export class Registry {
       })
       .catch((e: unknown) => {
         if (isMeshError(e) && e.code === "FORBIDDEN") view.failure = e;
-        this.logger.warn({ err: e, service }, "discovery query failed; keeping the last view");
+        const logged = this.failureLog.admit(`${service}: ${(e as Error)?.message}`);
+        if (logged) this.logger.warn({ err: e, service, heldBack: logged.held }, "discovery query failed; keeping the last view");
       })
       .finally(() => {
         view.refreshing = undefined;

@@ -28,7 +28,7 @@ const plan: BrokerPlan = {
     mallory: { key: pub(keys.mallory), calls: { claims: ["*"] } },
   },
   operators: { ops: { key: pub(keys.ops) } },
-  policyBucket: "svcmesh_policies",
+  // No policyBucket: services are granted the library's bucket by default.
 };
 
 function attempt(): Attempt {
@@ -130,6 +130,17 @@ describe("the generated config", () => {
     assert.ok(text.includes(`nkey: "${pub(keys.claims)}"`));
     assert.ok(text.includes('allow_responses: { max: 1, expires: "1m" }'));
     assert.deepEqual(serviceConnectSettings(plan).claims, { name: "claims", key: pub(keys.claims), inboxPrefix: "_INBOX_claims" });
+  });
+
+  test("by default every service may read the library's policy bucket and discover itself; policyBucket null grants no bucket", () => {
+    const payments = brokerUsers(plan).find((u) => u.name === "payments")!.permissions!;
+    for (const s of ["$SRV.INFO.payments", "$JS.API.STREAM.INFO.KV_svcmesh_policies", "$JS.API.CONSUMER.CREATE.KV_svcmesh_policies.>", "$JS.API.DIRECT.GET.KV_svcmesh_policies.>"]) {
+      assert.ok(payments.publish.includes(s), `payments publishes ${s}`);
+    }
+    const none = brokerUsers({ ...plan, policyBucket: null }).find((u) => u.name === "payments")!.permissions!;
+    assert.ok(!none.publish.some((s) => s.includes("KV_")), JSON.stringify(none.publish));
+    const other = brokerUsers({ ...plan, policyBucket: "team_policies" }).find((u) => u.name === "payments")!.permissions!;
+    assert.ok(other.publish.includes("$JS.API.STREAM.INFO.KV_team_policies") && !other.publish.some((s) => s.includes("svcmesh_policies")));
   });
 
   test("an invalid plan is refused whole, every problem named", () => {
@@ -337,6 +348,13 @@ describe("with raw nats.js, the server refuses", () => {
     await assert.rejects(kv.put("policy", new TextEncoder().encode("allow everyone")), /Permissions Violation for Publish to "\$KV\.svcmesh_policies\.policy"/);
     watcher.stop();
     assert.deepEqual(violations(nc).map((s) => (s as Status & { permissionContext?: { subject: string } }).permissionContext?.subject), ["$KV.svcmesh_policies.policy"]);
+  });
+
+  test("a service that may call nothing still discovers its own instances (its rate limiter counts them), without a violation", async () => {
+    const nc = await rawAs("payments", "_INBOX_payments");
+    const reply = await nc.request("$SRV.INFO.payments", new Uint8Array(), { timeout: 3000 });
+    assert.equal((JSON.parse(new TextDecoder().decode(reply.data)) as { name: string }).name, "payments");
+    assert.deepEqual(violations(nc), []);
   });
 
   test("an operator user is unrestricted", async () => {

@@ -237,7 +237,7 @@ describe("policy store under the generated broker config (services read-only)", 
       extraConfig: natsAuthorizationConfig({
         services: { payments: { key: payments.getPublicKey() } },
         operators: { ops: { key: ops.getPublicKey() } },
-        policyBucket: POLICY_BUCKET,
+        // No policyBucket: the default grant is the library's bucket.
       }),
     });
   });
@@ -267,5 +267,27 @@ describe("policy store under the generated broker config (services read-only)", 
     await assert.rejects(applyPolicy(svc, doc(99), { by: "payments" }), (e: unknown) => isMeshError(e) && e.code === "FORBIDDEN");
     assert.equal((await getPolicy(admin))?.revision, second.revision);
     await watcher.stop();
+  });
+
+  test("a service refused the bucket (a config that grants none) logs one error saying no policy is enforced, not one per retry", async () => {
+    const shut = await startNatsServer({
+      jetstream: true,
+      extraConfig: natsAuthorizationConfig({ services: { payments: { key: payments.getPublicKey() } }, policyBucket: null }),
+    });
+    try {
+      const svc = await natsConnect({ servers: shut.url, authenticator: nkeyAuthenticator(payments.getSeed()), inboxPrefix: "_INBOX_payments" });
+      const lines: Array<{ level: number; msg: string }> = [];
+      const capture = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
+      const watcher = watchPolicy(svc, () => undefined, capture);
+      await sleep(2_500); // retries at 250, 500, 1000 ms...: several refusals
+      await watcher.stop();
+      await svc.close();
+      const errors = lines.filter((l) => l.level >= 50);
+      assert.equal(errors.length, 1, JSON.stringify(lines));
+      assert.match(errors[0]!.msg, /refuses this connection the policy bucket svcmesh_policies; no policy is enforced here/);
+      assert.equal(lines.length, 1, "the repeats are held back");
+    } finally {
+      await shut.stop();
+    }
   });
 });

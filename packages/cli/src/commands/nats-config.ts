@@ -31,7 +31,8 @@ interface NatsConfigOptions {
   outDir?: string;
   operator: string[];
   discovery?: "callees" | "all";
-  policyBucket?: string;
+  /** false: --no-policy-bucket. */
+  policyBucket?: string | false;
   generateKeys?: boolean;
   unnamedEndpoints: "closed" | "open";
 }
@@ -77,7 +78,8 @@ export function registerNatsConfig(program: Command): void {
     .option("--out-dir <dir>", "write authorization.conf and one <service>.env per service there, instead of printing")
     .option("--operator <name=UKEY>", "an unrestricted user (the svcmesh CLI, dashboards); repeatable", collect, [] as string[])
     .addOption(new Option("--discovery <which>", "which services a service may discover: the ones it may call, or all").choices(["callees", "all"]).default("callees"))
-    .option("--policy-bucket <bucket>", "the KV bucket the policy lives in: every service may watch and read it")
+    .option("--policy-bucket <bucket>", "the KV bucket the policy lives in: every service may watch and read it (default: svcmesh_policies, the library's)")
+    .option("--no-policy-bucket", "grant no policy bucket (only for services connected with policy: { watch: false }: the others could not know the policy and would run open)")
     .option("--generate-keys", "make key pairs for services the policy names without an identity (their seeds are printed or written once)")
     .addOption(
       new Option("--unnamed-endpoints <mode>", "a caller allowed a whole service except some named endpoints: closed = grant only the named open endpoints; open = the whole service")
@@ -121,7 +123,7 @@ Examples:
           discovery: opts.discovery ?? "callees",
           unnamedEndpoints: opts.unnamedEndpoints,
           keys: Object.fromEntries([...generated].map(([n, id]) => [n, id.publicKey])),
-          ...(opts.policyBucket !== undefined ? { policyBucket: opts.policyBucket } : {}),
+          ...(opts.policyBucket !== undefined ? { policyBucket: opts.policyBucket === false ? null : opts.policyBucket } : {}),
         });
       } catch (e) {
         if (e instanceof BrokerPlanError) {

@@ -30,8 +30,8 @@ export interface BrokerPlanFromPolicyOptions {
   operators?: Record<string, { key: string }>;
   /** Which services a service may discover (see BrokerPlan.discovery); default "callees". */
   discovery?: "callees" | "all";
-  /** The KV bucket the policy lives in: every service may watch and read it. */
-  policyBucket?: string;
+  /** The KV bucket the policy lives in (BrokerPlan.policyBucket: default svcmesh_policies, null none). */
+  policyBucket?: string | null;
   /** Events stream (BrokerPlan.eventsStream). */
   eventsStream?: string | null;
   /**

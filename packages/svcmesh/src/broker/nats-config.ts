@@ -14,8 +14,10 @@
 //   events about itself (`svc.events.*.<name>`) and the caller-side events about its
 //   targets (`svc.events.<type>.<target>` for timeout, circuit_*, ...: never another
 //   service's instance announcements), trace subjects of itself and its targets, its
-//   own audit subject (`svc.audit.<name>`), and the JetStream API calls that store
-//   events in SVC_EVENTS and audit records in SVC_AUDIT;
+//   own audit subject (`svc.audit.<name>`), `$SRV.INFO.<name>` (its rate limiter counts
+//   its instances), and the JetStream API calls that store events in SVC_EVENTS and
+//   audit records in SVC_AUDIT;
+// - watch and read the policy bucket (svcmesh_policies unless the plan says otherwise);
 // - answer requests it received (`allow_responses: { max: 1, expires: "1m" }`):
 //   replies go to the caller's inbox without a publish grant on it.
 //
@@ -27,6 +29,7 @@ import { fromPublic } from "nkeys.js";
 import { EVENT_TYPES } from "../events/schemas.js";
 import { EVENTS_STREAM } from "../events/stream.js";
 import { AUDIT_STREAM } from "../audit/record.js";
+import { POLICY_BUCKET } from "../policy/store.js";
 import { AUDIT_ROOT, EVENTS_ROOT, SUBJECT_ROOT, TRACE_ROOT, validEndpointName, validServiceName } from "../subjects.js";
 
 /** What the broker should allow; a policy document is mapped onto this. */
@@ -51,9 +54,11 @@ export interface BrokerPlan {
   discovery?: "callees" | "all";
   /**
    * The NATS KV bucket the policy document lives in: every service may watch and read
-   * it (never write: only operators apply policies). Default: no grant.
+   * it (never write: only operators apply policies). Default: the library's bucket
+   * (svcmesh_policies), without which a service cannot know the policy and runs open;
+   * null: no grant (services connected with `policy: { watch: false }`).
    */
-  policyBucket?: string;
+  policyBucket?: string | null;
   /** `allow_responses` of every service (default { max: 1, expires: "1m" }). */
   responses?: { max: number; expires: string };
 }
@@ -157,7 +162,7 @@ export function checkBrokerPlan(plan: BrokerPlan): void {
     checkKey(`operators.${name}`, op?.key);
   }
   if (plan.discovery !== undefined && plan.discovery !== "callees" && plan.discovery !== "all") issues.push('discovery: "callees" or "all"');
-  if (plan.policyBucket !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(plan.policyBucket)) issues.push("policyBucket: invalid bucket name");
+  if (plan.policyBucket != null && !/^[A-Za-z0-9_-]{1,64}$/.test(plan.policyBucket)) issues.push("policyBucket: invalid bucket name");
   if (plan.eventsStream != null && !/^[A-Za-z0-9_-]{1,64}$/.test(plan.eventsStream)) issues.push("eventsStream: invalid stream name");
   if (plan.responses !== undefined) {
     if (!(Number.isInteger(plan.responses.max) && plan.responses.max >= 1)) issues.push("responses.max: a whole number ≥ 1");
@@ -195,6 +200,8 @@ export function brokerUsers(plan: BrokerPlan): BrokerUser[] {
     publish.add(`${EVENTS_ROOT}.*.${name}`);
     publish.add(`${TRACE_ROOT}.${name}.>`);
     publish.add(`${AUDIT_ROOT}.${name}`);
+    // Discovery of itself: its rate limiter shares each limit among the running instances.
+    publish.add(`$SRV.INFO.${name}`);
 
     // Calling: the endpoints granted on both lanes, discovery, caller-side events.
     for (const target of Object.keys(svc.calls ?? {}).sort()) {
@@ -221,8 +228,9 @@ export function brokerUsers(plan: BrokerPlan): BrokerUser[] {
     // Watching the policy bucket, read-only: its stream info, ephemeral ordered
     // consumers (delivered to the inbox; flow-control replies are responses), and
     // single-key gets (direct get where the stream allows it, else STREAM.MSG.GET).
-    if (plan.policyBucket !== undefined) {
-      const kv = `KV_${plan.policyBucket}`;
+    const bucket = plan.policyBucket === undefined ? POLICY_BUCKET : plan.policyBucket;
+    if (bucket !== null) {
+      const kv = `KV_${bucket}`;
       publish.add("$JS.API.INFO");
       publish.add(`$JS.API.STREAM.INFO.${kv}`);
       publish.add(`$JS.API.CONSUMER.CREATE.${kv}`);

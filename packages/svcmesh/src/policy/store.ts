@@ -25,6 +25,7 @@ import { type KV, type KvEntry, type KvWatchOptions, KvWatchInclude, type NatsCo
 import type { Logger } from "pino";
 import { MeshError, isMeshError } from "../errors.js";
 import { eventSchemas } from "../events/schemas.js";
+import { RepeatedLog } from "../logger.js";
 import { EVENTS_ROOT } from "../subjects.js";
 import { encodeBody } from "../wire.js";
 import { parsePolicy, type PolicyError } from "./parse.js";
@@ -189,6 +190,7 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
     let backoff = RETRY_MIN_MS;
     let loggedMissing = false;
     let loggedNoJetStream = false;
+    const failureLog = new RepeatedLog();
     while (!stopped && !nc.isClosed()) {
       try {
         const kv = await openBucket(nc, false);
@@ -214,7 +216,15 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
         // connect() need not wait for one (we still look again, in case it is enabled).
         const noJetStream = isMeshError(e) && /JetStream is not available/.test(e.message);
         if (noJetStream && !delivered) deliver(undefined);
-        if (!noJetStream || !loggedNoJetStream) logger.warn({ err: e, retryInMs: backoff }, "policy watcher: cannot watch the policy bucket; retrying");
+        // Refused by the server's permissions: the policy cannot be known, and the mesh
+        // runs open meanwhile. An error, said once a minute, not a warning per retry.
+        const refused = /Permissions Violation/i.test(String((e as Error)?.message));
+        const logged = noJetStream && loggedNoJetStream ? undefined : failureLog.admit(String((e as Error)?.message));
+        if (logged && refused) {
+          logger.error({ err: e, bucket: POLICY_BUCKET, heldBack: logged.held }, `policy watcher: the NATS server refuses this connection the policy bucket ${POLICY_BUCKET}; no policy is enforced here until it can read it (grant it: svcmesh nats-config grants it by default); retrying`);
+        } else if (logged) {
+          logger.warn({ err: e, retryInMs: backoff, heldBack: logged.held }, "policy watcher: cannot watch the policy bucket; retrying");
+        }
         loggedNoJetStream ||= noJetStream;
       }
       await sleep(backoff);

@@ -16,6 +16,7 @@
 // burst is used up.
 import type { Logger } from "pino";
 import { MeshError } from "../errors.js";
+import { RepeatedLog } from "../logger.js";
 import { type BucketLimit, type TokenBucket, TokenBucketMap, bucketLimit } from "../limits/token-bucket.js";
 import type { Registry } from "../registry.js";
 import type { RateLimit } from "../settings.js";
@@ -59,6 +60,8 @@ export class CallerRateLimiter {
   private instances = 1;
   private generation: number | undefined;
   private counting: Promise<void> | undefined;
+  /** Recounts are tried every tick: a failing one is logged once a minute. */
+  private readonly failureLog = new RepeatedLog();
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
 
@@ -140,7 +143,8 @@ export class CallerRateLimiter {
         this.share(n);
       })
       .catch((e: unknown) => {
-        this.options.logger.warn({ err: e }, "could not count instances for rate-limit shares; keeping the last count");
+        const logged = this.failureLog.admit(String((e as Error)?.message));
+        if (logged) this.options.logger.warn({ err: e, heldBack: logged.held }, "could not count instances for rate-limit shares; keeping the last count");
       })
       .finally(() => {
         this.counting = undefined;
