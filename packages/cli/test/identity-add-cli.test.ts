@@ -28,12 +28,13 @@ after(async () => {
 });
 
 describe("svcmesh identity add", () => {
-  test("on an empty mesh: creates a minimal policy that keeps the mesh open", async () => {
+  test("on an empty mesh: creates a minimal policy open to every registered identity, and says unregistered callers are now refused", async () => {
     assert.equal(await getPolicy(nc), undefined);
     const r = await cli(["identity", "add", "claims", CLAIMS, "--roles", "CLAIMS_CLERK", "--clearances", "PII,FERPA", "--by", "alice"]);
     assert.equal(r.code, 0, r.stderr);
-    const m = /^added identity claims: applied revision (\d+) \(none before\)\nno policy was in force: created one with defaults\.allow is \["\*"\]/.exec(r.stdout);
+    const m = /^added identity claims: applied revision (\d+) \(none before\)\nno policy was in force: created one with defaults\.allow is \["\*"\]: every registered identity may call every service/.exec(r.stdout);
     assert.ok(m, r.stdout);
+    assert.match(r.stdout, /this is the policy's first identity: from now on every caller must connect with a registered identity's seed .* refused UNAUTHENTICATED/);
     const stored = await getPolicy(nc);
     assert.equal(stored?.revision, Number(m[1]));
     assert.deepEqual(stored.policy.identities, { claims: { key: CLAIMS, roles: ["CLAIMS_CLERK"], clearances: ["PII", "FERPA"] } });
@@ -57,11 +58,12 @@ services:
 
     const r = await cli(["identity", "add", "payments", PAYMENTS, "--json"]);
     assert.equal(r.code, 0, r.stderr);
-    const out = JSON.parse(r.stdout) as { name: string; revision: number; previous: number; created: boolean; replaced: boolean };
+    const out = JSON.parse(r.stdout) as { name: string; revision: number; previous: number; created: boolean; replaced: boolean; firstIdentity: boolean };
     assert.equal(out.name, "payments");
     assert.equal(out.previous, applied.revision);
     assert.equal(out.created, false);
     assert.equal(out.replaced, false);
+    assert.equal(out.firstIdentity, false, "claims was registered before");
     assert.ok(out.revision > applied.revision);
 
     const stored = await getPolicy(nc);

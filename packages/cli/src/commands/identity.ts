@@ -21,8 +21,15 @@ interface AddOptions {
   by?: string;
 }
 
-/** What `identity add` writes when no policy is in force: the mesh stays open to everyone. */
-export const OPEN_DEFAULTS_NOTE = 'defaults.allow is ["*"]: every service stays open to every caller until the policy says otherwise';
+/** What `identity add` writes when no policy is in force: every registered identity may call everything. */
+export const OPEN_DEFAULTS_NOTE = 'defaults.allow is ["*"]: every registered identity may call every service until the policy says otherwise';
+
+/**
+ * Once a policy registers identities, a call without a registered identity's token is
+ * refused (UNAUTHENTICATED): the first `identity add` closes the mesh to unregistered callers.
+ */
+export const FIRST_IDENTITY_NOTE =
+  "this is the policy's first identity: from now on every caller must connect with a registered identity's seed (connect({ seed }) or SVCMESH_SEED, also for `svcmesh call`); calls from others are refused UNAUTHENTICATED. Register each caller with `svcmesh identity add`";
 
 function list(value: string): string[] {
   return value.split(",").map((s) => s.trim()).filter((s) => s.length > 0);
@@ -58,7 +65,7 @@ function newDocumentText(name: string, key: string, opts: AddOptions): string {
   doc.setIn(["defaults", "allow"], doc.createNode(["*"], { flow: true }));
   doc.commentBefore = " svcmesh policy, created by `svcmesh identity add` (edit it, then `svcmesh apply`)";
   const defaults = (doc.contents as YAMLMap).items.find((p) => isScalar(p.key) && p.key.value === "defaults");
-  if (defaults && isScalar(defaults.key)) defaults.key.commentBefore = " every caller may call every service: the mesh stays open until the policy says otherwise";
+  if (defaults && isScalar(defaults.key)) defaults.key.commentBefore = " every registered identity may call every service until the policy says otherwise; callers without one are refused";
   return doc.toString({ lineWidth: 0 });
 }
 
@@ -204,10 +211,13 @@ YAML (comments and order kept; an existing entry is replaced whole, so give ever
 role and clearance it should keep), validates it and applies it only over the
 revision read: if someone applied a change meanwhile, nothing is applied (exit 1);
 run it again. With no policy applied yet, a minimal document is created with
-defaults.allow: ["*"], so every service stays open to every caller.
+defaults.allow: ["*"], so every registered identity may call every service.
+Once a policy has identities, every caller must connect with a registered identity's
+seed (connect({ seed }) or SVCMESH_SEED): the others are refused (UNAUTHENTICATED).
+The first identity added says so.
 A key that is not an nkey public user key is refused (exit 2); nothing is sent.
 Prints the new revision. With --json: {name, revision, previous, created, replaced,
-sha, warnings} (previous: null and created: true when there was no policy).
+firstIdentity, sha, warnings} (previous: null and created: true when there was no policy).
 Policies live in the NATS KV bucket ${POLICY_BUCKET}.
 
 Example:
@@ -233,7 +243,8 @@ Example:
         }
         try {
           const applied = await applyPolicy(mesh.nc, edited.text, { by: opts.by ?? defaultBy(), ifRevision: current?.revision ?? 0 });
-          return { applied, previous: current?.revision ?? null, replaced: edited.replaced };
+          const firstIdentity = Object.keys(current?.policy.identities ?? {}).length === 0;
+          return { applied, previous: current?.revision ?? null, replaced: edited.replaced, firstIdentity };
         } catch (e) {
           const details = isMeshError(e) ? (e.details as { expected?: unknown; current?: unknown } | undefined) : undefined;
           if (details && "expected" in details) {
@@ -244,13 +255,14 @@ Example:
           throw e;
         }
       });
-      const { applied, previous, replaced } = result;
+      const { applied, previous, replaced, firstIdentity } = result;
       const created = previous === null;
       if (globals.json) {
-        return printJson({ name, revision: applied.revision, previous, created, replaced, sha: applied.sha, warnings: applied.warnings }, false);
+        return printJson({ name, revision: applied.revision, previous, created, replaced, firstIdentity, sha: applied.sha, warnings: applied.warnings }, false);
       }
       const verb = replaced ? "replaced" : "added";
       printLine(`${verb} identity ${name}: applied revision ${applied.revision} (${created ? "none before" : `was ${previous}`})`);
       if (created) printLine(`no policy was in force: created one with ${OPEN_DEFAULTS_NOTE}`);
+      if (firstIdentity) printLine(FIRST_IDENTITY_NOTE);
     });
 }
