@@ -109,6 +109,19 @@ describe("svc.trace records", () => {
     assert.ok(n > calls * 0.3 && n < calls * 0.7, `kept ${n} of ${calls} at rate 0.5`);
   });
 
+  test("a call that finds no such version or endpoint is traced too: one NOT_FOUND record each, as the caller saw it", async () => {
+    const caller = await open("te-notfound", { sampleRate: 0 });
+    const noVersion = await meshFailure(caller.call("echo@^9", "say", { text: "x" }));
+    await caller.call("echo", "say", { text: "x" }); // the route is cached now
+    const noEndpoint = await meshFailure(caller.call("echo", "shout", { text: "x" }));
+    assert.deepEqual([noVersion.code, noEndpoint.code], ["NOT_FOUND", "NOT_FOUND"]);
+    const records = await recordsOf("te-notfound", 2);
+    await sleep(200);
+    const seen = received.filter((e) => e.caller === "te-notfound");
+    assert.deepEqual(seen.map((r) => [r.service, r.endpoint, r.status, r.attempts]).sort(), [["echo", "say", "NOT_FOUND", 1], ["echo", "shout", "NOT_FOUND", 1]]);
+    assert.ok(records.every((r) => r.instance === "" && r.traceId.length === 32), "no instance answered; the trace id is the call's");
+  });
+
   test("without an SDK the trace context still crosses hops: a nested call shares the outer call's trace id", async () => {
     const caller = await open("te-nested", { sampleRate: 1 });
     const reply = await caller.call<{ trace: string }>("echo", "relay");

@@ -123,7 +123,9 @@ export class Caller {
         : this.resolve(target).then(
             (fresh) => this.start(target, endpoint, payload, now, deadline, opts, fresh, base, fromPolicy),
             // Nobody runs it yet: still go through the pipeline, so retries can wait for one.
-            (e: unknown) => (isMeshError(e) && e.code === "NO_RESPONDERS" ? this.start(target, endpoint, payload, now, deadline, opts, undefined, base, fromPolicy) : Promise.reject(e)),
+            // No version matches: the pipeline too, so the failure is traced (svc.trace,
+            // span, metrics) like any other; NOT_FOUND is never retried.
+            (e: unknown) => (isMeshError(e) && (e.code === "NO_RESPONDERS" || e.code === "NOT_FOUND") ? this.start(target, endpoint, payload, now, deadline, opts, undefined, base, fromPolicy) : Promise.reject(e)),
           );
     } catch (e) {
       result = Promise.reject(e);
@@ -142,7 +144,7 @@ export class Caller {
     base: CallSettings,
     fromPolicy: { idempotent?: boolean } | undefined,
   ): Promise<unknown> {
-    if (cached && !cached.route.endpoints.has(endpoint)) throw unknownEndpoint(target, endpoint, cached.route);
+    // An unknown endpoint fails in the terminal step (sendOn), inside the pipeline: traced.
     const ctx: CallContext = {
       caller: this.options.callerName,
       target,
