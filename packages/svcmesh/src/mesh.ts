@@ -1,6 +1,6 @@
 import { type ConnectionOptions, connect as natsConnect, type NatsConnection, nkeyAuthenticator } from "nats";
 import { inboxPrefixFor } from "./broker/nats-config.js";
-import { createSigner, identityFromSeed } from "./identity/index.js";
+import { createSigner } from "./identity/index.js";
 import { createPolicyInterceptor } from "./interceptors/policy.js";
 import { type PolicyInForce, PolicyState } from "./policy-state.js";
 import { type PolicyWatcher, watchPolicy } from "./policy/store.js";
@@ -10,13 +10,14 @@ import type { Logger } from "pino";
 import { bindClient, type MeshCalls, type MeshClient } from "./calls.js";
 import { Caller, type CallOptions } from "./client/caller.js";
 import { connectFailure } from "./connect-errors.js";
+import { checkConnectOptions } from "./connect-options.js";
 import { MeshEvents, type MeshEventsOptions } from "./events/index.js";
 import { type BreakerInterceptor, type BreakerState, createBreakerInterceptor } from "./interceptors/breaker.js";
 import { createRateLimitInterceptor } from "./interceptors/rate-limit.js";
 import { createRetryInterceptor } from "./interceptors/retry.js";
 import { type CallSettings, CallSettingsInput, DEFAULT_CALL_SETTINGS, type RateLimit, mergeCallSettings } from "./settings.js";
 import { RequestTransport } from "./client/transport.js";
-import { MeshError } from "./errors.js";
+import { isMeshError, MeshError } from "./errors.js";
 import { defaultLogger } from "./logger.js";
 import { Registry, type RegistryOptions } from "./registry.js";
 import { type InstanceHandle, type ServeOptions, type ServiceHandle, startService } from "./server/service.js";
@@ -109,6 +110,7 @@ export async function connect(options: ConnectOptions): Promise<Mesh> {
   if (typeof options?.name !== "string" || options.name.length === 0) {
     throw new MeshError("BAD_REQUEST", "connect(): name is required (the caller's identity)");
   }
+  checkConnectOptions(options);
   sampleRateOf(options.trace); // a bad rate fails before connecting
   rootSamplingOf(options.trace);
   checkAuditOptions(options.audit);
@@ -117,7 +119,7 @@ export async function connect(options: ConnectOptions): Promise<Mesh> {
   for (const [name, layer] of Object.entries(options.services ?? {})) checkSettings(layer, `services.${name}`);
   const servers = options.servers ?? process.env.NATS_URL ?? DEFAULT_SERVER;
   const seed = seedOf(options);
-  if (seed) identityFromSeed(seed); // a bad seed is a clear BAD_REQUEST, before connecting
+  if (seed) createSigner(options.name, seed); // a bad seed, or a name no identity can have: BAD_REQUEST before connecting
   const natsOptions: ConnectionOptions = {
     name: options.name,
     servers,
@@ -141,9 +143,15 @@ export async function connect(options: ConnectOptions): Promise<Mesh> {
   } catch (e) {
     throw await connectFailure(e, servers, natsOptions);
   }
-  const mesh = new Mesh(nc, options);
-  await mesh.policyFollowed(options.policy?.waitMs ?? 2_000);
-  return mesh;
+  try {
+    const mesh = new Mesh(nc, options);
+    await mesh.policyFollowed(options.policy?.waitMs ?? 2_000);
+    return mesh;
+  } catch (e) {
+    // An open connection would keep the process alive: nothing may leave it behind.
+    await nc.close().catch(() => undefined);
+    throw isMeshError(e) ? e : new MeshError("BAD_REQUEST", `connect(): ${(e as Error)?.message ?? String(e)}`, { cause: e });
+  }
 }
 
 export class Mesh implements MeshCalls {
@@ -331,6 +339,11 @@ export class Mesh implements MeshCalls {
       },
       spec as ServeOptions,
     );
+    if (this.closing) {
+      // close() began while it started, and stops only the services it knew of.
+      await handle.stop().catch(() => undefined);
+      throw new MeshError("UNAVAILABLE", "serve(): the mesh connection closed while the service was starting");
+    }
     this.services.add(handle);
     return handle;
   }
