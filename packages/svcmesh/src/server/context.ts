@@ -56,6 +56,8 @@ export interface InstanceScope {
   auditSubject: string;
   /** Revision of the policy in force, if any. */
   policyRevision(): number | undefined;
+  /** The latest deadline of any request handled so far: how long a stop may wait for handlers. */
+  latestDeadline: number;
 }
 
 /** The second argument of every handler. Logger and nested-call surface are made on first use. */

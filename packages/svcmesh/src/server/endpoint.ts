@@ -8,6 +8,7 @@ import type { Span, Tracer } from "@opentelemetry/api";
 import type { Msg } from "nats";
 import { type AuditRecordCall, AuditRecordEncoder } from "../audit/record.js";
 import { MeshError, isMeshError } from "../errors.js";
+import { isErrorCode } from "../codes.js";
 import { type Schema, describeIssues, schemaOrAny, summarizeIssues } from "../schema.js";
 import { activeTracer, contextManaged, endSpan, type SpanTemplate, spanTemplate, startServerSpan, unsampledSpan, withSpan } from "../telemetry/tracer.js";
 import { notSampled, parseTraceparent, traceIdOf } from "../trace/context.js";
@@ -47,6 +48,7 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
   const t0 = performance.now();
   const startedAt = Date.now();
   const meta = readRequestMeta(msg, startedAt, defaultTimeoutMs);
+  if (meta.deadline > scope.latestDeadline) scope.latestDeadline = meta.deadline;
   const { telemetry } = scope;
   const tracer = telemetry.tracing ? activeTracer() : undefined;
   const span = tracer ? serverSpan(tracer, scope, ep, msg.subject, meta) : undefined;
@@ -230,6 +232,13 @@ const PATH_CODES: ReadonlySet<string> = new Set(["NO_RESPONDERS", "CIRCUIT_OPEN"
 
 /** A MeshError thrown by a handler keeps its code; anything else is HANDLER_ERROR with its message only. */
 function handlerFailure(scope: InstanceScope, ep: EndpointRuntime, e: unknown): MeshError {
+  if (isMeshError(e) && !(isErrorCode(e.code) && typeof e.message === "string")) {
+    // Branded, but not made by MeshError (another copy of the package, a hand-made
+    // object): its code and message would go into the reply's headers as they are.
+    scope.logger.error({ err: e, endpoint: ep.name }, "handler threw a MeshError-like value without a known code and a message");
+    const message = typeof e.message === "string" && e.message ? e.message : "handler failed";
+    return new MeshError("HANDLER_ERROR", isErrorCode(e.code) ? message : `${message} (unknown error code ${JSON.stringify(String(e.code)).slice(0, 80)})`);
+  }
   if (isMeshError(e)) {
     if (!PATH_CODES.has(e.code)) return e;
     return new MeshError("UNAVAILABLE", `${scope.service}.${ep.name} depends on a service that failed: ${e.code}: ${e.message}`, {

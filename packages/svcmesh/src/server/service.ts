@@ -8,7 +8,7 @@ import type { Logger } from "pino";
 import type { MeshCalls } from "../calls.js";
 import { type PolicyState, RequestGuard } from "../policy-state.js";
 import { settingsFor as policySettingsFor } from "../policy/authorize.js";
-import { MeshError } from "../errors.js";
+import { isMeshError, MeshError } from "../errors.js";
 import { INSTANCE_STARTED, INSTANCE_STOPPED, type InstanceAnnouncement, MESH_METADATA_KEY, type Registry } from "../registry.js";
 import { type Schema, isSchema, jsonSchemaText } from "../schema.js";
 import { EVENTS_ROOT, exactLane, majorLane, queueGroup, validEndpointName, validServiceName } from "../subjects.js";
@@ -24,6 +24,11 @@ type InputOf<I> = I extends Schema ? z.output<I> : unknown;
 type OutputOf<O> = O extends Schema ? z.input<O> : unknown;
 
 /** One endpoint: zod schemas for input and output, and the handler they type. */
+
+/** After the last deadline, how long a stop still waits for a handler's reply. */
+const STOP_GRACE_MS = 250;
+/** A stop never waits longer than this for handlers (a caller may send any deadline). */
+const STOP_BUDGET_MS = 10_000;
 export interface EndpointSpec<I = Schema | undefined, O = Schema | undefined> {
   input?: I;
   output?: O;
@@ -111,8 +116,10 @@ export function validateServeOptions(spec: ServeOptions): void {
   if (typeof spec.name !== "string" || !validServiceName(spec.name)) {
     throw bad(`invalid service name ${JSON.stringify(spec.name)}: use [a-z0-9-]+ and not trace, events or audit`);
   }
-  if (typeof spec.version !== "string" || semver.valid(spec.version) === null) {
-    throw bad(`version ${JSON.stringify(spec.version)} of ${spec.name} is not semver (like "2.1.0")`);
+  // semver.valid() trims spaces, but the version also names a subject (its exact lane):
+  // only the characters a semver is written with, or nats-server drops the connection.
+  if (typeof spec.version !== "string" || semver.valid(spec.version) === null || !/^[0-9A-Za-z.+-]+$/.test(spec.version)) {
+    throw bad(`version ${JSON.stringify(spec.version)} of ${spec.name} is not semver (like "2.1.0", no spaces)`);
   }
   const names = Object.keys(spec.endpoints ?? {});
   if (names.length === 0) throw bad(`${spec.name} has no endpoints`);
@@ -158,7 +165,14 @@ function show(value: unknown): string {
 export async function startService(deps: ServiceDeps, spec: ServeOptions): Promise<InstanceHandle> {
   validateServeOptions(spec);
   const instance = new Instance(deps, spec);
-  await instance.start();
+  try {
+    await instance.start();
+  } catch (e) {
+    // Half started (the connection closed, a subscription was refused): nothing of it
+    // may stay subscribed or listed in discovery.
+    await instance.abandon();
+    throw isMeshError(e) ? e : new MeshError("UNAVAILABLE", `serve(): ${spec.name}@${spec.version} could not start: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+  }
   return instance;
 }
 
@@ -176,6 +190,7 @@ class Instance implements InstanceHandle {
   private active = 0;
   private idle: (() => void) | undefined;
   private stopping: Promise<void> | undefined;
+  private announced = false;
 
   constructor(private readonly deps: ServiceDeps, private readonly spec: ServeOptions) {
     this.name = spec.name;
@@ -230,6 +245,7 @@ class Instance implements InstanceHandle {
       audit: this.spec.audit !== false && this.deps.telemetry.audit !== undefined,
       auditSubject: auditSubject(this.name),
       policyRevision: () => this.deps.policy.inForce?.revision,
+      latestDeadline: 0,
     };
     for (const [name, ep] of this.endpoints) {
       const spec = (this.spec.endpoints as Record<string, EndpointSpec>)[name]!;
@@ -259,6 +275,7 @@ class Instance implements InstanceHandle {
     }).catch(() => undefined);
     await nc.flush(); // subscriptions are live at the server before anyone hears of us
     this.announce(INSTANCE_STARTED);
+    this.announced = true;
     // Until the count is in, this instance enforces the whole limit: serve() waits for it
     // (one discovery query, bounded by discovery's maxWaitMs) so shares hold from the start.
     await this.limiter?.start();
@@ -298,6 +315,21 @@ class Instance implements InstanceHandle {
     return this.stopping;
   }
 
+  /** Undoes a start that failed part way; never throws. */
+  async abandon(): Promise<void> {
+    this.stopping ??= Promise.resolve();
+    this.disposePolicy?.();
+    this.limiter?.stop();
+    const { nc } = this.deps;
+    if (this.announced && !nc.isClosed()) this.announce(INSTANCE_STOPPED);
+    try {
+      this.exactSub?.unsubscribe();
+    } catch {
+      // the connection is gone: so is the subscription
+    }
+    await this.micro?.stop().catch(() => undefined);
+  }
+
   private async drain(): Promise<void> {
     const { nc } = this.deps;
     this.disposePolicy?.();
@@ -305,8 +337,22 @@ class Instance implements InstanceHandle {
     if (!nc.isClosed()) this.announce(INSTANCE_STOPPED);
     // Draining unsubscribes, then still hands over what already reached this client.
     await Promise.allSettled([this.micro?.stop(), nc.isClosed() ? undefined : this.exactSub?.drain()]);
-    if (this.active > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+    if (this.active > 0 && !(await this.handlersSettled())) {
+      this.scope.logger.error({ abandoned: this.active }, `stopped with ${this.active} handler(s) still running past their requests' deadlines (their callers have given up on them)`);
+    }
     this.deps.onStopped?.(this);
+  }
+
+  /** Waits for the handlers running, no longer than their requests' deadlines (bounded): whether they all settled. */
+  private handlersSettled(): Promise<boolean> {
+    const waitMs = Math.min(Math.max(0, this.scope.latestDeadline - Date.now()) + STOP_GRACE_MS, STOP_BUDGET_MS);
+    return new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), waitMs);
+      this.idle = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+    });
   }
 
   private dispatchExact(lane: string, msg: Msg): void {
