@@ -4,9 +4,30 @@ import type { ErrorCode } from "./codes.js";
 import { MeshError, meshErrorFromWire } from "./errors.js";
 import { BodyDecoder } from "./msgpack-decoder.js";
 import { BodyEncoder } from "./msgpack-encoder.js";
+import { ExtensionCodec } from "@msgpack/msgpack";
 import { Header } from "./subjects.js";
 
-const encoder = new BodyEncoder({ ignoreUndefined: true });
+/**
+ * Values msgpack would change without a word: a Map or Set becomes `{}` (their entries
+ * are not own properties) and a typed array other than bytes becomes its raw bytes.
+ * They are refused instead, so nothing is lost on the way (the caller gets BAD_REQUEST,
+ * a handler's result BAD_RESPONSE). Asked once per object encoded, after Date's check.
+ */
+const refusing = new ExtensionCodec();
+refusing.register({
+  type: 0,
+  encode: (value) => {
+    if (typeof value !== "object" || value === null) return null;
+    if (value instanceof Map) throw new TypeError("a Map would arrive as an empty object: send Object.fromEntries(map) or [...map]");
+    if (value instanceof Set) throw new TypeError("a Set would arrive as an empty object: send [...set]");
+    if (ArrayBuffer.isView(value) && !(value instanceof Uint8Array)) {
+      throw new TypeError(`a ${value.constructor.name} would arrive as raw bytes: send an array, or a Uint8Array of the bytes`);
+    }
+    return null;
+  },
+  decode: (data) => data,
+});
+const encoder = new BodyEncoder({ ignoreUndefined: true, extensionCodec: refusing });
 /**
  * Array length prefixes are capped by the body's size (each element takes a byte):
  * unbounded, msgpack preallocates `new Array(n)`, and a 5-byte body claiming 30M
