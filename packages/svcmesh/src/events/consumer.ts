@@ -74,6 +74,9 @@ function checkOptions<T extends MeshEventType>(o: ConsumeOptions<T>, handler: un
   const bad = (what: string) => new MeshError("BAD_REQUEST", `events.consume(): ${what}`);
   if (typeof o?.durable !== "string" || !NAME.test(o.durable)) throw bad("durable must be a name of letters, digits, - and _");
   if (typeof handler !== "function") throw bad("a handler function is required");
+  // A string would be iterated letter by letter, and a durable acks away what it skips.
+  if (o.types !== undefined && !Array.isArray(o.types)) throw bad("types must be an array of event types");
+  if (o.services !== undefined && !Array.isArray(o.services)) throw bad("services must be an array of service names");
   for (const t of o.types ?? []) if (!isMeshEventType(t)) throw bad(`unknown event type ${JSON.stringify(t)}`);
   for (const s of o.services ?? []) if (typeof s !== "string" || !NAME.test(s)) throw bad(`invalid service ${JSON.stringify(s)}`);
   if (o.deliver !== undefined && o.deliver !== "all" && o.deliver !== "new") throw bad('deliver must be "all" or "new"');

@@ -14,6 +14,10 @@ import type { CoalescedEventType, EmitInput, MeshEventType } from "./schemas.js"
 import { EventSender, type SenderStats } from "./sender.js";
 import { ensureEventsStream, EVENTS_STREAM, type EventsStreamOptions, manager } from "./stream.js";
 import { MeshError } from "../errors.js";
+import { parseEventSubject } from "./decode.js";
+
+/** One token of an event subject, as schemas.ts subjectToken() makes them. */
+const EVENT_TOKEN = /^[A-Za-z0-9_-]+$/;
 
 export interface MeshEventsOptions extends PublisherOptions {
   /**
@@ -67,6 +71,12 @@ export class MeshEvents {
    * too) the way every event goes: stored once, re-sent until JetStream acknowledges it.
    */
   publishEncoded(subject: string, body: Uint8Array): void {
+    // A malformed subject would make nats-server drop the connection, on every re-send.
+    const where = typeof subject === "string" ? parseEventSubject(subject) : undefined;
+    if (!where || !EVENT_TOKEN.test(where.type) || !EVENT_TOKEN.test(where.service)) {
+      throw new MeshError("BAD_REQUEST", `events.publishEncoded(): ${JSON.stringify(subject)} is not an event subject (svc.events.<type>.<service>, letters, digits, - and _)`);
+    }
+    if (!(body instanceof Uint8Array)) throw new MeshError("BAD_REQUEST", "events.publishEncoded(): body must be a Uint8Array (msgpack)");
     this.sender.send(subject, body);
   }
 

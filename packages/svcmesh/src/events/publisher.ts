@@ -9,7 +9,9 @@
 import type { Logger } from "pino";
 import { EVENTS_ROOT } from "../subjects.js";
 import { encodeBody } from "../wire.js";
-import { type CoalescedEventType, type EmitInput, eventSchemas, type MeshEvent, serviceOfTarget, subjectToken } from "./schemas.js";
+import { COALESCED_TYPES, type CoalescedEventType, type EmitInput, eventSchemas, type MeshEvent, serviceOfTarget, subjectToken } from "./schemas.js";
+
+const COALESCED: ReadonlySet<string> = new Set(COALESCED_TYPES);
 
 export interface PublisherOptions {
   /** Length of a coalescing window (default 1000 ms). */
@@ -88,6 +90,11 @@ export class EventPublisher {
   emit(input: EmitInput): void {
     if (this.closed) {
       this.rejected++;
+      return;
+    }
+    if (typeof input !== "object" || input === null) {
+      this.rejected++;
+      this.logger.error({ input: String(input) }, "refusing to publish a mesh event that is not an object");
       return;
     }
     const raw = input as Partial<MeshEvent> & { type: string; target?: string };
@@ -170,6 +177,10 @@ export class EventPublisher {
     const w = this.windows.get(type)?.get(caller)?.get(target)?.get(endpoint);
     if (w !== undefined) return w;
     if (this.closed) return undefined;
+    if (!COALESCED.has(type) || typeof caller !== "string" || typeof target !== "string" || typeof endpoint !== "string") {
+      this.rejected++; // a misuse of the public count(): never a throw on a failing call's path
+      return undefined;
+    }
     if (this.open.length >= this.maxWindows) {
       this.overflow++;
       this.overflowSinceLog++;

@@ -1,0 +1,184 @@
+// Misuse of the public API, against a real nats-server: each bad argument is a clear
+// MeshError before anything is sent or subscribed, nothing is silently changed or left
+// running, and the mesh keeps working afterwards.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { after, before, describe, test } from "node:test";
+import pino from "pino";
+import { connect, type Mesh, MeshError, newIdentity } from "svcmesh";
+import { z } from "zod";
+import { meshFailure, meshPool } from "../../../test/helpers/mesh.ts";
+import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/nats-server.ts";
+
+let server: NatsServer;
+const pool = meshPool(() => server.url);
+
+before(async () => {
+  server = await startNatsServer({ jetstream: true });
+});
+
+after(async () => {
+  await pool.closeAll();
+  await server.stop();
+});
+
+describe("connect() checks every option before dialling", () => {
+  // A closed port: an option that slipped through would fail UNAVAILABLE instead.
+  const nowhere = "nats://127.0.0.1:1";
+  const cases: Array<[string, Record<string, unknown>, RegExp]> = [
+    ["an empty servers string", { servers: "" }, /servers: must be a server URL/],
+    ["an empty servers list", { servers: [] }, /servers: must be a server URL/],
+    ["servers as a number", { servers: 14997 }, /servers: must be a server URL/],
+    ["an unknown log level", { servers: nowhere, logLevel: "loud" }, /logLevel/],
+    ["a logger that is not one", { servers: nowhere, logger: {} }, /logger: must be a pino logger/],
+    ["audit.enabled as a string", { servers: nowhere, audit: { enabled: "no" } }, /audit\.enabled/],
+    ["policy.waitMs NaN", { servers: nowhere, policy: { waitMs: Number.NaN } }, /policy\.waitMs/],
+    ["trace: true", { servers: nowhere, trace: true }, /trace: must be false \(off\) or an options object/],
+    ["a negative trace buffer", { servers: nowhere, trace: { maxBuffered: -5 } }, /trace\.maxBuffered/],
+    ["a negative discovery ttl", { servers: nowhere, discovery: { ttlMs: -1 } }, /discovery\.ttlMs/],
+    ["events as a string", { servers: nowhere, events: "on" }, /events/],
+    ["an unknown option (timeoutMs belongs in defaults)", { servers: nowhere, timeoutMs: 100 }, /timeoutMs/],
+    ["a seed with a name no identity can have", { servers: nowhere, seed: newIdentity().seed, name: "Claims" }, /identity name "Claims" is not valid/],
+  ];
+  for (const [what, extra, message] of cases) {
+    test(`${what}: BAD_REQUEST naming it`, async () => {
+      const e = await meshFailure(connect({ name: "misuse", ...extra } as never));
+      assert.equal(e.code, "BAD_REQUEST", e.message);
+      assert.match(e.message, message);
+    });
+  }
+
+  test("a process whose connect() failed can exit: no connection is left open", () => {
+    const script = `import { connect } from "svcmesh";
+      try { await connect({ servers: ${JSON.stringify(server.url)}, name: "Claims", seed: ${JSON.stringify(newIdentity().seed)} }); }
+      catch (e) { console.log(e.code); }`;
+    const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { cwd: import.meta.dirname, encoding: "utf8", timeout: 10_000 });
+    assert.equal(r.signal, null, "it exited by itself, within 10 s");
+    assert.equal(r.stdout.trim(), "BAD_REQUEST", r.stderr);
+  });
+});
+
+describe("serve()", () => {
+  test("a version with spaces is BAD_REQUEST before anything is subscribed, and the connection keeps serving", async () => {
+    const host = await pool.open("misuse-version-host");
+    await host.serve({ name: "steady", version: "1.0.0", endpoints: { ping: { handler: () => "pong" } } });
+    for (const version of [" 1.0.0 ", "1.0.0\n", "\t1.0.0", "=1.0.0"]) {
+      const e = await meshFailure(host.serve({ name: "spaced", version, endpoints: { ping: { handler: () => "pong" } } }));
+      assert.equal(e.code, "BAD_REQUEST", version);
+    }
+    const caller = await pool.open("misuse-version-caller");
+    await sleep(300); // a refused subscription would have dropped the connection by now
+    assert.equal(await host.call("steady", "ping"), "pong");
+    assert.equal(await caller.call("steady", "ping"), "pong");
+  });
+
+  test("serve() racing close(): it fails UNAVAILABLE and nothing stays served", async () => {
+    const host = await connect({ servers: server.url, name: "misuse-race-host", logLevel: "silent" });
+    const serving = host.serve({ name: "raced", version: "1.0.0", endpoints: { ping: { handler: () => "pong" } } });
+    const closing = host.close();
+    const e = await meshFailure(serving);
+    assert.equal(e.code, "UNAVAILABLE");
+    await closing;
+    const caller = await pool.open("misuse-race-caller");
+    assert.equal((await meshFailure(caller.call("raced", "ping", undefined, { timeoutMs: 500, retry: { attempts: 1 } }))).code, "NO_RESPONDERS");
+  });
+
+  test("stop() waits for a handler that never settles only until its request's deadline", async () => {
+    const lines: Array<{ level: number; msg: string; abandoned?: number }> = [];
+    const logger = pino({ level: "warn" }, { write: (l: string) => lines.push(JSON.parse(l)) });
+    const host = await connect({ servers: server.url, name: "misuse-stuck-host", logger });
+    const svc = await host.serve({ name: "stuck", version: "1.0.0", endpoints: { hang: { handler: () => new Promise(() => undefined) } } });
+    const caller = await pool.open("misuse-stuck-caller");
+    const e = await meshFailure(caller.call("stuck", "hang", undefined, { timeoutMs: 300, retry: { attempts: 1 } }));
+    assert.equal(e.code, "TIMEOUT");
+    assert.equal(svc.inFlight, 1);
+    const t0 = Date.now();
+    await svc.stop();
+    assert.ok(Date.now() - t0 < 2_000, `stop() took ${Date.now() - t0} ms`);
+    const said = lines.find((l) => l.abandoned === 1);
+    assert.ok(said && /still running past their requests' deadlines/.test(said.msg), JSON.stringify(lines));
+    await host.close();
+  });
+});
+
+describe("values msgpack would change are refused, not sent", () => {
+  let ran = 0;
+  let caller: Mesh;
+  before(async () => {
+    const host = await pool.open("misuse-values-host");
+    await host.serve({
+      name: "values",
+      version: "1.0.0",
+      endpoints: {
+        take: { handler: (input) => ((ran++), input) },
+        give: { input: z.string(), handler: (kind) => (kind === "map" ? new Map([["a", 1]]) : kind === "set" ? new Set([1]) : new Float32Array([1.5])) },
+      },
+    });
+    caller = await pool.open("misuse-values-caller");
+  });
+
+  test("a Map, Set or non-byte typed array as a payload: BAD_REQUEST saying what to send, and the handler never runs", async () => {
+    for (const [payload, name] of [[new Map([["alice", 10]]), /a Map would arrive as an empty object/], [{ nested: [new Set([1])] }, /a Set/], [new Float64Array([1.5]), /a Float64Array would arrive as raw bytes/]] as const) {
+      const e = await meshFailure(caller.call("values", "take", payload));
+      assert.equal(e.code, "BAD_REQUEST");
+      assert.match(e.message, name);
+    }
+    assert.equal(ran, 0);
+    assert.deepEqual(await caller.call("values", "take", { bytes: new Uint8Array([1, 2]), at: new Date(0) }), { bytes: Buffer.from([1, 2]), at: new Date(0) });
+  });
+
+  test("a handler returning one: BAD_RESPONSE at once", async () => {
+    for (const kind of ["map", "set", "floats"]) {
+      const e = await meshFailure(caller.call("values", "give", kind));
+      assert.equal(e.code, "BAD_RESPONSE", kind);
+    }
+  });
+});
+
+describe("handlers throwing odd errors", () => {
+  test("a MeshError-like value without a message or a known code: HANDLER_ERROR at once, not a silent timeout", async () => {
+    const host = await pool.open("misuse-brand-host");
+    const brand = Symbol.for("svcmesh.MeshError");
+    await host.serve({
+      name: "branded",
+      version: "1.0.0",
+      endpoints: {
+        nomessage: { handler: () => { throw { [brand]: true, code: "BAD_REQUEST" }; } },
+        badcode: { handler: () => { throw { [brand]: true, code: "NOPE\r\nMesh-Origin: x", message: "odd" }; } },
+      },
+    });
+    assert.ok(new MeshError("BAD_REQUEST", "x")[brand as never], "the brand the test forges is MeshError's");
+    const caller = await pool.open("misuse-brand-caller");
+    const t0 = Date.now();
+    for (const ep of ["nomessage", "badcode"]) {
+      const e = await meshFailure(caller.call("branded", ep, undefined, { timeoutMs: 3_000 }));
+      assert.equal(e.code, "HANDLER_ERROR", `${ep}: ${e.message}`);
+    }
+    assert.ok(Date.now() - t0 < 1_500, "answered, not timed out");
+  });
+});
+
+describe("mesh.events", () => {
+  test("consume() with services or types as a string: BAD_REQUEST, not a durable that acks every event away", async () => {
+    const m = await pool.open("misuse-events");
+    const handler = () => undefined;
+    for (const [options, message] of [[{ durable: "d1", services: "payments" }, /services must be an array/], [{ durable: "d2", types: "circuit_open" }, /types must be an array/]] as const) {
+      const e = await meshFailure(m.events.consume(options as never, handler));
+      assert.equal(e.code, "BAD_REQUEST");
+      assert.match(e.message, message);
+    }
+  });
+
+  test("publishEncoded() to a malformed subject is BAD_REQUEST, and the connection stays up; emit(null) and count() with nothing do not throw", async () => {
+    const m = await pool.open("misuse-publish");
+    await m.serve({ name: "still-up", version: "1.0.0", endpoints: { ping: { handler: () => "pong" } } });
+    for (const subject of ["svc.events.bad subject", "svc.events.x", "elsewhere.a.b", "svc.events.a.b.c"]) {
+      assert.throws(() => m.events.publishEncoded(subject, new Uint8Array([0x80])), (e: unknown) => e instanceof MeshError && e.code === "BAD_REQUEST", subject);
+    }
+    assert.doesNotThrow(() => m.events.emit(null as never));
+    assert.doesNotThrow(() => (m.events.count as (...a: unknown[]) => void)());
+    await sleep(300);
+    assert.equal(m.nc.isClosed(), false);
+    assert.equal(await (await pool.open("misuse-publish-caller")).call("still-up", "ping"), "pong");
+  });
+});
