@@ -311,6 +311,8 @@ export class Mesh implements MeshCalls {
   }
 
   call<T = unknown>(target: string, endpoint: string, payload?: unknown, opts?: CallOptions): Promise<T> {
+    // Closed: say so, not NO_RESPONDERS from a discovery that can no longer ask.
+    if (this.closing) return Promise.reject(new MeshError("UNAVAILABLE", `call to ${String(target)}.${String(endpoint)}: the mesh connection is closed`));
     return this.caller.call(target, endpoint, payload, opts) as Promise<T>;
   }
 
@@ -404,7 +406,7 @@ function sampleRateOf(trace: ConnectOptions["trace"]): number {
   const fromEnv = process.env.SVCMESH_TRACE_SAMPLE_RATE;
   const rate = (trace || undefined)?.sampleRate ?? (fromEnv !== undefined && fromEnv !== "" ? Number(fromEnv) : DEFAULT_SAMPLE_RATE);
   if (typeof rate !== "number" || !(rate >= 0 && rate <= 1)) {
-    throw new MeshError("BAD_REQUEST", `connect(): trace.sampleRate must be a number from 0 to 1 (got ${String(rate)}${trace && trace.sampleRate !== undefined ? "" : " from SVCMESH_TRACE_SAMPLE_RATE"})`);
+    throw new MeshError("BAD_REQUEST", `connect(): trace.sampleRate must be a number from 0 to 1 (got ${typeof rate === "string" ? JSON.stringify(rate) : String(rate)}${trace && trace.sampleRate !== undefined ? "" : " from SVCMESH_TRACE_SAMPLE_RATE"})`);
   }
   return rate;
 }

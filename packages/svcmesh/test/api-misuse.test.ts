@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 import pino from "pino";
-import { connect, type Mesh, MeshError, newIdentity } from "svcmesh";
+import { applyPolicy, connect, getPolicy, type Mesh, MeshError, newIdentity, parsePolicy } from "svcmesh";
 import { z } from "zod";
 import { meshFailure, meshPool } from "../../../test/helpers/mesh.ts";
 import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/nats-server.ts";
@@ -155,6 +155,56 @@ describe("handlers throwing odd errors", () => {
       assert.equal(e.code, "HANDLER_ERROR", `${ep}: ${e.message}`);
     }
     assert.ok(Date.now() - t0 < 1_500, "answered, not timed out");
+  });
+});
+
+describe("schemas that throw instead of checking, and calls after close", () => {
+  test("an output schema whose transform throws is BAD_RESPONSE, an async refine on input HANDLER_ERROR, each naming the schema", async () => {
+    const host = await pool.open("misuse-schema-host");
+    await host.serve({
+      name: "schemas",
+      version: "1.0.0",
+      endpoints: {
+        out: { output: z.string().transform(() => { throw new Error("boom in transform"); }), handler: () => "x" },
+        in: { input: z.string().refine(async () => true), handler: () => "x" },
+      },
+    });
+    const caller = await pool.open("misuse-schema-caller");
+    const out = await meshFailure(caller.call("schemas", "out"));
+    assert.equal(out.code, "BAD_RESPONSE");
+    assert.match(out.message, /output schema threw instead of checking: boom in transform/);
+    const input = await meshFailure(caller.call("schemas", "in", "x"));
+    assert.equal(input.code, "HANDLER_ERROR");
+    assert.match(input.message, /input schema threw/);
+  });
+
+  test("a call after close() is UNAVAILABLE, whatever the target", async () => {
+    const m = await connect({ servers: server.url, name: "misuse-closed", logLevel: "silent" });
+    await m.close();
+    for (const target of ["ghost", "steady"]) {
+      const e = await meshFailure(m.call(target, "ping"));
+      assert.equal(e.code, "UNAVAILABLE", e.message);
+      assert.match(e.message, /mesh connection is closed/);
+    }
+  });
+
+  test("policy functions given the wrong arguments: BAD_REQUEST or an error list, not a TypeError", async () => {
+    const m = await pool.open("misuse-policy");
+    const cases: Array<[Promise<unknown>, RegExp]> = [
+      [applyPolicy(undefined as never, "version: 1\n", { by: "t" }), /first argument must be a NATS connection/],
+      [applyPolicy(m as never, "version: 1\n", { by: "t" }), /first argument must be a NATS connection/],
+      [applyPolicy(m.nc, "version: 1\n", undefined as never), /options.by/],
+      [applyPolicy(m.nc, "version: 1\n", { by: "t", ifRevision: -1 }), /ifRevision must be a whole number ≥ 0/],
+      [applyPolicy(m.nc, "version: 1\n", { by: "t", ifRevision: "x" as never }), /ifRevision/],
+      [getPolicy(undefined as never), /first argument must be a NATS connection/],
+    ];
+    for (const [p, message] of cases) {
+      const e = await meshFailure(p);
+      assert.equal(e.code, "BAD_REQUEST");
+      assert.match(e.message, message);
+    }
+    const parsed = parsePolicy(undefined as never);
+    assert.equal(parsed.ok, false);
   });
 });
 

@@ -91,7 +91,7 @@ export function checkAuditOptions(options: AuditOptions | undefined): void {
   const bad = (what: string) => new MeshError("BAD_REQUEST", `audit.${what}`);
   const whole = (name: keyof AuditOptions, min: number) => {
     const v = options[name];
-    if (v !== undefined && !(Number.isSafeInteger(v) && (v as number) >= min)) throw bad(`${name} must be a whole number ≥ ${min}, not ${JSON.stringify(v)}`);
+    if (v !== undefined && !(Number.isSafeInteger(v) && (v as number) >= min)) throw bad(`${name} must be a whole number ≥ ${min}, not ${typeof v === "number" ? String(v) : JSON.stringify(v)}`);
   };
   whole("maxBacklog", 1);
   whole("maxInFlight", 1);

@@ -23,6 +23,7 @@ export type PolicyParseResult =
 const MAX_ERRORS = 100;
 
 export function parsePolicy(text: string, options: PolicySchemaOptions = {}): PolicyParseResult {
+  if (typeof text !== "string") return { ok: false, errors: [{ line: 1, column: 1, path: "", message: "a policy document must be YAML text" }] };
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true, strict: true });
   const at = (offset: number | undefined) => {

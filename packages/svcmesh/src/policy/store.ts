@@ -93,12 +93,26 @@ export function policySha(text: string): string {
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
+/** A NATS connection, not undefined or a Mesh: a clear BAD_REQUEST instead of a TypeError inside nats.js. */
+function checkConnection(nc: unknown, fn: string): void {
+  if (typeof (nc as NatsConnection | undefined)?.jetstreamManager !== "function") {
+    throw new MeshError("BAD_REQUEST", `${fn}(): the first argument must be a NATS connection (a mesh's is mesh.nc)`);
+  }
+}
+
 /**
  * Validates `text` and stores it as the policy in force. Invalid → MeshError
  * BAD_REQUEST with `details.errors` (PolicyError[]: line, column, path, message);
  * nothing is stored and the previous policy stays. Creates the bucket when missing.
  */
 export async function applyPolicy(nc: NatsConnection, text: string, options: ApplyPolicyOptions): Promise<AppliedPolicy> {
+  checkConnection(nc, "applyPolicy");
+  const bad = (what: string) => new MeshError("BAD_REQUEST", `applyPolicy(): ${what}`);
+  if (typeof text !== "string") throw bad("the policy document must be YAML text");
+  if (typeof options?.by !== "string" || options.by.length === 0) throw bad("options.by must name who applies it");
+  if (options.ifRevision !== undefined && !(Number.isSafeInteger(options.ifRevision) && options.ifRevision >= 0)) {
+    throw bad(`options.ifRevision must be a whole number ≥ 0 (0: only if none was ever applied), not ${String(options.ifRevision)}`);
+  }
   const parsed = parsePolicy(text);
   if (!parsed.ok) {
     const first = parsed.errors[0];
@@ -136,6 +150,7 @@ export async function applyPolicy(nc: NatsConnection, text: string, options: App
  * favour of the last one that does (see the fold rule above).
  */
 export async function getPolicy(nc: NatsConnection): Promise<StoredPolicy | undefined> {
+  checkConnection(nc, "getPolicy");
   const kv = await openBucket(nc, false);
   if (kv === undefined) return undefined;
   const latest = await kv.get(POLICY_KEY).catch((e: unknown) => {

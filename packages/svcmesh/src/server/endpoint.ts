@@ -100,7 +100,12 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
     } catch {
       return fail(scope, msg, outcome, new MeshError("BAD_REQUEST", `request body for ${scope.service}.${ep.name} is not valid msgpack`));
     }
-    const parsed = ep.input.safeParse(input);
+    let parsed: ReturnType<Schema["safeParse"]>;
+    try {
+      parsed = ep.input.safeParse(input);
+    } catch (e) {
+      return fail(scope, msg, outcome, schemaThrew(scope, ep, "input", e));
+    }
     if (!parsed.success) {
       const issues = summarizeIssues(parsed.error);
       return fail(scope, msg, outcome, new MeshError("BAD_REQUEST", `invalid input for ${scope.service}.${ep.name}: ${describeIssues(issues)}`, { details: { issues } }));
@@ -116,7 +121,12 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
       return fail(scope, msg, outcome, handlerFailure(scope, ep, e));
     }
     if (ep.checkOutput) {
-      const checked = ep.output.safeParse(result);
+      let checked: ReturnType<Schema["safeParse"]>;
+      try {
+        checked = ep.output.safeParse(result);
+      } catch (e) {
+        return fail(scope, msg, outcome, schemaThrew(scope, ep, "output", e));
+      }
       if (!checked.success) {
         const issues = summarizeIssues(checked.error);
         scope.logger.error({ endpoint: ep.name, issues }, "handler returned output that does not match its schema");
@@ -248,6 +258,13 @@ function handlerFailure(scope: InstanceScope, ep: EndpointRuntime, e: unknown): 
   scope.logger.error({ err: e, endpoint: ep.name }, "handler threw");
   const message = e instanceof Error ? e.message : String(e);
   return new MeshError("HANDLER_ERROR", message || "handler failed");
+}
+
+/** A schema that throws instead of reporting issues (a transform that throws, an async refine): the service's bug. */
+function schemaThrew(scope: InstanceScope, ep: EndpointRuntime, which: "input" | "output", e: unknown): MeshError {
+  scope.logger.error({ err: e, endpoint: ep.name }, `the ${which} schema threw`);
+  const why = (e as Error)?.message ?? String(e);
+  return new MeshError(which === "input" ? "HANDLER_ERROR" : "BAD_RESPONSE", `${scope.service}.${ep.name}'s ${which} schema threw instead of checking: ${why}`);
 }
 
 function replyFailure(scope: InstanceScope, ep: EndpointRuntime, e: unknown, size: number): MeshError {
