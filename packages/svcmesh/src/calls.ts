@@ -1,5 +1,5 @@
 // The calling surface shared by the mesh, bound clients, and handler contexts.
-import type { CallOptions } from "./client/caller.js";
+import { type CallOptions, deadlineOf } from "./client/caller.js";
 import type { TraceContext } from "./trace/context.js";
 
 export interface MeshCalls {
@@ -24,7 +24,13 @@ export function bindClient(calls: Pick<MeshCalls, "call">, target: string): Mesh
 export function withinDeadline(calls: Pick<MeshCalls, "call">, parentDeadline: number, trace?: TraceContext): MeshCalls {
   const inherited: MeshCalls = {
     call<T>(target: string, endpoint: string, payload?: unknown, opts?: CallOptions): Promise<T> {
-      const own = opts?.deadline ?? (opts?.timeoutMs !== undefined ? Date.now() + opts.timeoutMs : parentDeadline);
+      let own: number;
+      try {
+        // Infinity: no own timeout means the parent's deadline.
+        own = deadlineOf(opts, Date.now(), Infinity);
+      } catch (e) {
+        return Promise.reject(e);
+      }
       return calls.call<T>(target, endpoint, payload, { trace, ...opts, deadline: Math.min(own, parentDeadline) });
     },
     client: (target: string) => bindClient(inherited, target),

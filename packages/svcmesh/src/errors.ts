@@ -48,3 +48,11 @@ export function meshErrorFromWire(code: string, message: string, details?: unkno
   }
   return new MeshError(code, message, details === undefined ? {} : { details });
 }
+
+/** A bad argument as an error message shows it: strings quoted, objects not expanded. */
+export function showValue(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (typeof value === "function") return "a function";
+  if (typeof value === "object" && value !== null) return Array.isArray(value) ? "an array" : "an object";
+  return String(value);
+}

@@ -79,6 +79,29 @@ describe("nested calls", () => {
     assert.equal((e.details as { dependency: { code: string } }).dependency.code, "NO_RESPONDERS");
     assert.equal(await caller.call("nest-outer", "relay").then(() => "ok"), "ok", "the caller still reaches nest-outer");
   });
+
+  test("a bad timeoutMs on a nested call is BAD_REQUEST, and the inner handler never runs", async () => {
+    const host = await mesh("nest-bad-host");
+    let inner = 0;
+    await host.serve({ name: "nest-bad-inner", version: "1.0.0", endpoints: { run: { handler: () => ++inner } } });
+    await host.serve({
+      name: "nest-bad-outer",
+      version: "1.0.0",
+      endpoints: {
+        relay: {
+          handler: (req, ctx) =>
+            ctx.mesh.call("nest-bad-inner", "run", undefined, { timeoutMs: req as never }).then(
+              () => "sent",
+              (e: MeshError) => `${e.code}: ${e.message}`,
+            ),
+        },
+      },
+    });
+    const caller = await mesh("nest-bad-caller");
+    assert.match(await caller.call<string>("nest-bad-outer", "relay", "abc"), /^BAD_REQUEST: timeoutMs must be a positive number/);
+    assert.equal(await caller.call("nest-bad-outer", "relay", 500), "sent");
+    assert.equal(inner, 1, "only the good nested call ran");
+  });
 });
 
 describe("load balancing and versions", () => {
@@ -266,6 +289,17 @@ describe("failures carry their codes", () => {
     assert.equal((await codeOf(caller.call("Not A Name", "x"))).code, "BAD_REQUEST");
     assert.equal((await codeOf(caller.call("err", "echo", 1, { timeoutMs: -5 }))).code, "BAD_REQUEST");
     assert.equal((await codeOf(caller.call("err", "echo", () => 1))).code, "BAD_REQUEST");
+  });
+
+  test("a timeoutMs that is not a positive finite number is BAD_REQUEST, and nothing is sent", async () => {
+    const before = calls;
+    for (const timeoutMs of ["100", "1e2", true, Infinity, NaN, 0]) {
+      const e = await codeOf(caller.call("err", "reimburse", { claimId: "T1", usd: 1 }, { timeoutMs: timeoutMs as number }));
+      assert.equal(e.code, "BAD_REQUEST", String(timeoutMs));
+      assert.match(e.message, /^timeoutMs must be a positive number/);
+    }
+    await caller.call("err", "reimburse", { claimId: "T2", usd: 1 }); // after any stray request, in order
+    assert.equal(calls, before + 1, "only the good call reached the handler");
   });
 
   test("a cancelled call rejects at once", async () => {

@@ -2,7 +2,7 @@
 // The terminal step resolves the route per attempt (so a retry can find an instance
 // that appeared during backoff), encodes once, and sends.
 import type { ErrorCode } from "../codes.js";
-import { MeshError, isMeshError } from "../errors.js";
+import { MeshError, isMeshError, showValue } from "../errors.js";
 import { type CallContext, type Interceptor, type Next, compose } from "../pipeline.js";
 import type { Registry } from "../registry.js";
 import { type CallSettings, type RateLimit, type RetrySettings, mergeCallSettings } from "../settings.js";
@@ -236,11 +236,17 @@ function withFallback(result: Promise<unknown>, fallback: Fallback): Promise<unk
   });
 }
 
-function deadlineOf(opts: CallOptions | undefined, now: number, defaultTimeoutMs: number): number {
-  if (opts?.deadline !== undefined) return opts.deadline;
-  const t = opts?.timeoutMs ?? defaultTimeoutMs;
-  if (!(t > 0)) throw new MeshError("BAD_REQUEST", `timeoutMs must be a positive number, got ${String(t)}`);
-  return now + t;
+/**
+ * The call's deadline: its own `deadline`, else now + its `timeoutMs`, else now +
+ * `defaultTimeoutMs` (checked settings). Options come from users: a string or boolean
+ * timeout would be concatenated or coerced onto `now`, so only finite numbers pass.
+ */
+export function deadlineOf(opts: CallOptions | undefined, now: number, defaultTimeoutMs: number): number {
+  if (opts == null) return now + defaultTimeoutMs;
+  const t = opts.timeoutMs;
+  if (t !== undefined && !(Number.isFinite(t) && t > 0)) throw new MeshError("BAD_REQUEST", `timeoutMs must be a positive number, got ${showValue(t)}`);
+  if (opts.deadline !== undefined) return opts.deadline;
+  return now + (t ?? defaultTimeoutMs);
 }
 
 function unknownEndpoint(target: Target, endpoint: string, route: Route): MeshError {
