@@ -302,6 +302,17 @@ describe("failures carry their codes", () => {
     assert.equal(calls, before + 1, "only the good call reached the handler");
   });
 
+  test("a deadline that is not a finite number is BAD_REQUEST naming it, and nothing is sent", async () => {
+    const before = calls;
+    for (const deadline of [NaN, "x", {}, Infinity, String(Date.now() + 5000)]) {
+      const e = await codeOf(caller.call("err", "reimburse", { claimId: "D1", usd: 1 }, { deadline: deadline as number }));
+      assert.equal(e.code, "BAD_REQUEST", String(deadline));
+      assert.match(e.message, /^deadline must be a finite number/);
+    }
+    await caller.call("err", "reimburse", { claimId: "D2", usd: 1 }, { deadline: Date.now() + 1000 });
+    assert.equal(calls, before + 1, "only the good call reached the handler");
+  });
+
   test("a cancelled call rejects at once", async () => {
     const ac = new AbortController();
     const p = caller.call("err", "slow", undefined, { signal: ac.signal, timeoutMs: 5000 });

@@ -239,14 +239,17 @@ function withFallback(result: Promise<unknown>, fallback: Fallback): Promise<unk
 /**
  * The call's deadline: its own `deadline`, else now + its `timeoutMs`, else now +
  * `defaultTimeoutMs` (checked settings). Options come from users: a string or boolean
- * timeout would be concatenated or coerced onto `now`, so only finite numbers pass.
+ * would be concatenated or coerced onto `now`, so only finite numbers pass.
  */
 export function deadlineOf(opts: CallOptions | undefined, now: number, defaultTimeoutMs: number): number {
   if (opts == null) return now + defaultTimeoutMs;
   const t = opts.timeoutMs;
   if (t !== undefined && !(Number.isFinite(t) && t > 0)) throw new MeshError("BAD_REQUEST", `timeoutMs must be a positive number, got ${showValue(t)}`);
-  if (opts.deadline !== undefined) return opts.deadline;
-  return now + (t ?? defaultTimeoutMs);
+  const d = opts.deadline;
+  if (d === undefined) return now + (t ?? defaultTimeoutMs);
+  // A callee reads an unparseable Mesh-Deadline as none: refuse it here, unsent.
+  if (!Number.isFinite(d)) throw new MeshError("BAD_REQUEST", `deadline must be a finite number of ms since the epoch, got ${showValue(d)}`);
+  return d;
 }
 
 function unknownEndpoint(target: Target, endpoint: string, route: Route): MeshError {
