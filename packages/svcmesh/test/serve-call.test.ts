@@ -313,6 +313,17 @@ describe("failures carry their codes", () => {
     assert.equal(calls, before + 1, "only the good call reached the handler");
   });
 
+  test("a signal that is not an AbortSignal is BAD_REQUEST, and nothing is sent", async () => {
+    const before = calls;
+    for (const signal of [{}, { aborted: false, addEventListener() {} }, "abort"]) {
+      const e = await codeOf(caller.call("err", "reimburse", { claimId: "S1", usd: 1 }, { signal: signal as never }));
+      assert.equal(e.code, "BAD_REQUEST");
+      assert.match(e.message, /^signal must be an AbortSignal/);
+    }
+    await caller.call("err", "reimburse", { claimId: "S2", usd: 1 }, { signal: new AbortController().signal });
+    assert.equal(calls, before + 1, "only the good call reached the handler");
+  });
+
   test("a cancelled call rejects at once", async () => {
     const ac = new AbortController();
     const p = caller.call("err", "slow", undefined, { signal: ac.signal, timeoutMs: 5000 });

@@ -112,6 +112,7 @@ export class Caller {
     let result: Promise<unknown>;
     try {
       const target = this.parse(targetText);
+      if (opts != null) checkCallOptions(opts);
       const now = Date.now();
       const base = this.options.settingsFor(target.service);
       const fromPolicy = this.options.policyEndpoint?.(target.service, endpoint);
@@ -234,6 +235,12 @@ function withFallback(result: Promise<unknown>, fallback: Fallback): Promise<unk
     if (!isMeshError(e) || !fallback.codes.includes(e.code)) throw e;
     return fallback.compute ? fallback.compute(e) : fallback.value;
   });
+}
+
+/** Options deadlineOf does not read, checked before anything is sent (so only when given). */
+function checkCallOptions(opts: CallOptions): void {
+  // The transport would publish first and only then fail on addEventListener.
+  if (opts.signal !== undefined && !(opts.signal instanceof AbortSignal)) throw new MeshError("BAD_REQUEST", `signal must be an AbortSignal, got ${showValue(opts.signal)}`);
 }
 
 /**
