@@ -45,11 +45,17 @@ export type BreakerSettings = z.infer<typeof BreakerSettings>;
 export type RateLimit = z.infer<typeof RateLimit>;
 export type CallSettings = z.infer<typeof CallSettings>;
 
+// Strict at every level: a misspelt key (`breaker: { enable: false }`) must be an error,
+// not a setting silently left at its default.
+/** Retry settings as users write them (connect(), a policy): every field optional. */
+export const RetrySettingsInput = RetrySettings.partial().strict();
+export const BreakerSettingsInput = BreakerSettings.partial().strict();
+
 /** Settings as users write them: every field optional, nested objects merged field by field. */
-export const CallSettingsInput = z.object({
+export const CallSettingsInput = z.strictObject({
   timeoutMs: CallSettings.shape.timeoutMs.optional(),
-  retry: RetrySettings.partial().optional(),
-  breaker: BreakerSettings.partial().optional(),
+  retry: RetrySettingsInput.optional(),
+  breaker: BreakerSettingsInput.optional(),
 });
 export type CallSettingsInput = z.infer<typeof CallSettingsInput>;
 

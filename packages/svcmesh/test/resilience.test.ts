@@ -224,6 +224,19 @@ describe("settings from code", () => {
     assert.equal(unknown.code, "BAD_REQUEST");
   });
 
+  test("an unknown key is refused at every level, with its path", async () => {
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ defaults: { breaker: { enable: false } } }, /defaults\.breaker: .*"enable"/],
+      [{ defaults: { retry: { attemps: 5 } } }, /defaults\.retry: .*"attemps"/],
+      [{ services: { pay: { retry: { backoff: 10 } } } }, /services\.pay\.retry: .*"backoff"/],
+    ];
+    for (const [settings, path] of cases) {
+      const e = await meshFailure(connect({ servers: "nats://127.0.0.1:1", name: "x", ...settings }));
+      assert.equal(e.code, "BAD_REQUEST");
+      assert.match(e.message, path);
+    }
+  });
+
   test("a per-service timeout applies to calls to that service", async () => {
     const host = await pool.open("slow-host");
     await host.serve({ name: "slowpoke", version: "1.0.0", endpoints: { wait: { handler: async () => { await sleep(300); return "done"; } } } });

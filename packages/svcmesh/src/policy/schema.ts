@@ -19,7 +19,7 @@
 import semver from "semver";
 import { isUserPublicKey } from "../identity/keys.js";
 import { z } from "zod";
-import { BreakerSettings, CallSettings, RateLimit, RetrySettings } from "../settings.js";
+import { BreakerSettingsInput, CallSettings, RateLimit, RetrySettingsInput } from "../settings.js";
 import { RESERVED_NAMES, validEndpointName, validServiceName } from "../subjects.js";
 
 export const POLICY_VERSION = 1;
@@ -66,8 +66,8 @@ const Caller = z.string().refine((s) => s === ANY || validServiceName(s), {
 export const AllowList = z.array(Caller);
 
 export const PolicyRateLimit = RateLimit.strict();
-export const PolicyRetry = RetrySettings.partial().strict();
-export const PolicyBreaker = BreakerSettings.partial().strict();
+export const PolicyRetry = RetrySettingsInput;
+export const PolicyBreaker = BreakerSettingsInput;
 const TimeoutMs = CallSettings.shape.timeoutMs;
 
 export const PolicyIdentity = z.strictObject({
