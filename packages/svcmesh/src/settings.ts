@@ -47,7 +47,7 @@ export type CallSettings = z.infer<typeof CallSettings>;
 
 // Strict at every level: a misspelt key (`breaker: { enable: false }`) must be an error,
 // not a setting silently left at its default.
-/** Retry settings as users write them (connect(), a policy): every field optional. */
+/** Retry settings as users write them (connect(), a policy, one call): every field optional. */
 export const RetrySettingsInput = RetrySettings.partial().strict();
 export const BreakerSettingsInput = BreakerSettings.partial().strict();
 

@@ -324,6 +324,24 @@ describe("failures carry their codes", () => {
     assert.equal(calls, before + 1, "only the good call reached the handler");
   });
 
+  test("per-call retry settings are checked like connect()'s: BAD_REQUEST with the path, nothing sent", async () => {
+    const before = calls;
+    const cases: [unknown, RegExp][] = [
+      [{ attempts: 0 }, /retry\.attempts: /],
+      [{ attempts: 100_000, backoffMs: 0 }, /retry\.attempts: /],
+      [{ backoffMs: NaN }, /retry\.backoffMs: /],
+      [{ attemps: 3 }, /retry: .*"attemps"/],
+      ["yes", /retry: /],
+    ];
+    for (const [retry, path] of cases) {
+      const e = await codeOf(caller.call("err", "reimburse", { claimId: "R1", usd: 1 }, { retry: retry as never }));
+      assert.equal(e.code, "BAD_REQUEST", JSON.stringify(retry));
+      assert.match(e.message, path);
+    }
+    await caller.call("err", "reimburse", { claimId: "R2", usd: 1 }, { retry: { attempts: 3, backoffMs: 0 } });
+    assert.equal(calls, before + 1, "only the good call reached the handler");
+  });
+
   test("a cancelled call rejects at once", async () => {
     const ac = new AbortController();
     const p = caller.call("err", "slow", undefined, { signal: ac.signal, timeoutMs: 5000 });

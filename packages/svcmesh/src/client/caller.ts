@@ -1,11 +1,13 @@
 // The caller side of a call: target → context → pipeline (pipeline.ts) → transport.
 // The terminal step resolves the route per attempt (so a retry can find an instance
 // that appeared during backoff), encodes once, and sends.
+import { z } from "zod";
 import type { ErrorCode } from "../codes.js";
 import { MeshError, isMeshError, showValue } from "../errors.js";
 import { type CallContext, type Interceptor, type Next, compose } from "../pipeline.js";
 import type { Registry } from "../registry.js";
-import { type CallSettings, type RateLimit, type RetrySettings, mergeCallSettings } from "../settings.js";
+import { type CallSettings, type RateLimit, type RetrySettings, RetrySettingsInput, mergeCallSettings } from "../settings.js";
+import { describeIssues, summarizeIssues } from "../schema.js";
 import { parseTarget, pickLane, resolveRoute, type Route, type Target, type WeightedLanes, weightedLanes } from "../target.js";
 import { validEndpointName } from "../subjects.js";
 import { encodeBodyShared } from "../wire.js";
@@ -241,7 +243,18 @@ function withFallback(result: Promise<unknown>, fallback: Fallback): Promise<unk
 function checkCallOptions(opts: CallOptions): void {
   // The transport would publish first and only then fail on addEventListener.
   if (opts.signal !== undefined && !(opts.signal instanceof AbortSignal)) throw new MeshError("BAD_REQUEST", `signal must be an AbortSignal, got ${showValue(opts.signal)}`);
+  if (opts.retry !== undefined) {
+    // The bounds connect() enforces: unchecked, attempts: 1e5 with backoffMs: 0 retried for ever.
+    const parsed = RetryOption.safeParse(opts);
+    if (!parsed.success) {
+      const issues = summarizeIssues(parsed.error);
+      throw new MeshError("BAD_REQUEST", `invalid call options: ${describeIssues(issues)}`, { details: { issues } });
+    }
+  }
 }
+
+/** Parsed from the whole options, so issue paths start at `retry`. */
+const RetryOption = z.object({ retry: RetrySettingsInput });
 
 /**
  * The call's deadline: its own `deadline`, else now + its `timeoutMs`, else now +
