@@ -84,6 +84,19 @@ test("no retry starts when its backoff would pass the deadline; exhaustion is re
   assert.deepEqual(reports, [1], "a disposed listener hears nothing");
 });
 
+test("a backoff that is not a number ends the retries instead of defeating the deadline check", async () => {
+  // Unchecked settings: after 1024 attempts the bound is 0 * 2 ** 1024 = NaN.
+  const retry = createRetryInterceptor({ settingsFor: () => ({ attempts: 100_000, backoffMs: 0, maxBackoffMs: 0 }), random: () => 0.5 });
+  const started = Date.now();
+  let calls = 0;
+  await assert.rejects(retry.interceptor(ctx({ deadline: Date.now() + 300 }), async () => {
+    // Bounds the test if retries go on past the deadline.
+    if (++calls > 3000) throw new MeshError("BAD_REQUEST", "still retrying");
+    throw new MeshError("NO_RESPONDERS", "nobody");
+  }), { code: "NO_RESPONDERS" });
+  assert.ok(Date.now() - started < 1000, `gave up after ${Date.now() - started} ms`);
+});
+
 test("cancelling during backoff rejects at once and leaves no timer", async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout"] });
   const retry = createRetryInterceptor({ settingsFor: () => ({ attempts: 3, backoffMs: 60_000, maxBackoffMs: 60_000 }), random: () => 1 });

@@ -58,7 +58,8 @@ export function createRetryInterceptor(options: RetryInterceptorOptions): RetryI
       // Full jitter: a random wait up to the exponential bound, so callers do not stampede.
       const bound = Math.min(settings.maxBackoffMs, settings.backoffMs * 2 ** (ctx.attempt - 1));
       const wait = Math.floor(random() * bound);
-      if (Date.now() + wait >= ctx.deadline) return exhausted(ctx, error);
+      // Written so a NaN wait (0 * 2 ** 1024) gives up instead of retrying past the deadline.
+      if (!(Date.now() + wait < ctx.deadline)) return exhausted(ctx, error);
       return sleep(wait, ctx.signal).then(() => {
         ctx.attempt++;
         return attempt(ctx, next, settings);
