@@ -342,6 +342,17 @@ describe("failures carry their codes", () => {
     assert.equal(calls, before + 1, "only the good call reached the handler");
   });
 
+  test("an endpoint that is not a string is BAD_REQUEST, from a bound client too", async () => {
+    const client = caller.client("err");
+    for (const endpoint of [undefined, 42, null, ["echo"]]) {
+      for (const call of [() => caller.call("err", endpoint as never), () => client.call(endpoint as never)]) {
+        const e = await codeOf(call());
+        assert.equal(e.code, "BAD_REQUEST", String(endpoint));
+        assert.match(e.message, /^endpoint must be a string/);
+      }
+    }
+  });
+
   test("a cancelled call rejects at once", async () => {
     const ac = new AbortController();
     const p = caller.call("err", "slow", undefined, { signal: ac.signal, timeoutMs: 5000 });

@@ -114,6 +114,7 @@ export class Caller {
     let result: Promise<unknown>;
     try {
       const target = this.parse(targetText);
+      if (typeof endpoint !== "string") throw new MeshError("BAD_REQUEST", `endpoint must be a string, got ${showValue(endpoint)}`);
       if (opts != null) checkCallOptions(opts);
       const now = Date.now();
       const base = this.options.settingsFor(target.service);
