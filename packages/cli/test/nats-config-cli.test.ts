@@ -110,6 +110,13 @@ describe("svcmesh nats-config", () => {
     await exercise(r.stdout, { claims: ids.claims.seed, payments: ids.payments.seed, ops: ids.ops.seed });
   });
 
+  test("a policy with no identities and no services: a note says the block has no service user", () => {
+    const r = cli(["nats-config", file("open.yaml", 'version: 1\ndefaults:\n  allow: ["*"]\n')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /^note: the policy names no identities and no services: the block has no service user/m);
+    assert.match(r.stdout, /users: \[\s*\]/);
+  });
+
   test("--json: the block, the connect settings and no seed", () => {
     const r = cli(["--json", "nats-config", file("json.yaml", policyYaml), "--discovery", "all"]);
     assert.equal(r.code, 0, r.stderr);

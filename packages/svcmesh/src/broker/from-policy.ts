@@ -125,6 +125,9 @@ export function brokerPlanFromPolicy(policy: PolicyDocument, options: BrokerPlan
 export function brokerPlanNotes(policy: PolicyDocument, options: Pick<BrokerPlanFromPolicyOptions, "unnamedEndpoints"> = {}): string[] {
   const mode = options.unnamedEndpoints ?? "closed";
   const notes: string[] = [];
+  if (brokerUserNames(policy).length === 0) {
+    notes.push("the policy names no identities and no services: the block has no service user, so only operators (and users defined elsewhere) can connect; add identities (svcmesh identity new, then identity add)");
+  }
   for (const name of brokerUserNames(policy)) {
     for (const [target, grant] of Object.entries(callGrants(policy, name))) {
       if (!grant.all || grant.except.length === 0) continue;
