@@ -3,7 +3,9 @@
 import { CommanderError } from "commander";
 import { ExitCode, describeFailure } from "./errors.js";
 import { buildProgram } from "./program.js";
+import { handleStdoutErrors } from "./stdout.js";
 
+handleStdoutErrors();
 const program = buildProgram();
 try {
   await program.parseAsync(process.argv);

@@ -121,6 +121,14 @@ describe("svcmesh audit", () => {
     assert.equal(new Set(all.map((x) => x.requestId)).size, 4);
   });
 
+  test("a reader that went away (| head): exit 0, nothing on stderr", async () => {
+    for (const args of [["audit", "--json"], ["audit"]]) {
+      const r = await cli(args, { closeStdout: true });
+      assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
+      assert.equal(r.stderr, "", args.join(" "));
+    }
+  });
+
   test("--service, --caller, --limit and --since filter", async () => {
     const byService = await cli(["--json", "audit", "--service", "payments"]);
     assert.deepEqual(records(byService.stdout).map((x) => x.endpoint), ["reimburse", "explode", "reimburse"]);

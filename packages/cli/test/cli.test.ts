@@ -92,6 +92,14 @@ describe("--help", () => {
     }
   });
 
+  test("help and output to a reader that went away (| head): exit 0, nothing on stderr", async () => {
+    for (const args of [["call", "--help"], ["help", "call"], ["--help"], ["ls"]]) {
+      const r = await cli(args, { closeStdout: true });
+      assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
+      assert.equal(r.stderr, "", args.join(" "));
+    }
+  });
+
   test("an unknown command is a one-line usage error with exit 2", async () => {
     const r = await cli(["lss"]);
     assert.equal(r.code, 2);

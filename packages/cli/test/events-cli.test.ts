@@ -7,6 +7,7 @@ import { after, before, describe, test } from "node:test";
 import { connect as natsConnect, type NatsConnection } from "nats";
 import { EVENTS_STREAM, MeshEvents } from "svcmesh/internal";
 import { type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
+import { runCli } from "./run-cli.ts";
 
 const MAIN = fileURLToPath(new URL("../dist/main.js", import.meta.url));
 
@@ -152,6 +153,14 @@ describe("svcmesh events", () => {
     const r = await done;
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stderr, "");
+  });
+
+  test("a reader that went away (| head): the listing and --follow stop quietly, exit 0", async () => {
+    for (const args of [["events"], ["events", "--json"], ["events", "--follow"]]) {
+      const r = await runCli(args, { env: { NATS_URL: server.url }, closeStdout: true });
+      assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
+      assert.equal(r.stderr, "", args.join(" "));
+    }
   });
 
   test("malformed stored messages are skipped with a note on stderr", async () => {

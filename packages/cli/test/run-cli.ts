@@ -18,6 +18,8 @@ export interface CliOptions {
   stdin?: string;
   /** Killed after this long (default 15 s). */
   timeoutMs?: number;
+  /** Nobody reads stdout: its reader is closed before the command writes (a `| head` that is done). */
+  closeStdout?: boolean;
 }
 
 export function runCli(args: string[], opts: CliOptions = {}): Promise<CliRun> {
@@ -27,6 +29,7 @@ export function runCli(args: string[], opts: CliOptions = {}): Promise<CliRun> {
       env: { ...process.env, SVCMESH_LOG_LEVEL: "silent", ...opts.env },
       stdio: ["pipe", "pipe", "pipe"],
     });
+    if (opts.closeStdout) child.stdout.destroy();
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
@@ -62,12 +65,13 @@ export interface LiveRun {
  * A long-running command (`watch`, `top`) as a process: its output so far, and its end
  * (killed after `killAfterMs` at the latest).
  */
-export function spawnCli(args: string[], env: Record<string, string>, killAfterMs: number): { child: ChildProcessWithoutNullStreams; out: { stdout: string; stderr: string }; done: Promise<LiveRun> } {
+export function spawnCli(args: string[], env: Record<string, string>, killAfterMs: number, opts: Pick<CliOptions, "closeStdout"> = {}): { child: ChildProcessWithoutNullStreams; out: { stdout: string; stderr: string }; done: Promise<LiveRun> } {
   const child = spawn(process.execPath, [CLI_MAIN, ...args], {
     env: { ...process.env, SVCMESH_LOG_LEVEL: "silent", ...env },
     stdio: ["pipe", "pipe", "pipe"],
   });
   child.stdin.end();
+  if (opts.closeStdout) child.stdout.destroy();
   const out = { stdout: "", stderr: "" };
   child.stdout.on("data", (d: Buffer) => (out.stdout += d.toString()));
   child.stderr.on("data", (d: Buffer) => (out.stderr += d.toString()));

@@ -207,6 +207,13 @@ describe("svcmesh top", () => {
     assert.equal(stdout.split("\x1b[H\x1b[2J").length - 1, 2, JSON.stringify(stdout));
   });
 
+  test("a reader that went away (| head): stops at its first snapshot, exit 0", async () => {
+    const t = spawnCli(["top", "--json", "--interval", "100"], { NATS_URL: server.url }, 15_000, { closeStdout: true });
+    const r = await t.done;
+    assert.equal(r.code, 0, `${r.signal} ${r.stderr}`);
+    assert.equal(r.stderr, "");
+  });
+
   test("--help exits 0 and mentions the options", async () => {
     const r = await runCli(["top", "--help"]);
     assert.equal(r.code, 0);

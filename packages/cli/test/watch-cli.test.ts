@@ -116,6 +116,14 @@ describe("svcmesh watch", () => {
     for (const l of lines(r.stdout)) assert.equal((JSON.parse(l) as TraceEvent).service, "payments");
   });
 
+  test("a reader that went away (| head): stops at its first line, exit 0", async () => {
+    const w = spawnCli(["watch", "--service", "payments"], { NATS_URL: server.url }, 15_000, { closeStdout: true });
+    await keepDoing(okCall, () => w.child.exitCode !== null);
+    const r = await w.done;
+    assert.equal(r.code, 0, `${r.signal} ${r.stderr}`);
+    assert.equal(r.stderr, "");
+  });
+
   test("colour on a terminal: green ok, red errors, dim trace id", () => {
     const ok = formatTrace(record(), true);
     assert.ok(ok.includes("\x1b[32mok"), ok);

@@ -10,6 +10,7 @@ import { DEFAULT_CLIENT_NAME, withMesh } from "../connection.js";
 import { CliError } from "../errors.js";
 import { globalOptions } from "../options.js";
 import { formatTable, printLine, toJson } from "../output.js";
+import { stdoutGone } from "../stdout.js";
 import { formatMs, parseSince } from "../time.js";
 
 interface AuditOptions {
@@ -87,7 +88,7 @@ async function listAudit(nc: NatsConnection, opts: AuditOptions, json: boolean):
         const d = decodeAuditRecord(m.data);
         if (d.ok) keep(d.record);
         else skipped(m, d.reason, json);
-        if (m.info.pending === 0 || m.seq === lastSeq) break;
+        if (m.info.pending === 0 || m.seq === lastSeq || stdoutGone()) break;
       }
       await messages.close();
     }

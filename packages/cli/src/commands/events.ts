@@ -8,6 +8,7 @@ import { DEFAULT_CLIENT_NAME, withMesh } from "../connection.js";
 import { CliError } from "../errors.js";
 import { globalOptions } from "../options.js";
 import { printLine, toJson } from "../output.js";
+import { onStdoutGone, stdoutGone } from "../stdout.js";
 import { parseSince } from "../time.js";
 
 interface EventsOptions {
@@ -82,7 +83,7 @@ async function listEvents(nc: NatsConnection, opts: EventsOptions, json: boolean
       // Listed up to what was stored when the command started.
       if (m.seq > lastSeq) break;
       show(m);
-      if (m.info.pending === 0 || m.seq === lastSeq) break;
+      if (m.info.pending === 0 || m.seq === lastSeq || stdoutGone()) break;
     }
     await messages.close();
     if (printed === 0 && !json) printLine("no events");
@@ -94,6 +95,7 @@ async function listEvents(nc: NatsConnection, opts: EventsOptions, json: boolean
   const stop = () => messages.stop();
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
+  const offGone = onStdoutGone(stop);
   void nc.closed().then((err) => {
     lost = err ?? new Error("connection closed");
     messages.stop();
@@ -103,6 +105,7 @@ async function listEvents(nc: NatsConnection, opts: EventsOptions, json: boolean
   } finally {
     process.removeListener("SIGINT", stop);
     process.removeListener("SIGTERM", stop);
+    offGone();
   }
   if (lost) throw new CliError(`lost the connection to NATS: ${lost.message}`);
 }

@@ -11,6 +11,7 @@ import { DEFAULT_CLIENT_NAME, withMesh } from "../connection.js";
 import { CliError } from "../errors.js";
 import { globalOptions, positiveInteger } from "../options.js";
 import { formatTable, printLine, toJson } from "../output.js";
+import { onStdoutGone } from "../stdout.js";
 import { formatMs } from "../time.js";
 
 interface TopOptions {
@@ -145,7 +146,7 @@ async function top(nc: NatsConnection, opts: TopOptions, json: boolean): Promise
   const stop = (): void => finish();
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
-  process.stdout.once("error", stop);
+  const offGone = onStdoutGone(stop);
   void nc.closed().then((err) => {
     lost ??= err ?? new Error("connection closed");
     finish();
@@ -160,7 +161,7 @@ async function top(nc: NatsConnection, opts: TopOptions, json: boolean): Promise
     clearInterval(timer);
     process.removeListener("SIGINT", stop);
     process.removeListener("SIGTERM", stop);
-    process.stdout.removeListener("error", stop);
+    offGone();
     for (const s of subs) s.unsubscribe();
   }
   if (stats.malformed > 0) process.stderr.write(`svcmesh: skipped ${stats.malformed} malformed trace record${stats.malformed === 1 ? "" : "s"}\n`);

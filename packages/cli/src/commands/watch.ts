@@ -9,6 +9,7 @@ import { DEFAULT_CLIENT_NAME, withMesh } from "../connection.js";
 import { CliError } from "../errors.js";
 import { globalOptions } from "../options.js";
 import { printLine, toJson } from "../output.js";
+import { onStdoutGone } from "../stdout.js";
 import { formatMs } from "../time.js";
 
 interface WatchOptions {
@@ -79,7 +80,7 @@ async function watch(nc: NatsConnection, opts: WatchOptions, json: boolean): Pro
   const stop = (): void => finish();
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
-  process.stdout.once("error", stop); // the reader went away (| head)
+  const offGone = onStdoutGone(stop);
   void nc.closed().then((err) => {
     lost ??= err ?? new Error("connection closed");
     finish();
@@ -90,7 +91,7 @@ async function watch(nc: NatsConnection, opts: WatchOptions, json: boolean): Pro
   } finally {
     process.removeListener("SIGINT", stop);
     process.removeListener("SIGTERM", stop);
-    process.stdout.removeListener("error", stop);
+    offGone();
     sub.unsubscribe();
   }
   if (lost && printed !== opts.count) throw new CliError(`lost the connection to NATS: ${lost.message}`);
