@@ -1,6 +1,6 @@
 // One short-lived mesh connection per command: fail fast, never reconnect, always close.
 import { connect, isMeshError, type Mesh } from "svcmesh";
-import { CliError } from "./errors.js";
+import { CliError, usageError } from "./errors.js";
 import { type GlobalOptions, servers } from "./options.js";
 
 /** How long connecting may take before the CLI gives up. */
@@ -21,7 +21,7 @@ export async function withMesh<T>(globals: GlobalOptions, name: string, fn: (mes
 
 async function open(globals: GlobalOptions, name: string): Promise<Mesh> {
   const list = servers(globals.server);
-  if (list.length === 0) throw new CliError("no NATS server given (--server or NATS_URL)");
+  if (list.length === 0) throw usageError("no NATS server given (--server or NATS_URL)");
   try {
     return await connect({
       servers: list,
@@ -34,7 +34,8 @@ async function open(globals: GlobalOptions, name: string): Promise<Mesh> {
     });
   } catch (e) {
     // The library already words this as "cannot connect to NATS at <url>: <reason>".
-    throw new CliError(isMeshError(e) ? e.message : `cannot connect to NATS at ${list.join(",")}: ${(e as Error).message}`);
+    if (isMeshError(e)) throw new CliError(e.message, e.code);
+    throw new CliError(`cannot connect to NATS at ${list.join(",")}: ${(e as Error).message}`, "UNAVAILABLE");
   }
 }
 

@@ -1,5 +1,6 @@
-// How the CLI fails: every failure ends as one line on stderr and an exit code.
-import { isMeshError } from "svcmesh";
+// How the CLI fails: every failure ends as one line on stderr (with --json, one JSON
+// line with a code) and an exit code.
+import { type ErrorCode, isMeshError } from "svcmesh";
 
 export const ExitCode = {
   ok: 0,
@@ -9,22 +10,32 @@ export const ExitCode = {
   usage: 2,
 } as const;
 
+/**
+ * The `code` of a failure in --json output: a mesh error code where one fits, else
+ * USAGE (a bad command line, exit 2) or FAILED (anything else, exit 1).
+ */
+export type FailureCode = ErrorCode | "USAGE" | "FAILED";
+
 /** A failure the CLI words itself; `message` is printed as is after "svcmesh: ". */
 export class CliError extends Error {
-  constructor(message: string, readonly exitCode: number = ExitCode.failure) {
+  constructor(message: string, readonly code: FailureCode = "FAILED") {
     super(message);
     this.name = "CliError";
+  }
+
+  get exitCode(): number {
+    return this.code === "USAGE" ? ExitCode.usage : ExitCode.failure;
   }
 }
 
 export function usageError(message: string): CliError {
-  return new CliError(message, ExitCode.usage);
+  return new CliError(message, "USAGE");
 }
 
 /** Lines to print on stderr for a failure; the first is the one-line reason. */
 export function describeFailure(e: unknown, json: boolean): { lines: string[]; exitCode: number } {
   if (e instanceof CliError) {
-    return { lines: [json ? JSON.stringify({ error: { message: e.message } }) : `svcmesh: ${oneLine(e.message)}`], exitCode: e.exitCode };
+    return { lines: [json ? JSON.stringify({ error: { code: e.code, message: e.message } }) : `svcmesh: ${oneLine(e.message)}`], exitCode: e.exitCode };
   }
   if (isMeshError(e)) {
     if (json) return { lines: [JSON.stringify({ error: e.toJSON() })], exitCode: ExitCode.failure };
@@ -33,7 +44,14 @@ export function describeFailure(e: unknown, json: boolean): { lines: string[]; e
     return { lines, exitCode: ExitCode.failure };
   }
   const message = e instanceof Error ? e.message : String(e);
-  return { lines: [json ? JSON.stringify({ error: { message } }) : `svcmesh: ${oneLine(message)}`], exitCode: ExitCode.failure };
+  return { lines: [json ? JSON.stringify({ error: { code: "FAILED", message } }) : `svcmesh: ${oneLine(message)}`], exitCode: ExitCode.failure };
+}
+
+/** Writes a failure to stderr as describeFailure words it; returns its exit code. */
+export function reportFailure(e: unknown, json: boolean): number {
+  const { lines, exitCode } = describeFailure(e, json);
+  process.stderr.write(lines.join("\n") + "\n");
+  return exitCode;
 }
 
 function oneLine(text: string): string {

@@ -20,6 +20,15 @@ export function globalOptions(command: Command): GlobalOptions {
   return { server: o.server ?? DEFAULT_SERVER, json: o.json === true };
 }
 
+/**
+ * Whether --json was given, read from the raw arguments: a bad command line is
+ * reported before commander has parsed (or even reached) the option.
+ */
+export function jsonRequested(argv: readonly string[]): boolean {
+  const end = argv.indexOf("--");
+  return (end < 0 ? argv : argv.slice(0, end)).includes("--json");
+}
+
 export function servers(server: string): string[] {
   return server.split(",").map((s) => s.trim()).filter((s) => s.length > 0);
 }

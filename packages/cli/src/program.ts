@@ -2,7 +2,8 @@
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
 import { commands } from "./commands/index.js";
-import { addGlobalOptions } from "./options.js";
+import { reportFailure, usageError } from "./errors.js";
+import { addGlobalOptions, jsonRequested } from "./options.js";
 
 function packageVersion(): string {
   try {
@@ -12,6 +13,8 @@ function packageVersion(): string {
     return "0.0.0";
   }
 }
+
+const json = (): boolean => jsonRequested(process.argv.slice(2));
 
 export function buildProgram(): Command {
   const program = new Command("svcmesh")
@@ -23,8 +26,10 @@ export function buildProgram(): Command {
     .configureHelp({ showGlobalOptions: true })
     .configureOutput({
       // Commander's usage errors come as "error: ..." plus, maybe, a suggestion line:
-      // reword them to the CLI's one-line form.
-      outputError: (text, write) => write(`svcmesh: ${text.replace(/^error: /, "").replace(/\s*\n\s*/g, " ").trim()}\n`),
+      // reword them to the CLI's one-line form (a JSON line with --json).
+      outputError: (text) => void reportFailure(usageError(text.replace(/^error: /, "").replace(/\s*\n\s*/g, " ").trim()), json()),
+      // Only help shown for a missing command goes here: with --json, main reports that as a JSON line instead.
+      writeErr: (text) => void (json() || process.stderr.write(text)),
     });
   addGlobalOptions(program);
   for (const register of commands) register(program);

@@ -8,7 +8,7 @@ import { connect, type Mesh } from "svcmesh";
 import { AUDIT_STREAM, type AuditRecord, auditSubject } from "svcmesh/internal";
 import { z } from "zod";
 import { type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
-import { type CliOptions, lines, runCli } from "./run-cli.ts";
+import { type CliOptions, jsonError, lines, runCli } from "./run-cli.ts";
 
 const cli = (args: string[], opts: CliOptions = {}) => runCli(args, { ...opts, env: { NATS_URL: server.url, ...opts.env } });
 
@@ -69,6 +69,9 @@ describe("svcmesh audit", () => {
     assert.equal(r.code, 1);
     assert.equal(r.stdout, "");
     assert.equal(r.stderr, `svcmesh: no audit records: the stream ${AUDIT_STREAM} does not exist (no service has written one yet, or JetStream is off)\n`);
+    const j = await cli(["audit", "--json"]);
+    assert.equal(j.code, 1);
+    assert.equal(jsonError(j.stderr).code, "NOT_FOUND");
     const jsm = await nc.jetstreamManager();
     assert.deepEqual((await jsm.streams.names().next()).filter((n) => n === AUDIT_STREAM), []);
   });
@@ -167,6 +170,9 @@ describe("svcmesh audit", () => {
     assert.equal(r.stdout, "");
     assert.equal(lines(r.stderr).length, 1, r.stderr);
     assert.equal(r.stderr, "svcmesh: no audit records: JetStream is not enabled on the NATS server (or for this account)\n");
+    const j = await cli(["audit", "--json"], { env: { NATS_URL: noJs.url } });
+    assert.equal(j.code, 1);
+    assert.equal(jsonError(j.stderr).code, "UNAVAILABLE");
   });
 
   test("bad options are one-line usage errors (exit 2)", async () => {

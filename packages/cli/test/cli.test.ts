@@ -6,7 +6,7 @@ import { after, before, describe, test } from "node:test";
 import { connect, type Mesh, type ServiceHandle } from "svcmesh";
 import { z } from "zod";
 import { freePort, type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
-import { CLI_MAIN, type CliOptions, runCli } from "./run-cli.ts";
+import { CLI_MAIN, type CliOptions, jsonError, runCli } from "./run-cli.ts";
 
 
 interface Run {
@@ -236,6 +236,18 @@ describe("svcmesh call", () => {
   });
 });
 
+describe("--json failures: one JSON line with a code", () => {
+  test("a bad command line is USAGE, exit 2, even when commander stops before --json or the command", async () => {
+    for (const args of [["--json", "nonexistentcmd"], ["--json"], ["call", "--json"], ["call", "auth", "verify", "{bad json", "--json"], ["-s", ",", "ls", "--json"]]) {
+      const r = await cli(args);
+      assert.equal(r.code, 2, args.join(" "));
+      assert.equal(r.stdout, "", args.join(" "));
+      assert.equal(jsonError(r.stderr).code, "USAGE", args.join(" "));
+    }
+    assert.equal(jsonError((await cli(["--json", "nonexistentcmd"])).stderr).message, "unknown command 'nonexistentcmd'");
+  });
+});
+
 describe("unreachable server", () => {
   test("ls and call fail fast with one line naming the server", async () => {
     const url = `nats://127.0.0.1:${await freePort()}`; // free: nothing listens there
@@ -247,5 +259,10 @@ describe("unreachable server", () => {
       assert.ok(r.stderr.startsWith(`svcmesh: cannot connect to NATS at ${url}: `), r.stderr);
       assert.ok(r.ms < 5_000, `took ${r.ms} ms`);
     }
+    const j = await cli(["ls", "--json"], { env: { NATS_URL: url } });
+    assert.equal(j.code, 1);
+    const err = jsonError(j.stderr);
+    assert.equal(err.code, "UNAVAILABLE");
+    assert.ok(err.message.startsWith(`cannot connect to NATS at ${url}: `), err.message);
   });
 });

@@ -7,7 +7,7 @@ import { after, before, describe, test } from "node:test";
 import { connect as natsConnect, type NatsConnection } from "nats";
 import { EVENTS_STREAM, MeshEvents } from "svcmesh/internal";
 import { type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
-import { runCli } from "./run-cli.ts";
+import { jsonError, runCli } from "./run-cli.ts";
 
 const MAIN = fileURLToPath(new URL("../dist/main.js", import.meta.url));
 
@@ -183,6 +183,11 @@ describe("svcmesh events", () => {
       assert.equal(lines(r.stderr).length, 1, r.stderr);
       assert.match(r.stderr, pattern);
     }
+    const j = await cli(["events", "--since", "1h", "--json", "--type", "bogus"]);
+    assert.equal(j.code, 2);
+    const err = jsonError(j.stderr);
+    assert.equal(err.code, "USAGE");
+    assert.match(err.message, /^option '--type <types>' argument 'bogus' is invalid\. unknown event type "bogus"/);
   });
 
   test("a server without JetStream: exit 1 with one line saying so", async () => {

@@ -121,7 +121,7 @@ describe("svcmesh info", () => {
     assert.equal(r.stderr, "svcmesh: no running service named nosuch\n");
     const j = await cli(["--json", "info", "nosuch", "--wait", "500"]);
     assert.equal(j.code, 1);
-    assert.deepEqual(JSON.parse(j.stderr), { error: { message: "no running service named nosuch" } });
+    assert.deepEqual(JSON.parse(j.stderr), { error: { code: "NOT_FOUND", message: "no running service named nosuch" } });
   });
 
   test("a name that cannot be a service is a usage error (exit 2)", async () => {

@@ -8,7 +8,7 @@ import { after, before, describe, test } from "node:test";
 import { connect as natsConnect } from "nats";
 import { getPolicy, POLICY_APPLIED_SUBJECT, decodeBody } from "svcmesh/internal";
 import { type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
-import { runCli } from "./run-cli.ts";
+import { jsonError, runCli } from "./run-cli.ts";
 
 const CLAIMS = "UB7P3EE5LR4P3MQPQRK7C3MR27EVUAYU65RKDAN54OHAMINCATBDUSD7";
 const PAYMENTS = "UBOYHG7ZGBVUY7V3C6GWNQAOHLBVVU5AP5FEKASRUQVS5L6Q4LHBVMW3";
@@ -128,6 +128,16 @@ describe("svcmesh apply / policy", () => {
     assert.equal(diff.code, 1);
     assert.match(diff.stderr, /bad\.yaml:4:12: /);
     assert.equal((await cli(["policy", "show", "--json"])).stdout, before, "the last good one stays");
+  });
+
+  test("a file that cannot be read: exit 1, one line; BAD_REQUEST with --json", async () => {
+    const missing = join(dir, "nonexist.yaml");
+    const r = await cli(["apply", missing]);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, `svcmesh: cannot read ${missing}: ENOENT\n`);
+    const j = await cli(["apply", missing, "--json"]);
+    assert.equal(j.code, 1);
+    assert.deepEqual(jsonError(j.stderr), { code: "BAD_REQUEST", message: `cannot read ${missing}: ENOENT` });
   });
 
   test("apply again: the next revision; --if-revision refuses a stale one; --json", async () => {

@@ -1,4 +1,5 @@
 // Runs the built `svcmesh` command as a process, for the CLI suites.
+import assert from "node:assert/strict";
 import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
@@ -98,4 +99,10 @@ export async function keepDoing(act: () => Promise<unknown>, until: () => boolea
 /** The non-empty lines of a command's output. */
 export function lines(text: string): string[] {
   return text.split("\n").filter((l) => l.length > 0);
+}
+
+/** With --json, a failure is one JSON line on stderr: its `error`. */
+export function jsonError(stderr: string): { code: string; message: string; details?: unknown } {
+  assert.equal(lines(stderr).length, 1, stderr);
+  return (JSON.parse(stderr) as { error: { code: string; message: string; details?: unknown } }).error;
 }

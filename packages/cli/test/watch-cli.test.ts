@@ -10,7 +10,7 @@ import { z } from "zod";
 import { type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
 import { traceRecord } from "../../../test/helpers/trace-record.ts";
 import { formatTrace } from "../dist/commands/watch.js";
-import { keepDoing, lines, runCli, spawnCli } from "./run-cli.ts";
+import { jsonError, keepDoing, lines, runCli, spawnCli } from "./run-cli.ts";
 
 
 /** A running `svcmesh watch` (killed after 15 s at the latest). */
@@ -146,6 +146,9 @@ describe("svcmesh watch", () => {
       assert.equal(lines(r.stderr).length, 1, r.stderr);
       assert.match(r.stderr, /^svcmesh: option '--\w+ <\w+>' argument '.*' is invalid\./);
     }
+    const j = await runCli(["watch", "--json", "--count", "abc"], { env: { NATS_URL: server.url } });
+    assert.equal(j.code, 2);
+    assert.deepEqual(jsonError(j.stderr), { code: "USAGE", message: "option '--count <n>' argument 'abc' is invalid. expected a positive whole number." });
   });
 
   test("unreachable NATS: exit 1, one line", async () => {

@@ -114,17 +114,17 @@ async function auditStream(nc: NatsConnection): Promise<StreamInfo> {
   } catch (e) {
     const { code, message } = e as { code?: unknown; message?: unknown };
     if (code === "503" || /jetstream not enabled/i.test(String(message))) {
-      throw new CliError("no audit records: JetStream is not enabled on the NATS server (or for this account)");
+      throw new CliError("no audit records: JetStream is not enabled on the NATS server (or for this account)", "UNAVAILABLE");
     }
-    throw new CliError(`no audit records: JetStream is not reachable: ${String(message ?? e)}`);
+    throw new CliError(`no audit records: JetStream is not reachable: ${String(message ?? e)}`, "UNAVAILABLE");
   }
   try {
     return await jsm.streams.info(AUDIT_STREAM);
   } catch (e) {
     if (apiCode(e) === STREAM_NOT_FOUND) {
-      throw new CliError(`no audit records: the stream ${AUDIT_STREAM} does not exist (no service has written one yet, or JetStream is off)`);
+      throw new CliError(`no audit records: the stream ${AUDIT_STREAM} does not exist (no service has written one yet, or JetStream is off)`, "NOT_FOUND");
     }
-    throw new CliError(`cannot read the stream ${AUDIT_STREAM}: ${(e as Error).message}`);
+    throw new CliError(`cannot read the stream ${AUDIT_STREAM}: ${(e as Error).message}`, "UNAVAILABLE");
   }
 }
 

@@ -107,7 +107,7 @@ async function listEvents(nc: NatsConnection, opts: EventsOptions, json: boolean
     process.removeListener("SIGTERM", stop);
     offGone();
   }
-  if (lost) throw new CliError(`lost the connection to NATS: ${lost.message}`);
+  if (lost) throw new CliError(`lost the connection to NATS: ${lost.message}`, "UNAVAILABLE");
 }
 
 const KEY_FIELDS = ["caller", "target", "endpoint", "id", "version", "endpoints", "attempts", "lastCode", "count"];

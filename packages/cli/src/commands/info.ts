@@ -56,7 +56,7 @@ Examples:
     .action(async (service: string, opts: InfoOptions, command: Command) => {
       const globals = globalOptions(command);
       const detail = await withMesh(globals, DEFAULT_CLIENT_NAME, async (mesh) => describeService(service, await queryInfo(mesh.nc, service, opts.wait)));
-      if (!detail) throw new CliError(`no running service named ${service}`);
+      if (!detail) throw new CliError(`no running service named ${service}`, "NOT_FOUND");
       if (globals.json) return printJson(detail, false);
       printLine(formatDetail(detail));
     });

@@ -34,7 +34,7 @@ export function readPolicyFile(file: string, json: boolean): { text: string; pol
   try {
     text = file === "-" ? readFileSync(0, "utf8") : readFileSync(file, "utf8");
   } catch (e) {
-    throw new CliError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new CliError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, "BAD_REQUEST");
   }
   const name = file === "-" ? "<stdin>" : file;
   const parsed = parsePolicy(text);
@@ -42,7 +42,7 @@ export function readPolicyFile(file: string, json: boolean): { text: string; pol
     const summary = `${name}: invalid policy document, ${parsed.errors.length} error${parsed.errors.length === 1 ? "" : "s"}; nothing applied`;
     if (json) throw new MeshError("BAD_REQUEST", summary, { details: { errors: parsed.errors } });
     process.stderr.write(formatPolicyErrors(parsed.errors, name) + "\n");
-    throw new CliError(summary);
+    throw new CliError(summary, "BAD_REQUEST");
   }
   if (parsed.warnings.length > 0 && !json) {
     process.stderr.write(parsed.warnings.map((w) => `${name}:${w.line}:${w.column}: warning: ${w.path ? `${w.path}: ` : ""}${w.message}`).join("\n") + "\n");

@@ -165,7 +165,7 @@ async function top(nc: NatsConnection, opts: TopOptions, json: boolean): Promise
     for (const s of subs) s.unsubscribe();
   }
   if (stats.malformed > 0) process.stderr.write(`svcmesh: skipped ${stats.malformed} malformed trace record${stats.malformed === 1 ? "" : "s"}\n`);
-  if (lost && refreshes !== opts.count) throw new CliError(`lost the connection to NATS: ${lost.message}`);
+  if (lost && refreshes !== opts.count) throw new CliError(`lost the connection to NATS: ${lost.message}`, "UNAVAILABLE");
 }
 
 const CIRCUIT_TYPES = ["circuit_open", "circuit_half_open", "circuit_close"] as const;

@@ -94,7 +94,7 @@ async function watch(nc: NatsConnection, opts: WatchOptions, json: boolean): Pro
     offGone();
     sub.unsubscribe();
   }
-  if (lost && printed !== opts.count) throw new CliError(`lost the connection to NATS: ${lost.message}`);
+  if (lost && printed !== opts.count) throw new CliError(`lost the connection to NATS: ${lost.message}`, "UNAVAILABLE");
 }
 
 /** Colour only for a person at a terminal: stdout is a TTY and NO_COLOR is unset (or empty). */
