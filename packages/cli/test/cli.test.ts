@@ -229,6 +229,16 @@ describe("svcmesh call", () => {
     assert.match(t.stderr, /^svcmesh: invalid service name in target/);
   });
 
+  test("--as is checked like other names: empty or with dots is a usage error naming --as, exit 2", async () => {
+    for (const as of ["", "a.b", "ops.*"]) {
+      const r = await cli(["call", "payments@^2", "reimburse", '{"claimId":"C1","usd":40}', "--as", as]);
+      assert.equal(r.code, 2, JSON.stringify(as));
+      assert.equal(r.stdout, "");
+      assert.equal(lines(r.stderr).length, 1, r.stderr);
+      assert.ok(r.stderr.startsWith(`svcmesh: option '--as <name>' argument '${as}' is invalid. "${as}" is not a caller name.`), r.stderr);
+    }
+  });
+
   test("a non-number --timeout is a usage error", async () => {
     const r = await cli(["call", "auth", "verify", "{}", "--timeout", "soon"]);
     assert.equal(r.code, 2);

@@ -1,6 +1,7 @@
 // svcmesh call: one request through the library's call pipeline, reply printed as JSON.
 import type { Command } from "commander";
 import { isMeshError, parseTarget } from "svcmesh";
+import { callerName } from "../args.js";
 import { DEFAULT_CLIENT_NAME, withMesh } from "../connection.js";
 import { usageError } from "../errors.js";
 import { readPayload } from "../input.js";
@@ -20,7 +21,7 @@ export function registerCall(program: Command): void {
     .argument("<endpoint>", "endpoint name, e.g. reimburse")
     .argument("[json]", "request payload as JSON, or - to read it from standard input")
     .option("--timeout <ms>", "budget for the call in ms (default: the library's, 2000)", positiveInteger)
-    .option("--as <name>", "caller name the service sees", DEFAULT_CLIENT_NAME)
+    .option("--as <name>", "caller name the service sees", callerName, DEFAULT_CLIENT_NAME)
     .addHelpText("after", `
 Exit status: 0 with the reply on stdout; 1 when the call fails, with "CODE: message"
 on stderr (e.g. NOT_FOUND, BAD_REQUEST, NO_RESPONDERS, TIMEOUT) and the error's
