@@ -1,6 +1,7 @@
 // How the CLI fails: every failure ends as one line on stderr (with --json, one JSON
 // line with a code) and an exit code.
 import { type ErrorCode, isMeshError } from "svcmesh";
+import { printable, toJson } from "./output.js";
 
 export const ExitCode = {
   ok: 0,
@@ -35,16 +36,16 @@ export function usageError(message: string): CliError {
 /** Lines to print on stderr for a failure; the first is the one-line reason. */
 export function describeFailure(e: unknown, json: boolean): { lines: string[]; exitCode: number } {
   if (e instanceof CliError) {
-    return { lines: [json ? JSON.stringify({ error: { code: e.code, message: e.message } }) : `svcmesh: ${oneLine(e.message)}`], exitCode: e.exitCode };
+    return { lines: [json ? toJson({ error: { code: e.code, message: e.message } }, false) : `svcmesh: ${oneLine(e.message)}`], exitCode: e.exitCode };
   }
   if (isMeshError(e)) {
-    if (json) return { lines: [JSON.stringify({ error: e.toJSON() })], exitCode: ExitCode.failure };
+    if (json) return { lines: [toJson({ error: e.toJSON() }, false)], exitCode: ExitCode.failure };
     const lines = [`svcmesh: ${e.code}: ${oneLine(e.message)}`];
-    if (e.details !== undefined) lines.push(`details: ${JSON.stringify(e.details)}`);
+    if (e.details !== undefined) lines.push(`details: ${toJson(e.details, false)}`);
     return { lines, exitCode: ExitCode.failure };
   }
   const message = e instanceof Error ? e.message : String(e);
-  return { lines: [json ? JSON.stringify({ error: { code: "FAILED", message } }) : `svcmesh: ${oneLine(message)}`], exitCode: ExitCode.failure };
+  return { lines: [json ? toJson({ error: { code: "FAILED", message } }, false) : `svcmesh: ${oneLine(message)}`], exitCode: ExitCode.failure };
 }
 
 /** Writes a failure to stderr as describeFailure words it; returns its exit code. */
@@ -54,6 +55,7 @@ export function reportFailure(e: unknown, json: boolean): number {
   return exitCode;
 }
 
+/** A message as one printable line: it may come from a remote service. */
 function oneLine(text: string): string {
-  return text.replace(/\s*[\r\n]+\s*/g, " ").trim();
+  return printable(text.replace(/\s*[\r\n]+\s*/g, " ").trim());
 }

@@ -9,7 +9,7 @@ import { positiveCount, serviceName } from "../args.js";
 import { DEFAULT_CLIENT_NAME, withMesh } from "../connection.js";
 import { CliError } from "../errors.js";
 import { globalOptions } from "../options.js";
-import { formatTable, printLine, toJson } from "../output.js";
+import { formatTable, printable, printLine, toJson } from "../output.js";
 import { stdoutGone } from "../stdout.js";
 import { formatMs, parseSince } from "../time.js";
 
@@ -131,5 +131,5 @@ async function auditStream(nc: NatsConnection): Promise<StreamInfo> {
 function skipped(m: JsMsg, reason: string, json: boolean): void {
   process.stderr.write(json
     ? toJson({ skipped: { seq: m.seq, subject: m.subject, reason } }, false) + "\n"
-    : `svcmesh: skipping malformed audit record #${m.seq} on ${m.subject}: ${reason}\n`);
+    : printable(`svcmesh: skipping malformed audit record #${m.seq} on ${m.subject}: ${reason}`) + "\n");
 }

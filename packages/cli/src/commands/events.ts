@@ -7,7 +7,7 @@ import { decodeEvent, EVENT_TYPES, eventMatches, EVENTS_STREAM, eventsFilterSubj
 import { DEFAULT_CLIENT_NAME, withMesh } from "../connection.js";
 import { CliError } from "../errors.js";
 import { globalOptions } from "../options.js";
-import { printLine, toJson } from "../output.js";
+import { printable, printLine, toJson } from "../output.js";
 import { onStdoutGone, stdoutGone } from "../stdout.js";
 import { parseSince } from "../time.js";
 
@@ -65,7 +65,7 @@ async function listEvents(nc: NatsConnection, opts: EventsOptions, json: boolean
     const d = decodeEvent(m.subject, m.data, m.info.timestampNanos / 1e6);
     if (d.kind === "malformed") {
       const skipped = { seq: m.seq, subject: m.subject, reason: d.reason };
-      process.stderr.write(json ? toJson({ skipped }, false) + "\n" : `svcmesh: skipping malformed event #${m.seq} on ${m.subject}: ${d.reason}\n`);
+      process.stderr.write(json ? toJson({ skipped }, false) + "\n" : printable(`svcmesh: skipping malformed event #${m.seq} on ${m.subject}: ${d.reason}`) + "\n");
       return;
     }
     if (!eventMatches(d.event.type, d.event.service, types, services)) return;
@@ -121,7 +121,7 @@ export function formatEvent(event: Record<string, unknown> & { type: string; ser
   const fields = keys
     .filter((k) => ["string", "number", "boolean"].includes(typeof event[k]) || Array.isArray(event[k]))
     .map((k) => `${k}=${Array.isArray(event[k]) ? (event[k] as unknown[]).join(",") : String(event[k])}`);
-  return [new Date(event.at).toISOString(), event.type.padEnd(17), event.service.padEnd(12), fields.join(" ")].join("  ").trimEnd();
+  return printable([new Date(event.at).toISOString(), event.type.padEnd(17), event.service.padEnd(12), fields.join(" ")].join("  ").trimEnd());
 }
 
 function list(value: string): string[] {

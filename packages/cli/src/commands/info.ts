@@ -8,7 +8,7 @@ import { DEFAULT_CLIENT_NAME, withMesh } from "../connection.js";
 import { DISCOVERY_MAX_WAIT_MS, describeService, type EndpointDetail, queryInfo, type ServiceDetail, type VersionDetail } from "../discovery.js";
 import { CliError } from "../errors.js";
 import { globalOptions, positiveInteger } from "../options.js";
-import { printJson, printLine } from "../output.js";
+import { printable, printJson, printLine } from "../output.js";
 
 interface InfoOptions {
   wait: number;
@@ -65,7 +65,7 @@ Examples:
 export function formatDetail(detail: ServiceDetail): string {
   const out: string[] = [detail.service];
   for (const v of detail.versions) out.push(...formatVersion(v));
-  return out.join("\n");
+  return out.map(printable).join("\n");
 }
 
 function formatVersion(v: VersionDetail): string[] {

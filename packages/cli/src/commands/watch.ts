@@ -8,7 +8,7 @@ import { endpointName, positiveCount, serviceName } from "../args.js";
 import { DEFAULT_CLIENT_NAME, withMesh } from "../connection.js";
 import { CliError } from "../errors.js";
 import { globalOptions } from "../options.js";
-import { printLine, toJson } from "../output.js";
+import { printable, printLine, toJson } from "../output.js";
 import { onStdoutGone } from "../stdout.js";
 import { formatMs } from "../time.js";
 
@@ -66,7 +66,7 @@ async function watch(nc: NatsConnection, opts: WatchOptions, json: boolean): Pro
       if (malformed > 0) {
         process.stderr.write(json
           ? toJson({ skipped: { subject: msg.subject, malformed } }, false) + "\n"
-          : `svcmesh: skipping ${malformed} malformed trace record${malformed === 1 ? "" : "s"} on ${msg.subject}\n`);
+          : `svcmesh: skipping ${malformed} malformed trace record${malformed === 1 ? "" : "s"} on ${printable(msg.subject)}\n`);
       }
       for (const e of events) {
         if (printed === opts.count) break;
@@ -113,14 +113,14 @@ const STATUS_WIDTH = 13;
 /** `time  caller → service.endpoint  status  latency  [attempts=n]  traceId`. */
 export function formatTrace(e: TraceEvent, colour: boolean): string {
   const paint = (code: string, text: string): string => (colour ? code + text + RESET : text);
-  const status = e.status.padEnd(STATUS_WIDTH);
+  const status = printable(e.status).padEnd(STATUS_WIDTH);
   const fields = [
     new Date(e.time).toISOString(),
-    `${e.caller} → ${e.service}.${e.endpoint}`,
+    printable(`${e.caller} → ${e.service}.${e.endpoint}`),
     paint(e.status === "ok" ? GREEN : RED, status),
     formatMs(e.latencyMs).padStart(8),
     ...(e.attempts > 1 ? [`attempts=${e.attempts}`] : []),
-    paint(DIM, e.traceId),
+    paint(DIM, printable(e.traceId)),
   ];
   return fields.join("  ");
 }
