@@ -2,6 +2,7 @@
 // services started in-process with the library. Run `pnpm build` first.
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
+import { createServer, type Socket } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { connect, type Mesh, type ServiceHandle } from "svcmesh";
 import { z } from "zod";
@@ -274,5 +275,21 @@ describe("unreachable server", () => {
     const err = jsonError(j.stderr);
     assert.equal(err.code, "UNAVAILABLE");
     assert.ok(err.message.startsWith(`cannot connect to NATS at ${url}: `), err.message);
+  });
+
+  test("a hung server (accepts, never answers): one line after the 2 s connect timeout, exit within about 3 s", async () => {
+    const sockets: Socket[] = [];
+    const hung = createServer((s) => sockets.push(s)).listen(0, "127.0.0.1");
+    await new Promise((r) => hung.once("listening", r));
+    const url = `nats://127.0.0.1:${(hung.address() as { port: number }).port}`;
+    try {
+      const r = await cli(["ls"], { env: { NATS_URL: url } });
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, `svcmesh: cannot connect to NATS at ${url}: TIMEOUT\n`);
+      assert.ok(r.ms >= 2_000 && r.ms < 5_000, `took ${r.ms} ms`);
+    } finally {
+      for (const s of sockets) s.destroy();
+      hung.close();
+    }
   });
 });
