@@ -110,6 +110,15 @@ describe("svcmesh nats-config", () => {
     await exercise(r.stdout, { claims: ids.claims.seed, payments: ids.payments.seed, ops: ids.ops.seed });
   });
 
+  test("--json: a file that cannot be read or is not a policy is one JSON error line with code BAD_REQUEST", () => {
+    for (const path of [join(dir, "missing.yaml"), file("bad.yaml", "version: 2\n")]) {
+      const r = cli(["--json", "nats-config", path]);
+      assert.equal(r.code, 1, r.stderr);
+      const last = r.stderr.trim().split("\n").at(-1)!;
+      assert.equal((JSON.parse(last) as { error: { code: string } }).error.code, "BAD_REQUEST", r.stderr);
+    }
+  });
+
   test("a policy with no identities and no services: a note says the block has no service user", () => {
     const r = cli(["nats-config", file("open.yaml", 'version: 1\ndefaults:\n  allow: ["*"]\n')]);
     assert.equal(r.code, 0, r.stderr);

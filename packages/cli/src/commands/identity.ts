@@ -115,7 +115,7 @@ function spliceText(text: string, name: string, flow: string): string | undefine
 /** Sets identities.<name> in the operator's document, keeping comments and order. */
 function editDocumentText(text: string, name: string, key: string, opts: AddOptions): { text: string; replaced: boolean } {
   const doc = parseDocument<Node, false>(text, { uniqueKeys: true });
-  if (doc.errors.length > 0 || !isMap(doc.contents)) throw new CliError("the policy in force cannot be edited (its YAML is not a mapping); nothing applied");
+  if (doc.errors.length > 0 || !isMap(doc.contents)) throw new CliError("the policy in force cannot be edited (its YAML is not a mapping); nothing applied", "BAD_REQUEST");
   const top = doc.contents;
   let ids = top.items.find((p): p is Pair => isPair(p) && isScalar(p.key) && p.key.value === "identities");
   if (!ids) {
@@ -239,7 +239,7 @@ Example:
         const edited = current ? editPolicyText(current.text, name, key, opts) : { text: newDocumentText(name, key, opts), replaced: false };
         const parsed = parsePolicy(edited.text);
         if (!parsed.ok) {
-          throw new CliError(`the policy with identity ${name} would be invalid: line ${parsed.errors[0]?.line ?? 0}: ${firstError(parsed.errors)}; nothing applied`);
+          throw new CliError(`the policy with identity ${name} would be invalid: line ${parsed.errors[0]?.line ?? 0}: ${firstError(parsed.errors)}; nothing applied`, "BAD_REQUEST");
         }
         try {
           const applied = await applyPolicy(mesh.nc, edited.text, { by: opts.by ?? defaultBy(), ifRevision: current?.revision ?? 0 });
@@ -250,6 +250,7 @@ Example:
           if (details && "expected" in details) {
             throw new CliError(
               `the policy changed while identity ${name} was being added (read revision ${current?.revision ?? "none"}, in force now: ${String(details.current ?? "none")}); nothing applied: run the command again`,
+              "BAD_REQUEST",
             );
           }
           throw e;

@@ -104,12 +104,12 @@ Examples:
       try {
         text = readFileSync(file, "utf8");
       } catch (e) {
-        throw new CliError(`cannot read ${file}: ${(e as Error).message}`);
+        throw new CliError(`cannot read ${file}: ${(e as Error).message}`, "BAD_REQUEST");
       }
       const parsed = parsePolicy(text);
       if (!parsed.ok) {
         process.stderr.write(formatPolicyErrors(parsed.errors, file) + "\n");
-        throw new CliError(`${file}: invalid policy (${parsed.errors.length} error${parsed.errors.length === 1 ? "" : "s"}); nothing generated`);
+        throw new CliError(`${file}: invalid policy (${parsed.errors.length} error${parsed.errors.length === 1 ? "" : "s"}); nothing generated`, "BAD_REQUEST");
       }
       if (!json) for (const w of parsed.warnings) process.stderr.write(`${file}:${w.line}:${w.column}: warning: ${w.path ? `${w.path}: ` : ""}${w.message}\n`);
       const policy = parsed.policy;
@@ -128,7 +128,7 @@ Examples:
       } catch (e) {
         if (e instanceof BrokerPlanError) {
           for (const issue of e.issues) process.stderr.write(`${file}: ${issue}\n`);
-          throw new CliError(`${file}: cannot generate the broker config (${e.issues.length} problem${e.issues.length === 1 ? "" : "s"})`);
+          throw new CliError(`${file}: cannot generate the broker config (${e.issues.length} problem${e.issues.length === 1 ? "" : "s"})`, "BAD_REQUEST");
         }
         throw e;
       }
