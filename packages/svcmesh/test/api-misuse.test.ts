@@ -178,6 +178,26 @@ describe("schemas that throw instead of checking, and calls after close", () => 
     assert.match(input.message, /input schema threw/);
   });
 
+  test("call options that are not an object, or a fallback that could never match as meant: BAD_REQUEST, nothing sent", async () => {
+    const host = await pool.open("misuse-opts-host");
+    let ran = 0;
+    await host.serve({ name: "opts", version: "1.0.0", endpoints: { ping: { handler: () => ++ran } } });
+    const caller = await pool.open("misuse-opts-caller");
+    const cases: Array<[unknown, RegExp]> = [
+      ["fast", /call options must be an object/],
+      [{ fallback: { codes: "TIMEOUT", value: 1 } }, /fallback must be/],
+      [{ fallback: { codes: ["TIMEOUTS"], value: 1 } }, /fallback must be/],
+      [{ fallback: { codes: ["TIMEOUT"], compute: "x" } }, /fallback.compute must be a function/],
+    ];
+    for (const [opts, message] of cases) {
+      const e = await meshFailure(caller.call("opts", "ping", undefined, opts as never));
+      assert.equal(e.code, "BAD_REQUEST");
+      assert.match(e.message, message);
+    }
+    assert.equal(ran, 0);
+    assert.equal(await caller.call("opts", "ping", undefined, { fallback: { codes: ["TIMEOUT"], value: 0 } }), 1);
+  });
+
   test("a call after close() is UNAVAILABLE, whatever the target", async () => {
     const m = await connect({ servers: server.url, name: "misuse-closed", logLevel: "silent" });
     await m.close();

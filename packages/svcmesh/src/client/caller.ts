@@ -2,7 +2,7 @@
 // The terminal step resolves the route per attempt (so a retry can find an instance
 // that appeared during backoff), encodes once, and sends.
 import { z } from "zod";
-import type { ErrorCode } from "../codes.js";
+import { type ErrorCode, isErrorCode } from "../codes.js";
 import { MeshError, isMeshError, showValue } from "../errors.js";
 import { type CallContext, type Interceptor, type Next, compose } from "../pipeline.js";
 import type { Registry } from "../registry.js";
@@ -242,6 +242,15 @@ function withFallback(result: Promise<unknown>, fallback: Fallback): Promise<unk
 
 /** Options deadlineOf does not read, checked before anything is sent (so only when given). */
 function checkCallOptions(opts: CallOptions): void {
+  if (typeof opts !== "object") throw new MeshError("BAD_REQUEST", `call options must be an object, got ${showValue(opts)}`);
+  const fb = opts.fallback;
+  if (fb !== undefined) {
+    // A string of codes would match by substring; an unknown code would never match.
+    if (typeof fb !== "object" || fb === null || !Array.isArray(fb.codes) || !fb.codes.every(isErrorCode)) {
+      throw new MeshError("BAD_REQUEST", "fallback must be { codes: [error codes...], value? or compute? }");
+    }
+    if (fb.compute !== undefined && typeof fb.compute !== "function") throw new MeshError("BAD_REQUEST", "fallback.compute must be a function of the error");
+  }
   // The transport would publish first and only then fail on addEventListener.
   if (opts.signal !== undefined && !(opts.signal instanceof AbortSignal)) throw new MeshError("BAD_REQUEST", `signal must be an AbortSignal, got ${showValue(opts.signal)}`);
   if (opts.retry !== undefined) {
