@@ -90,3 +90,16 @@ export async function meanRss(services) {
   }));
   return rss.reduce((a, b) => a + b, 0) / rss.length;
 }
+
+/**
+ * On SIGINT or SIGTERM: SIGKILL every child and stop the nats-servers of `rows` (each
+ * `{ server }`, the array as it fills), within 5 s, then exit 130 or 143.
+ */
+export function stopAllOnSignal(rows) {
+  const abort = async (signal) => {
+    await Promise.race([Promise.all([killAll(), ...rows.map((r) => r.server.stop())]), new Promise((resolve) => setTimeout(resolve, 5_000))]);
+    process.exit(signal === "SIGINT" ? 130 : 143);
+  };
+  process.once("SIGINT", abort);
+  process.once("SIGTERM", abort);
+}

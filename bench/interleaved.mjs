@@ -32,7 +32,7 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
-import { benchScript, forkChild, killAll, meanRss, nextMessage, startServices, stopChildren } from "./children.mjs";
+import { benchScript, forkChild, killAll, meanRss, nextMessage, startServices, stopAllOnSignal, stopChildren } from "./children.mjs";
 import { claimBytes } from "./contract.mjs";
 import { cpuSnapshot, cpuWindow } from "./cpu.mjs";
 import { machine, svcmeshBuild } from "./machine.mjs";
@@ -119,12 +119,7 @@ async function runSlice(r, warmup, measure) {
 async function main() {
   const host = { ...machine(), svcmeshBuild: svcmeshBuild() };
   const started = [];
-  const abort = async (signal) => {
-    await Promise.race([Promise.all([killAll(), ...started.map((r) => r.server.stop())]), sleep(5_000)]);
-    process.exit(signal === "SIGINT" ? 130 : 143);
-  };
-  process.once("SIGINT", abort);
-  process.once("SIGTERM", abort);
+  stopAllOnSignal(started);
   const measurements = [];
   try {
     for (const [copy, spec] of specs.entries()) started.push(await startRow(spec, copy));

@@ -15,9 +15,8 @@
 // read from the first caller's "start" to the last caller's "end" (cpu.mjs). Prints per
 // (row, N) the medians over cycles: total req/s, × bare at the same N (paired by cycle),
 // the callers' median p99, and CPU µs per call of the callers, the service and nats-server.
-import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
-import { forkChild, killAll, nextMessage, startServices, stopChildren } from "./children.mjs";
+import { forkChild, stopAllOnSignal, nextMessage, startServices, stopChildren } from "./children.mjs";
 import { cpuSnapshot, cpuWindow } from "./cpu.mjs";
 import { machine, svcmeshBuild } from "./machine.mjs";
 import { startNatsServer } from "./nats-server.mjs";
@@ -110,12 +109,7 @@ function report(measurements) {
 async function main() {
   const host = { ...machine(), svcmeshBuild: svcmeshBuild() };
   const started = [];
-  const abort = async (signal) => {
-    await Promise.race([Promise.all([killAll(), ...started.map((r) => r.server.stop())]), sleep(5_000)]);
-    process.exit(signal === "SIGINT" ? 130 : 143);
-  };
-  process.once("SIGINT", abort);
-  process.once("SIGTERM", abort);
+  stopAllOnSignal(started);
   const measurements = [];
   try {
     for (const row of rows) started.push(await startRow(row));

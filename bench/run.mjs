@@ -20,7 +20,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
-import { exited, forkChild, killAll, meanRss, nextMessage, startServices, stopChildren } from "./children.mjs";
+import { exited, forkChild, killAll, meanRss, nextMessage, startServices, stopAllOnSignal, stopChildren } from "./children.mjs";
 import { claimBytes } from "./contract.mjs";
 import { cpuSnapshot, cpuWindow } from "./cpu.mjs";
 import { machine, svcmeshBuild } from "./machine.mjs";
@@ -152,17 +152,13 @@ function progress(m, opts) {
 async function main() {
   const opts = options();
   const host = { ...machine(), svcmeshBuild: svcmeshBuild() };
-  let server;
-  const abort = async (signal) => {
-    // Reap what we started before leaving, so nothing lingers as an orphan or a zombie.
-    await Promise.race([Promise.all([killAll(), server?.stop()]), sleep(5_000)]);
-    process.exit(signal === "SIGINT" ? 130 : 143);
-  };
-  process.once("SIGINT", abort);
-  process.once("SIGTERM", abort);
+  // Reap what we started before leaving, so nothing lingers as an orphan or a zombie.
+  const started = [];
+  stopAllOnSignal(started);
   // alloc-sampler.mjs, preloaded into every child, finds its directory here.
   if (opts.allocDir) process.env.BENCH_ALLOC_DIR = opts.allocDir;
-  server = await startNatsServer();
+  const server = await startNatsServer();
+  started.push({ server });
   console.error(`nats-server pid ${server.pid} at ${server.url}; svcmesh build ${host.svcmeshBuild} (commit ${host.commit}); ` +
     `request ${claimBytes} B msgpack; ${opts.rounds} round(s) of ${opts.warmupMs} ms warm-up + ${opts.durationMs} ms`);
 
