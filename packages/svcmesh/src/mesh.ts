@@ -397,7 +397,10 @@ export class Mesh implements MeshCalls {
       await this.policyWatcher?.stop();
       await this.events.close(); // publishes pending coalesced windows while the connection is up
       this.transport.close("mesh connection closed");
-      if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
+      if (!this.nc.isClosed()) await this.nc.drain().catch(() => undefined);
+      // While disconnected, nats.js's drain() resolves without closing (its flush fails
+      // and is swallowed): the reconnect timers would keep the process alive for ever.
+      if (!this.nc.isClosed()) await this.nc.close().catch(() => undefined);
     }
   }
 }

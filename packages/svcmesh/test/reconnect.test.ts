@@ -3,6 +3,7 @@
 // and sent once it is back, idempotent calls in flight are sent again with the same
 // request id, and a held call that reaches its deadline fails UNAVAILABLE, never sent.
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { after, before, test } from "node:test";
 import { connect, type Mesh } from "svcmesh";
 import { meshFailure } from "../../../test/helpers/mesh.ts";
@@ -97,5 +98,36 @@ test("in flight at the disconnect: an idempotent call is sent again with its req
       const outcome = await call.then((v) => v, (e: { code?: string }) => e.code);
       assert.ok(outcome === "charged" || outcome === "TIMEOUT", String(outcome));
     }
+  }
+});
+
+test("close() while NATS is down closes the connection, and the process can exit", async () => {
+  const down = await startNatsServer({ jetstream: true });
+  // A service process: it serves, holds a consumer, then closes when told, NATS gone.
+  const script = `import { connect } from "svcmesh";
+    const m = await connect({ servers: ${JSON.stringify(down.url)}, name: "leaving", logLevel: "silent" });
+    await m.serve({ name: "leaving", version: "1.0.0", endpoints: { ping: { handler: () => "pong" } } });
+    await m.events.consume({ durable: "leaving" }, () => undefined);
+    console.log("ready");
+    process.stdin.once("data", async () => {
+      await m.close();
+      console.log("closed " + m.nc.isClosed());
+      process.stdin.destroy();
+    });`;
+  const child = spawn(process.execPath, ["--input-type=module", "-e", script], { cwd: import.meta.dirname, stdio: ["pipe", "pipe", "inherit"] });
+  let out = "";
+  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  try {
+    for (let i = 0; i < 200 && !out.includes("ready"); i++) await sleep(50);
+    assert.ok(out.includes("ready"), out);
+    await down.stop();
+    await sleep(300);
+    child.stdin.write("go\n");
+    const code = await Promise.race([exited, sleep(25_000).then(() => "still running" as const)]);
+    assert.equal(code, 0, `the process exited by itself (output: ${out})`);
+    assert.match(out, /closed true/);
+  } finally {
+    child.kill("SIGKILL");
   }
 });
