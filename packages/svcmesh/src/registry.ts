@@ -74,6 +74,12 @@ export class Registry {
   /** A refused or failing query is retried often: its warning, once a minute. */
   private readonly failureLog = new RepeatedLog();
   private generationSeq = 0;
+  /**
+   * Instances announced stopped, oldest first. An id never comes back, but what was said
+   * about it can arrive late: a discovery query answered just before the stop, or an
+   * instance_started re-sent while JetStream does not acknowledge it. Neither may bring it back.
+   */
+  private readonly stopped = new Set<string>();
 
   constructor(
     private readonly nc: NatsConnection,
@@ -145,6 +151,8 @@ export class Registry {
     if (view.refreshing) return view.refreshing;
     view.refreshing = this.query(service)
       .then((found) => {
+        // Answers collected before a stop announcement arrived must not undo it.
+        for (const id of found.keys()) if (this.stopped.has(id)) found.delete(id);
         view.instances = found;
         view.fetchedAt = Date.now();
         view.generation = ++this.generationSeq;
@@ -188,8 +196,15 @@ export class Registry {
     return found;
   }
 
+  private rememberStopped(id: string): void {
+    if (this.stopped.size >= MAX_STOPPED) this.stopped.delete(this.stopped.keys().next().value!);
+    this.stopped.add(id);
+  }
+
   private onAnnouncement(type: string, a: InstanceAnnouncement): void {
     if (typeof a?.service !== "string" || typeof a.id !== "string") return;
+    if (type === INSTANCE_STOPPED) this.rememberStopped(a.id);
+    else if (this.stopped.has(a.id)) return;
     const view = this.views.get(a.service);
     if (!view) return; // never asked about: nothing to keep fresh
     if (type === INSTANCE_STARTED) {
@@ -206,6 +221,9 @@ export class Registry {
     view.generation = ++this.generationSeq;
   }
 }
+
+/** Stopped instance ids remembered at most (the oldest is forgotten first). */
+const MAX_STOPPED = 4096;
 
 function isNoResponders(e: unknown): boolean {
   return typeof e === "object" && e !== null && (e as { code?: unknown }).code === "503";
