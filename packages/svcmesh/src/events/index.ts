@@ -52,7 +52,11 @@ export class MeshEvents {
     private readonly options: MeshEventsOptions = {},
   ) {
     this.sender = new EventSender(nc, logger, {
-      prepare: () => this.lazyStream(),
+      // Asked at the first event and whenever acks go missing: look again each time.
+      prepare: () => {
+        this.streamReady = undefined;
+        return this.lazyStream();
+      },
       ...(options.maxInFlight === undefined ? {} : { maxInFlight: options.maxInFlight }),
     });
     this.publisher = new EventPublisher((subject, body) => this.sender.send(subject, body), logger, source, options);

@@ -47,6 +47,8 @@ export class EventSender {
   /** Until then events go out as plain publishes (JetStream or the stream was missing). */
   private plainUntil = 0;
   private closed = false;
+  /** The stream took events at least once. */
+  private stored = false;
   private readonly counters = { plain: 0, failed: 0, dropped: 0 };
 
   constructor(
@@ -61,8 +63,15 @@ export class EventSender {
       maxInFlight: 256,
       ackTimeoutMs: options.ackTimeoutMs ?? 2000,
       resendHorizonMs: options.resendHorizonMs ?? 60_000,
-      prepare: () => options.prepare().then(() => (this.plainUntil = 0)),
+      prepare: () => options.prepare().then(() => {
+        this.plainUntil = 0;
+        this.stored = true;
+      }),
       onPrepareFailed: (e) => {
+        // Once events were stored, the stream is looked at again whenever an ack is
+        // missing: an outage or a leader election is waited out (events wait, as their
+        // acks do); only JetStream gone from the server sends them plain.
+        if (this.stored && !/JetStream is not enabled/.test((e as Error)?.message ?? "")) return "retry";
         if (this.plainUntil === 0) this.logger.warn({ err: e }, "mesh events are not stored durably (sent as plain NATS messages)");
         this.plainUntil = Date.now() + recheckMs;
         return "release";

@@ -273,7 +273,10 @@ export class AckedPublisher {
     const outcome = ackOutcome(msg.data);
     if (outcome === "stored") this.counters.stored++;
     else if (outcome === "duplicate") this.counters.duplicates++;
-    else this.retry(e, Date.now());
+    else {
+      this.retry(e, Date.now());
+      this.checkStreamAgain();
+    }
     this.pump();
   }
 
@@ -295,12 +298,15 @@ export class AckedPublisher {
 
   private sweep(): void {
     const now = Date.now();
+    let unanswered = false;
     this.inFlight.forEach((e) => {
       if (now - e.sentAt >= this.options.ackTimeoutMs) {
         this.inFlight.take(e.token);
         this.retry(e, now);
+        unanswered = true;
       }
     });
+    if (unanswered) this.checkStreamAgain();
     if (this.waiting.length > 0) {
       const still: Entry[] = [];
       for (const e of this.waiting) {
@@ -314,6 +320,19 @@ export class AckedPublisher {
       this.sweeper = undefined;
     }
     this.pump();
+  }
+
+  /**
+   * No ack, or a failed one: before anything is re-sent, look at the stream again
+   * (prepare). Without JetStream, a live subscriber of the subject (discovery, for
+   * instance announcements) would get every re-send, and the owner would never hear
+   * that the stream is gone (events then go out plain; audit records are dropped or,
+   * failing closed, wait). A stream that is only slow costs one stream-info request.
+   */
+  private checkStreamAgain(): void {
+    if (!this.streamOk || this.closed) return;
+    this.streamOk = false;
+    this.ready = undefined;
   }
 
   private finishIfIdle(): void {
