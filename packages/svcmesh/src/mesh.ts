@@ -286,8 +286,7 @@ export class Mesh implements MeshCalls {
     // Weights and settings come from the policy: a new one re-resolves routes and settings.
     this.policy.onChange(() => {
       this.caller.forgetRoutes();
-      this.breaker.reset(); // breakers read their thresholds when made
-      this.breakerStates.clear();
+      this.breaker.refresh(); // breakers whose thresholds changed start afresh; others keep their state
     });
   }
 

@@ -352,20 +352,29 @@ test("separate keys have separate breakers and settings", async (t) => {
   b.close();
 });
 
-test("reset() drops every breaker: the next call makes one with the settings then in force", async (t) => {
+test("refresh() (a new policy): a breaker whose settings changed starts afresh and says it closed; one whose settings held keeps its state", async (t) => {
   fakeTime(t);
   let settings: BreakerSettings = { ...base };
-  const b = createBreakerInterceptor({ settingsFor: () => settings, logger: logCapture().logger });
+  const b = createBreakerInterceptor({ settingsFor: (key) => (key === "svc.v1" ? settings : { ...base }), logger: logCapture().logger });
+  const seen: string[] = [];
+  b.onStateChange((tr) => seen.push(`${tr.key} ${tr.from}→${tr.to}`));
   const s = stub();
   s.fail = unhealthy;
   for (let i = 0; i < 4; i++) await settle(b.interceptor(ctx(), s.next));
+  for (let i = 0; i < 4; i++) await settle(b.interceptor(ctx("other.v1"), s.next));
   assert.equal(b.state("svc.v1"), "open");
-  settings = { ...base, volumeThreshold: 100 }; // a new policy
-  b.reset();
+  assert.equal(b.state("other.v1"), "open");
+  settings = { ...base, volumeThreshold: 100 }; // a new policy, for svc only
+  b.refresh();
   assert.equal(b.state("svc.v1"), undefined);
+  assert.equal(b.state("other.v1"), "open", "settings unchanged: still open");
+  assert.deepEqual(seen, ["svc.v1 closed→open", "other.v1 closed→open", "svc.v1 open→closed"]);
+  const before = s.calls;
+  assertCircuitOpen(await settle(b.interceptor(ctx("other.v1"), s.next)), "other.v1");
+  assert.equal(s.calls, before, "the open breaker still fails fast");
   for (let i = 0; i < 20; i++) await settle(b.interceptor(ctx(), s.next));
   assert.equal(b.state("svc.v1"), "closed", "the new threshold holds");
-  assert.equal(s.calls, 24, "nothing was refused after the reset");
+  assert.equal(s.calls, before + 20, "nothing to svc was refused after the refresh");
   b.close();
 });
 

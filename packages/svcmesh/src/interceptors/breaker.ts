@@ -58,10 +58,12 @@ export interface BreakerInterceptor {
   /** Shut down every breaker (clears opossum's timers); later calls pass straight through. */
   close(): void;
   /**
-   * Drops every breaker (state and window), so the next call to a key makes a new one
-   * with the settings then in force: how a new policy's thresholds take effect.
+   * Asks the settings again for every key (a new policy): a breaker whose settings
+   * changed is dropped (state and window; one that was not closed reports a transition
+   * to closed) and the next call makes one with the new settings. A breaker whose
+   * settings did not change keeps its state: an open one stays open.
    */
-  reset(): void;
+  refresh(): void;
 }
 
 /**
@@ -103,6 +105,8 @@ interface Entry {
   readonly key: string;
   readonly breaker: Breaker;
   readonly resetTimeoutMs: number;
+  /** The settings it was made with, as JSON: refresh() keeps it while they hold. */
+  readonly settings: string;
   state: BreakerState;
   openedAt: number;
   /** Calls failed fast since the breaker last opened. */
@@ -171,7 +175,7 @@ export function createBreakerInterceptor(options: BreakerInterceptorOptions): Br
       enableSnapshots: false,
       errorFilter: breakerIgnores,
     });
-    const entry: Entry = { key, breaker, resetTimeoutMs: s.resetTimeoutMs, state: "closed", openedAt: 0, rejects: 0 };
+    const entry: Entry = { key, breaker, resetTimeoutMs: s.resetTimeoutMs, settings: JSON.stringify(s), state: "closed", openedAt: 0, rejects: 0 };
     const failureThreshold = s.failureThreshold;
     if (failureThreshold !== undefined) {
       // opossum knows only a ratio: open it ourselves once the window holds this many
@@ -232,9 +236,17 @@ export function createBreakerInterceptor(options: BreakerInterceptorOptions): Br
     state(key) {
       return entries.get(key)?.state;
     },
-    reset() {
-      for (const entry of entries.values()) entry?.breaker.shutdown();
-      entries.clear();
+    refresh() {
+      for (const [key, entry] of entries) {
+        if (entry === null) {
+          entries.delete(key); // disabled: perhaps not any more
+          continue;
+        }
+        if (JSON.stringify(options.settingsFor(key)) === entry.settings) continue;
+        entry.breaker.shutdown();
+        entries.delete(key);
+        transition(entry, "closed"); // the next call starts afresh: say so
+      }
     },
     close() {
       shut = true;
