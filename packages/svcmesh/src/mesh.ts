@@ -11,6 +11,7 @@ import { bindClient, type MeshCalls, type MeshClient } from "./calls.js";
 import { Caller, type CallOptions } from "./client/caller.js";
 import { connectFailure } from "./connect-errors.js";
 import { checkConnectOptions } from "./connect-options.js";
+import { setBounded } from "./bounded.js";
 import { MeshEvents, type MeshEventsOptions } from "./events/index.js";
 import { type BreakerInterceptor, type BreakerState, createBreakerInterceptor } from "./interceptors/breaker.js";
 import { createRateLimitInterceptor } from "./interceptors/rate-limit.js";
@@ -190,7 +191,7 @@ export class Mesh implements MeshCalls {
       if (!s) {
         const p = this.policy.inForce;
         s = mergeCallSettings(defaults, options.services?.[service], p ? policySettingsFor(p.document, service).call : undefined);
-        this.settingsByService.set(service, s);
+        setBounded(this.settingsByService, service, s);
       }
       return s;
     };
@@ -241,7 +242,7 @@ export class Mesh implements MeshCalls {
       const cached = linesByService.get(service);
       if (cached && cached.token === token && cached.policy === policy) return cached.line;
       const line = (token ? `${Header.token}: ${token}\r\n` : "") + (policy?.headerLine ?? "");
-      linesByService.set(service, { token, policy, line });
+      setBounded(linesByService, service, { token, policy, line });
       return line;
     };
     const policyCheck = createPolicyInterceptor(this.policy);
@@ -249,7 +250,7 @@ export class Mesh implements MeshCalls {
     // Breaker keys are `<service>.v<major>` (or `<service>` before discovery knows the major).
     this.breaker = createBreakerInterceptor({ settingsFor: (key) => settingsFor(key.split(".")[0]!).breaker, logger: this.logger });
     this.breaker.onStateChange((t) => {
-      this.breakerStates.set(t.key, t.to);
+      setBounded(this.breakerStates, t.key, t.to);
       this.events.emit({ type: CIRCUIT_EVENT[t.to], caller: this.name, target: t.key, stats: t.stats });
     });
     rateLimit.onLimited((ctx) => {
@@ -296,7 +297,7 @@ export class Mesh implements MeshCalls {
     let entry = this.policyByService.get(service);
     if (!entry) {
       entry = { settings: policySettingsFor(p.document, service), rateLimit: rateLimitFor(p.document, service, this.name) };
-      this.policyByService.set(service, entry);
+      setBounded(this.policyByService, service, entry);
     }
     return entry;
   }

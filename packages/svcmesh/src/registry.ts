@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import { z } from "zod";
 import { MeshError, isMeshError } from "./errors.js";
 import { RepeatedLog } from "./logger.js";
+import { setBounded } from "./bounded.js";
 import { RateLimit } from "./settings.js";
 import type { RunningInstance } from "./target.js";
 import { decodeBody } from "./wire.js";
@@ -143,7 +144,7 @@ export class Registry {
 
   private emptyView(service: string): ServiceView {
     const view: ServiceView = { instances: new Map(), fetchedAt: 0, generation: ++this.generationSeq, refreshing: undefined, failure: undefined };
-    this.views.set(service, view);
+    setBounded(this.views, service, view); // a forgotten view is queried again when next asked
     return view;
   }
 

@@ -252,3 +252,22 @@ describe("mesh.events", () => {
     assert.equal(await (await pool.open("misuse-publish-caller")).call("still-up", "ping"), "pong");
   });
 });
+
+describe("a caller that calls many distinct targets", () => {
+  test("keeps bounded per-target state: discovery views, settings, header lines, breakers", async () => {
+    const m = await connect({ servers: server.url, name: "misuse-many-targets", logLevel: "silent", audit: { enabled: false }, trace: false, policy: { watch: false } });
+    try {
+      const targets = Array.from({ length: 1_300 }, (_, i) => `nobody-${i}`);
+      for (let i = 0; i < targets.length; i += 10) {
+        await Promise.all(targets.slice(i, i + 10).map((t) => m.call(t, "x", undefined, { retry: { attempts: 1 } }).catch(() => undefined)));
+      }
+      const inside = m as unknown as { registry: { views: Map<string, unknown> }; settingsByService: Map<string, unknown>; breaker: { state(key: string): string | undefined } };
+      assert.ok(inside.registry.views.size <= 1_024, `${inside.registry.views.size} discovery views`);
+      assert.ok(inside.settingsByService.size <= 1_024, `${inside.settingsByService.size} settings`);
+      assert.equal(inside.breaker.state("nobody-0"), undefined, "the oldest breaker was let go");
+      assert.equal(inside.breaker.state("nobody-1299"), "closed");
+    } finally {
+      await m.close();
+    }
+  });
+});

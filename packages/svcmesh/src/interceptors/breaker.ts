@@ -25,6 +25,7 @@ import type { ErrorCode } from "../codes.js";
 import { MeshError, isMeshError } from "../errors.js";
 import type { CallContext, Disposer, Interceptor, Next } from "../pipeline.js";
 import type { BreakerSettings } from "../settings.js";
+import { MAX_PER_TARGET } from "../bounded.js";
 
 export type BreakerState = "closed" | "open" | "half_open";
 
@@ -156,7 +157,23 @@ export function createBreakerInterceptor(options: BreakerInterceptorOptions): Br
     }
   };
 
+  /** Room for one more key: the oldest closed (or disabled) breaker goes; open ones stay unless all are. */
+  const makeRoom = (): void => {
+    if (entries.size < MAX_PER_TARGET) return;
+    let victim: string | undefined;
+    for (const [key, entry] of entries) {
+      if (entry === null || entry.state === "closed") {
+        victim = key;
+        break;
+      }
+    }
+    victim ??= entries.keys().next().value as string;
+    entries.get(victim)?.breaker.shutdown();
+    entries.delete(victim);
+  };
+
   const create = (key: string): Entry | null => {
+    makeRoom();
     const s = options.settingsFor(key);
     if (!s.enabled) {
       entries.set(key, null);
