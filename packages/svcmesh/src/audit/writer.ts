@@ -122,6 +122,8 @@ export class AuditWriter {
   private readonly maxBacklog: number;
   private readonly resendHorizonMs: number;
   private episode: Episode | undefined;
+  /** The re-send horizon an operator's shorter stream window imposed, once applied. */
+  private shortenedTo: number | undefined;
   private closed = false;
   private readonly listeners: Array<(change: AuditStateChange) => void> = [];
 
@@ -267,9 +269,11 @@ export class AuditWriter {
     if (windowNs === undefined) return;
     const windowMs = Math.floor(windowNs / 1e6);
     const safeMs = windowMs - WINDOW_MARGIN_MS;
-    if (this.resendHorizonMs <= safeMs) return;
+    if (this.resendHorizonMs <= safeMs || this.shortenedTo === Math.max(0, safeMs)) return;
     // An operator's stream with a shorter window: give up on records sooner (counted
-    // lost) rather than ever store one twice.
+    // lost) rather than ever store one twice. (Said once: the stream is looked at again
+    // whenever acks go missing.)
+    this.shortenedTo = Math.max(0, safeMs);
     this.publisher.shortenResendHorizon(Math.max(0, safeMs));
     this.logger.error({ windowMs, resendHorizonMs: this.resendHorizonMs }, `the ${AUDIT_STREAM} stream's duplicate window (${windowMs} ms) is too short for audit.resendHorizonMs: re-sends now stop after ${Math.max(0, safeMs)} ms, so none is stored twice`);
   }
