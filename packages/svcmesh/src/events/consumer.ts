@@ -1,8 +1,9 @@
 // Workflows consuming mesh events: a durable pull consumer on SVC_EVENTS. An event is
 // acknowledged (and the ack confirmed by the server) only after the handler
-// succeeded; a handler that throws gets it again later (nak with a growing delay); a
-// malformed event is terminated and logged so it cannot block the rest.
-import { AckPolicy, type ConsumerConfig, type ConsumerInfo, type ConsumerMessages, DeliverPolicy, type JsMsg, type NatsConnection, nanos } from "nats";
+// succeeded, and events pulled and waiting their turn are kept alive meanwhile; a
+// handler that throws gets it again later (nak with a growing delay); a malformed
+// event is terminated and logged so it cannot block the rest.
+import { AckPolicy, type Consumer, type ConsumerConfig, type ConsumerInfo, type ConsumerMessages, DeliverPolicy, type JsMsg, type NatsConnection, nanos } from "nats";
 import type { Logger } from "pino";
 import { MeshError } from "../errors.js";
 import { decodeEvent, eventMatches, eventsFilterSubject } from "./decode.js";
@@ -18,7 +19,7 @@ export interface ConsumeOptions<T extends MeshEventType = MeshEventType> {
   services?: readonly string[];
   /** Where a NEW durable starts: every stored event (default) or only later ones. An existing durable resumes where it was. */
   deliver?: "all" | "new";
-  /** How long the server waits for an ack before redelivering; kept alive while the handler runs (default 30 s). */
+  /** How long the server waits for an ack before redelivering; kept alive while a pulled event waits its turn and while its handler runs (default 30 s). */
   ackWaitMs?: number;
   /** Deliveries per event before the server gives up on it (default: unlimited, so nothing is lost). */
   maxDeliver?: number;
@@ -26,7 +27,7 @@ export interface ConsumeOptions<T extends MeshEventType = MeshEventType> {
   retryDelayMs?: number;
   /** ...up to this (default 60 s). */
   maxRetryDelayMs?: number;
-  /** Events pulled at a time (default 32). */
+  /** Events a process holds at a time, pulled and not yet handled or being handled (default 32). */
   batch?: number;
 }
 
@@ -140,12 +141,31 @@ function consumerError(durable: string, e: unknown): MeshError {
   return new MeshError("UNAVAILABLE", `events.consume(): cannot set up durable ${durable}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
 }
 
+// How long one pull waits on the server for events when there are none.
+const PULL_EXPIRES_MS = 30_000;
+// Stream sequences of handled events remembered to spot redelivered copies.
+const HANDLED_MEMORY = 4096;
+
+/**
+ * One puller and one worker. Every message pulled sits in `unsettled`, kept alive with
+ * working() until it is acked, naked or terminated: the events pulled with the one
+ * being handled wait in our own queue, not in the client's buffer where nothing could
+ * keep them alive (their ack wait ran out and the server redelivered events that were
+ * then handled twice). A pull asks only for what fits in `batch` beside those in hand.
+ */
 class DurableEventConsumer<T extends MeshEventType> implements EventConsumer {
   readonly durable: string;
-  private messages: ConsumerMessages | undefined;
+  private pulling: ConsumerMessages | undefined;
   private stopping = false;
+  private pullerDone = false;
   private running: Promise<void> = Promise.resolve();
-  private wake: (() => void) | undefined;
+  private readonly waiters = new Set<() => void>();
+  /** Pulled and not yet acked, naked or terminated: kept alive. */
+  private readonly unsettled = new Set<JsMsg>();
+  /** Pulled and not yet handled, in arrival order. */
+  private readonly queue: JsMsg[] = [];
+  /** Stream sequences whose handler succeeded (bounded, oldest forgotten first). */
+  private readonly handled = new Set<number>();
 
   constructor(
     private readonly nc: NatsConnection,
@@ -163,81 +183,170 @@ class DurableEventConsumer<T extends MeshEventType> implements EventConsumer {
 
   async stop(): Promise<void> {
     this.stopping = true;
-    this.messages?.stop();
-    this.wake?.();
+    this.pulling?.stop();
+    this.notify();
     await this.running;
   }
 
-  /** Pulls until stopped; a broken pull is set up again after a growing pause (never a busy loop). */
   private async run(): Promise<void> {
-    let failures = 0;
-    while (!this.stopping && !this.nc.isClosed()) {
-      try {
-        const consumer = await this.nc.jetstream().consumers.get(EVENTS_STREAM, this.info.name);
-        if (this.stopping) break;
-        this.messages = await consumer.consume({ max_messages: this.o.batch });
-        if (this.stopping) this.messages.stop(); // stop() came while the pull was being set up
-        for await (const m of this.messages) {
-          if (this.stopping) {
-            m.nak(); // pulled but not handled: back to the server at once, for the next consumer
-            continue;
-          }
-          await this.handle(m);
-          failures = 0;
+    // Shorter than the ack wait with a margin: a message pulled just after a tick still
+    // gets its working() well before its ack wait runs out.
+    const keepAlive = setInterval(() => {
+      if (this.nc.isClosed()) return;
+      for (const m of this.unsettled) {
+        try {
+          m.working();
+        } catch {
+          // the connection is closing: nothing to keep alive any more
         }
-        if (this.stopping) break;
-        throw new Error("the pull ended unexpectedly");
-      } catch (e) {
-        if (this.stopping || this.nc.isClosed()) break;
-        failures++;
-        const pauseMs = Math.min(30_000, 250 * 2 ** Math.min(failures, 7));
-        this.logger.warn({ err: e, pauseMs }, "mesh events consumer failed; pulling again after a pause");
-        await this.pause(pauseMs);
       }
+    }, Math.max(250, Math.floor(this.o.ackWaitMs / 3))).unref();
+    try {
+      await Promise.all([this.pull(), this.work()]);
+    } finally {
+      clearInterval(keepAlive);
+      // Pulled but not handled: back to the server at once, for the next consumer.
+      for (const m of this.queue.splice(0)) this.settle(m, () => m.nak());
     }
-    await this.messages?.close();
+  }
+
+  /** Pulls while there is room in `batch`; a broken pull is set up again after a growing pause (never a busy loop). */
+  private async pull(): Promise<void> {
+    let failures = 0;
+    let consumer: Consumer | undefined;
+    try {
+      while (!this.stopping && !this.nc.isClosed()) {
+        // Pull again once half of the batch is free, not for every event handled.
+        if (this.unsettled.size > Math.floor(this.o.batch / 2)) {
+          await this.changed(60_000);
+          continue;
+        }
+        const started = Date.now();
+        let got = 0;
+        try {
+          consumer ??= await this.nc.jetstream().consumers.get(EVENTS_STREAM, this.info.name);
+          if (this.stopping) break;
+          this.pulling = await consumer.fetch({ max_messages: this.o.batch - this.unsettled.size, expires: PULL_EXPIRES_MS });
+          if (this.stopping) this.pulling.stop(); // stop() came while the pull was being set up
+          for await (const m of this.pulling) {
+            got++;
+            this.take(m);
+          }
+          // A pull ends when full or after PULL_EXPIRES_MS; one that ends at once and empty is a failure.
+          if (got === 0 && Date.now() - started < 1_000 && !this.stopping) throw new Error("the pull ended at once without events");
+          failures = 0;
+        } catch (e) {
+          if (this.stopping || this.nc.isClosed()) break;
+          consumer = undefined;
+          failures++;
+          const pauseMs = Math.min(30_000, 250 * 2 ** Math.min(failures, 7));
+          this.logger.warn({ err: e, pauseMs }, "mesh events consumer failed; pulling again after a pause");
+          await this.pause(pauseMs);
+        }
+      }
+    } finally {
+      this.pullerDone = true;
+      this.notify();
+    }
+  }
+
+  private take(m: JsMsg): void {
+    if (this.stopping) {
+      m.nak(); // pulled but not handled: back to the server at once, for the next consumer
+      return;
+    }
+    this.unsettled.add(m);
+    this.queue.push(m);
+    this.notify();
+  }
+
+  /** Handles the queue in order; after stop(), only the handler in progress finishes. */
+  private async work(): Promise<void> {
+    while (!this.stopping && !this.nc.isClosed()) {
+      const m = this.queue.shift();
+      if (m === undefined) {
+        if (this.pullerDone) break;
+        await this.changed(60_000);
+        continue;
+      }
+      try {
+        await this.handle(m);
+      } catch (e) {
+        // Only settling can throw here (the connection closed): the server redelivers it.
+        this.unsettled.delete(m);
+        this.logger.warn({ err: e, seq: m.seq }, "could not settle a mesh event; it may come again");
+      }
+      this.notify(); // room for the puller
+    }
+  }
+
+  /** Stops keeping `m` alive, then acks, naks or terminates it. */
+  private settle<R>(m: JsMsg, how: () => R): R {
+    this.unsettled.delete(m);
+    return how();
   }
 
   private async handle(m: JsMsg): Promise<void> {
+    // A copy of an event already handled here (its ack was lost or came late): ack it
+    // again without running the handler twice.
+    if (m.info.deliveryCount > 1 && this.handled.has(m.seq)) {
+      this.logger.debug({ seq: m.seq, deliveryCount: m.info.deliveryCount }, "mesh event already handled; acknowledging the copy");
+      this.settle(m, () => m.ack());
+      return;
+    }
     const decoded = decodeEvent(m.subject, m.data, m.info.timestampNanos / 1e6);
     if (decoded.kind === "malformed") {
       this.logger.warn({ subject: m.subject, seq: m.seq, reason: decoded.reason }, "skipping a malformed mesh event");
-      m.term();
+      this.settle(m, () => m.term());
       return;
     }
     // Types this version does not know, and what a wildcard filter let through: skip.
     if (decoded.kind === "unknown" || !eventMatches(decoded.event.type, decoded.event.service, this.o.types, this.o.services)) {
-      m.ack();
+      this.settle(m, () => m.ack());
       return;
     }
     const delivery: EventDelivery = { subject: m.subject, streamSeq: m.seq, deliveryCount: m.info.deliveryCount };
-    // A long handler keeps its event: tell the server we are working on it.
-    const keepAlive = setInterval(() => m.working(), Math.max(500, this.o.ackWaitMs / 2)).unref();
     try {
       await this.handler(decoded.event as MeshEventOf<T>, delivery);
     } catch (e) {
-      clearInterval(keepAlive);
       const delayMs = Math.min(this.o.maxRetryDelayMs, this.o.retryDelayMs * 2 ** Math.min(delivery.deliveryCount - 1, 20));
       this.logger.warn({ err: e, type: decoded.event.type, seq: m.seq, deliveryCount: delivery.deliveryCount, delayMs }, "mesh event handler failed; the event comes again");
-      m.nak(delayMs);
+      this.settle(m, () => m.nak(delayMs));
       return;
     }
-    clearInterval(keepAlive);
+    this.remember(m.seq);
     try {
-      await m.ackAck(); // confirmed: once this resolves, a restart will not see the event again
+      await this.settle(m, () => m.ackAck()); // confirmed: once this resolves, a restart will not see the event again
     } catch (e) {
       this.logger.warn({ err: e, seq: m.seq }, "ack not confirmed; the event may come again");
     }
   }
 
-  private pause(ms: number): Promise<void> {
+  private remember(seq: number): void {
+    this.handled.add(seq);
+    if (this.handled.size > HANDLED_MEMORY) this.handled.delete(this.handled.values().next().value!);
+  }
+
+  private notify(): void {
+    for (const w of [...this.waiters]) w();
+  }
+
+  /** Resolves at the next notify() or after `ms`. */
+  private changed(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
+      const done = () => {
         clearTimeout(timer);
+        this.waiters.delete(done);
         resolve();
-      }
-      this.wake = done;
+      };
+      const timer = setTimeout(done, ms);
+      this.waiters.add(done);
     });
+  }
+
+  /** Waits `ms`, or less if stop() comes. */
+  private async pause(ms: number): Promise<void> {
+    const until = Date.now() + ms;
+    while (!this.stopping && Date.now() < until) await this.changed(until - Date.now());
   }
 }
