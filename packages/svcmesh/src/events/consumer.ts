@@ -4,14 +4,15 @@
 // handler that throws gets it again later (nak with a growing delay); a malformed
 // event is terminated and logged so it cannot block the rest.
 import { AckPolicy, type Consumer, type ConsumerConfig, type ConsumerInfo, type ConsumerMessages, DeliverPolicy, type JsMsg, type NatsConnection, nanos } from "nats";
+import { createHash } from "node:crypto";
 import type { Logger } from "pino";
 import { MeshError } from "../errors.js";
-import { decodeEvent, eventMatches, eventsFilterSubject } from "./decode.js";
+import { decodeEvent, EVENTS_ALL, eventMatches, eventsFilterSubject } from "./decode.js";
 import { isMeshEventType, type MeshEventOf, type MeshEventType } from "./schemas.js";
 import { apiCode, EVENTS_STREAM, manager } from "./stream.js";
 
 export interface ConsumeOptions<T extends MeshEventType = MeshEventType> {
-  /** The durable consumer's name ([A-Za-z0-9_-]): its position survives restarts; processes sharing it share the work. */
+  /** The durable consumer's name ([A-Za-z0-9_-]): its position survives restarts; processes sharing it share the work and must ask for the same types and services. */
   durable: string;
   /** Event types wanted (default: every type). */
   types?: readonly T[];
@@ -99,12 +100,29 @@ function checkOptions<T extends MeshEventType>(o: ConsumeOptions<T>, handler: un
   };
 }
 
+// Recorded in the durable's description: what it was made for (see madeFor).
+const MADE_FOR = "svcmesh events ";
+
+/**
+ * What a durable is made for, as its description records it: the types and services
+ * asked for (sorted, * for all). A long service list is recorded as its digest (a
+ * description holds at most 4 KiB); equal lists still give equal descriptions.
+ */
+function madeFor(o: Checked<MeshEventType>): string {
+  const list = (s: ReadonlySet<string>) => (s.size === 0 ? "*" : [...s].sort().join(","));
+  let services = list(o.services);
+  if (services.length > 1000) services = `sha256:${createHash("sha256").update(services).digest("hex").slice(0, 32)}`;
+  return `${MADE_FOR}types=${list(o.types)} services=${services}`;
+}
+
 /**
  * Creates the durable, or updates the one that exists (filter, ack wait, max
- * deliveries) keeping its start position: the server refuses to change a durable's
- * deliver policy, and a restarted workflow must resume, not start over.
+ * deliveries, what it is made for) keeping its start position: the server refuses to
+ * change a durable's deliver policy, and a restarted workflow must resume, not start
+ * over. Refuses to change what a durable is made for while others pull from it.
  */
 async function upsertConsumer(nc: NatsConnection, o: Checked<MeshEventType>, jsm: Awaited<ReturnType<typeof manager>>): Promise<ConsumerInfo> {
+  const description = madeFor(o);
   for (let attempt = 0; attempt < 3; attempt++) {
     let existing: ConsumerInfo | undefined;
     try {
@@ -115,9 +133,10 @@ async function upsertConsumer(nc: NatsConnection, o: Checked<MeshEventType>, jsm
     if (existing?.config.deliver_subject) {
       throw new MeshError("BAD_REQUEST", `events.consume(): ${o.durable} is a push consumer on ${EVENTS_STREAM}; choose another durable name`);
     }
+    if (existing) refuseToChangeShared(o, existing, description);
     const config: Partial<ConsumerConfig> = {
       durable_name: o.durable,
-      description: "svcmesh events workflow consumer",
+      description,
       ack_policy: AckPolicy.Explicit,
       filter_subject: o.filter,
       ack_wait: nanos(o.ackWaitMs),
@@ -135,6 +154,40 @@ async function upsertConsumer(nc: NatsConnection, o: Checked<MeshEventType>, jsm
     }
   }
   throw consumerError(o.durable, new Error("the durable kept changing"));
+}
+
+/**
+ * Each process sharing a durable acks away the events it pulls and does not want, so
+ * processes asking for different types or services lose each other's events; and
+ * rewriting the one filter subject loses more. While others pull from the durable
+ * (pull requests waiting on the server), it must stay made for what they asked. A
+ * durable made by an older svcmesh records no types and services: only a different
+ * filter shows it was made for something else.
+ */
+function refuseToChangeShared(o: Checked<MeshEventType>, existing: ConsumerInfo, description: string): void {
+  const theirs = existing.config.description ?? "";
+  const recorded = theirs.startsWith(`${MADE_FOR}types=`);
+  const filter = existing.config.filter_subject || EVENTS_ALL; // none: the whole stream
+  const differs = recorded ? theirs !== description : filter !== o.filter;
+  if (!differs || existing.num_waiting === 0) return;
+  const what = recorded ? theirs.slice(MADE_FOR.length) : `the filter ${filter}`;
+  throw new MeshError(
+    "BAD_REQUEST",
+    `events.consume(): durable ${o.durable} is in use by other consumers made for ${what}, and this one asks for ${description.slice(MADE_FOR.length)}: ` +
+      "processes sharing a durable must ask for the same types and services (each acknowledges away the events it does not want, " +
+      "so the others would never get them); use another durable name, or stop the others first",
+  );
+}
+
+/** Whether a NATS subject matches a filter subject (tokens, `*` and a final `>`). */
+function subjectMatches(filter: string, subject: string): boolean {
+  const f = filter.split(".");
+  const s = subject.split(".");
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === ">") return s.length > i;
+    if (i >= s.length || (f[i] !== "*" && f[i] !== s[i])) return false;
+  }
+  return f.length === s.length;
 }
 
 function consumerError(durable: string, e: unknown): MeshError {
@@ -166,6 +219,7 @@ class DurableEventConsumer<T extends MeshEventType> implements EventConsumer {
   private readonly queue: JsMsg[] = [];
   /** Stream sequences whose handler succeeded (bounded, oldest forgotten first). */
   private readonly handled = new Set<number>();
+  private warnedForeign = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -294,6 +348,18 @@ class DurableEventConsumer<T extends MeshEventType> implements EventConsumer {
       this.settle(m, () => m.ack());
       return;
     }
+    // Outside the filter this process set: another process changed the durable for
+    // other types or services (refused while we pull, but a process with all of its
+    // batch in hand has no pull waiting). Those events are theirs: hand them back,
+    // never ack them away.
+    if (!subjectMatches(this.o.filter, m.subject)) {
+      if (!this.warnedForeign) {
+        this.warnedForeign = true;
+        this.logger.warn({ subject: m.subject, filter: this.o.filter }, "another process changed this durable to get other events; handing them back, not skipping them: processes sharing a durable must ask for the same types and services");
+      }
+      this.settle(m, () => m.nak(this.retryDelayMs(m.info.deliveryCount)));
+      return;
+    }
     const decoded = decodeEvent(m.subject, m.data, m.info.timestampNanos / 1e6);
     if (decoded.kind === "malformed") {
       this.logger.warn({ subject: m.subject, seq: m.seq, reason: decoded.reason }, "skipping a malformed mesh event");
@@ -309,7 +375,7 @@ class DurableEventConsumer<T extends MeshEventType> implements EventConsumer {
     try {
       await this.handler(decoded.event as MeshEventOf<T>, delivery);
     } catch (e) {
-      const delayMs = Math.min(this.o.maxRetryDelayMs, this.o.retryDelayMs * 2 ** Math.min(delivery.deliveryCount - 1, 20));
+      const delayMs = this.retryDelayMs(delivery.deliveryCount);
       this.logger.warn({ err: e, type: decoded.event.type, seq: m.seq, deliveryCount: delivery.deliveryCount, delayMs }, "mesh event handler failed; the event comes again");
       this.settle(m, () => m.nak(delayMs));
       return;
@@ -320,6 +386,11 @@ class DurableEventConsumer<T extends MeshEventType> implements EventConsumer {
     } catch (e) {
       this.logger.warn({ err: e, seq: m.seq }, "ack not confirmed; the event may come again");
     }
+  }
+
+  /** Grows with each delivery: retryDelayMs, doubled per redelivery, at most maxRetryDelayMs. */
+  private retryDelayMs(deliveryCount: number): number {
+    return Math.min(this.o.maxRetryDelayMs, this.o.retryDelayMs * 2 ** Math.min(deliveryCount - 1, 20));
   }
 
   private remember(seq: number): void {
