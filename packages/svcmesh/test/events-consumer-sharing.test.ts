@@ -152,3 +152,21 @@ test("a process whose durable was changed under it for other types hands those e
   assert.equal(after.num_ack_pending, 1);
   assert.ok(logged.some((m) => /another process changed this durable/.test(m)), "the old process warned");
 });
+
+test("a durable made for one type and one service, asked later for more, still gets the new events (nats-server 2.9 delivers nothing after such a filter update: it is made anew)", async () => {
+  const first = await aProcess("narrow");
+  const seen: string[] = [];
+  const narrow = await first.consume({ durable: "widened", types: ["circuit_open"], services: ["pay"] }, (e) => void seen.push(`${e.type} ${e.service}`));
+  assert.equal((await info("widened")).config.filter_subject, "svc.events.circuit_open.pay");
+  first.emit({ type: "circuit_open", caller: "c", target: "pay.v1" });
+  await waitFor("the first event", () => seen.length === 1);
+  await narrow.stop();
+  const second = await aProcess("wide");
+  const wide = await second.consume({ durable: "widened", types: ["circuit_open", "circuit_close"], services: ["pay"] }, (e) => void seen.push(`${e.type} ${e.service}`));
+  second.emit({ type: "circuit_close", caller: "c", target: "pay.v1" });
+  second.emit({ type: "circuit_open", caller: "c", target: "pay.v1" });
+  await waitFor("both new events", () => seen.length >= 3);
+  await sleep(200);
+  assert.deepEqual(seen, ["circuit_open pay", "circuit_close pay", "circuit_open pay"], "each once, the first not again");
+  await wide.stop();
+});

@@ -145,6 +145,20 @@ async function upsertConsumer(nc: NatsConnection, o: Checked<MeshEventType>, jsm
     };
     if (existing?.config.opt_start_seq !== undefined) config.opt_start_seq = existing.config.opt_start_seq;
     if (existing?.config.opt_start_time !== undefined) config.opt_start_time = existing.config.opt_start_time;
+    if (existing !== undefined && literalToWider(existing.config.filter_subject, o.filter)) {
+      // nats-server 2.9 updating a literal filter (one type, one service) to a wildcard
+      // one delivers nothing from then on, and its position passes those events: made
+      // anew instead, from its ack floor (what was delivered and not acked comes again).
+      await jsm.consumers.delete(EVENTS_STREAM, o.durable).catch((e: unknown) => {
+        throw consumerError(o.durable, e);
+      });
+      config.deliver_policy = DeliverPolicy.StartSequence;
+      config.opt_start_seq = existing.ack_floor.stream_seq + 1;
+      delete config.opt_start_time;
+      return await jsm.consumers.add(EVENTS_STREAM, config).catch((e: unknown) => {
+        throw consumerError(o.durable, e);
+      });
+    }
     try {
       return await jsm.consumers.add(EVENTS_STREAM, config);
     } catch (e) {
@@ -177,6 +191,11 @@ function refuseToChangeShared(o: Checked<MeshEventType>, existing: ConsumerInfo,
       "processes sharing a durable must ask for the same types and services (each acknowledges away the events it does not want, " +
       "so the others would never get them); use another durable name, or stop the others first",
   );
+}
+
+/** A literal filter subject (no `*` or `>`) changing to one that has them. */
+function literalToWider(from: string | undefined, to: string): boolean {
+  return from !== undefined && from !== "" && from !== to && !/[*>]/.test(from) && /[*>]/.test(to);
 }
 
 /** Whether a NATS subject matches a filter subject (tokens, `*` and a final `>`). */
