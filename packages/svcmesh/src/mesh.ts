@@ -272,6 +272,7 @@ export class Mesh implements MeshCalls {
       callerName: this.name,
       settingsFor,
       // The order is pipeline.ts's: trace → policy → rate limit → breaker → retry → transport.
+      observe: tracing || metrics ? trace : undefined,
       interceptors: [
         ...(tracing || metrics ? [trace] : []),
         policyCheck,

@@ -271,3 +271,27 @@ describe("a caller that calls many distinct targets", () => {
     }
   });
 });
+
+describe("a call to an endpoint the route does not have", () => {
+  test("fails NOT_FOUND without touching the breaker: a half-open breaker still waits for a real probe", async () => {
+    const host = await pool.open("misuse-probe-host");
+    let hits = 0;
+    await host.serve({ name: "probed", version: "1.0.0", endpoints: { boom: { handler: () => { hits++; throw new Error("down"); } } } });
+    const caller = await connect({
+      servers: server.url, name: "misuse-probe-caller", logLevel: "silent",
+      defaults: { retry: { attempts: 1 }, breaker: { volumeThreshold: 2, resetTimeoutMs: 400 } },
+    });
+    try {
+      for (let i = 0; i < 2; i++) await meshFailure(caller.call("probed", "boom"));
+      assert.equal((await meshFailure(caller.call("probed", "boom"))).code, "CIRCUIT_OPEN");
+      await sleep(600); // half-open now
+      assert.equal((await meshFailure(caller.call("probed", "boomm"))).code, "NOT_FOUND");
+      hits = 0;
+      assert.equal((await meshFailure(caller.call("probed", "boom"))).code, "HANDLER_ERROR", "the probe");
+      assert.equal((await meshFailure(caller.call("probed", "boom"))).code, "CIRCUIT_OPEN", "the failed probe opened it again");
+      assert.equal(hits, 1);
+    } finally {
+      await caller.close();
+    }
+  });
+});

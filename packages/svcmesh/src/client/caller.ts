@@ -62,6 +62,8 @@ export interface CallerOptions {
   settingsFor(service: string): CallSettings;
   /** Interceptors in pipeline order (see pipeline.ts). */
   interceptors: readonly Interceptor[];
+  /** The outermost one that observes calls (trace, metrics): calls that fail before anything could be sent pass through it alone. */
+  observe?: Interceptor;
   /** Extra request header lines for calls to `service` (identity token, policy revision). */
   headerLines?(service: string): string;
   /** The policy's settings for an endpoint (idempotent, timeout), if a policy is in force. */
@@ -127,9 +129,10 @@ export class Caller {
         : this.resolve(target).then(
             (fresh) => this.start(target, endpoint, payload, now, deadline, opts, fresh, base, fromPolicy),
             // Nobody runs it yet: still go through the pipeline, so retries can wait for one.
-            // No version matches: the pipeline too, so the failure is traced (svc.trace,
-            // span, metrics) like any other; NOT_FOUND is never retried.
-            (e: unknown) => (isMeshError(e) && (e.code === "NO_RESPONDERS" || e.code === "NOT_FOUND") ? this.start(target, endpoint, payload, now, deadline, opts, undefined, base, fromPolicy) : Promise.reject(e)),
+            // No version matches: only observed (traced, measured), nothing else.
+            (e: unknown) => (isMeshError(e) && (e.code === "NO_RESPONDERS" || e.code === "NOT_FOUND")
+              ? this.start(target, endpoint, payload, now, deadline, opts, undefined, base, fromPolicy, e.code === "NOT_FOUND" ? e : undefined)
+              : Promise.reject(e)),
           );
     } catch (e) {
       result = Promise.reject(e);
@@ -147,8 +150,9 @@ export class Caller {
     cached: CachedRoute | undefined,
     base: CallSettings,
     fromPolicy: { idempotent?: boolean } | undefined,
+    notFound?: MeshError,
   ): Promise<unknown> {
-    // An unknown endpoint fails in the terminal step (sendOn), inside the pipeline: traced.
+    notFound ??= cached && !cached.route.endpoints.has(endpoint) ? unknownEndpoint(target, endpoint, cached.route) : undefined;
     const ctx: CallContext = {
       caller: this.options.callerName,
       target,
@@ -170,6 +174,12 @@ export class Caller {
       traceLines: "",
       reply: undefined,
     };
+    if (notFound) {
+      // Nothing to send: traced and measured like any failure, but kept away from policy,
+      // limits, breakers (a breaker would count it as an answer) and retries.
+      const observe = this.options.observe;
+      return observe ? observe(ctx, () => Promise.reject(notFound)) : Promise.reject(notFound);
+    }
     if (opts?.retry) this.callOverrides.set(ctx, mergeCallSettings(base, { retry: opts.retry }));
     return this.pipeline(ctx);
   }
