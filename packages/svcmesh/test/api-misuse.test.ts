@@ -285,7 +285,9 @@ describe("a call to an endpoint the route does not have", () => {
       for (let i = 0; i < 2; i++) await meshFailure(caller.call("probed", "boom"));
       assert.equal((await meshFailure(caller.call("probed", "boom"))).code, "CIRCUIT_OPEN");
       await sleep(600); // half-open now
+      const breaker = (caller as unknown as { breaker: { state(key: string): string | undefined } }).breaker;
       assert.equal((await meshFailure(caller.call("probed", "boomm"))).code, "NOT_FOUND");
+      assert.equal(breaker.state("probed.v1"), "half_open", "the typo did not count as the probe's answer");
       hits = 0;
       assert.equal((await meshFailure(caller.call("probed", "boom"))).code, "HANDLER_ERROR", "the probe");
       assert.equal((await meshFailure(caller.call("probed", "boom"))).code, "CIRCUIT_OPEN", "the failed probe opened it again");
