@@ -179,6 +179,8 @@ export class Mesh implements MeshCalls {
   private readonly policyWatcher: PolicyWatcher | undefined;
   private readonly firstPolicy: Promise<void>;
   private closing: Promise<void> | undefined;
+  /** Set when close() closes the transport: calls from then on fail UNAVAILABLE at once. */
+  private callsRefused = false;
 
   constructor(readonly nc: NatsConnection, options: ConnectOptions) {
     this.name = options.name;
@@ -312,8 +314,9 @@ export class Mesh implements MeshCalls {
   }
 
   call<T = unknown>(target: string, endpoint: string, payload?: unknown, opts?: CallOptions): Promise<T> {
-    // Closed: say so, not NO_RESPONDERS from a discovery that can no longer ask.
-    if (this.closing) return Promise.reject(new MeshError("UNAVAILABLE", `call to ${String(target)}.${String(endpoint)}: the mesh connection is closed`));
+    // Closed: say so, not NO_RESPONDERS from a discovery that can no longer ask. (While
+    // close() drains, handlers still running may call on: only a closed transport refuses.)
+    if (this.callsRefused) return Promise.reject(new MeshError("UNAVAILABLE", `call to ${String(target)}.${String(endpoint)}: the mesh connection is closed`));
     return this.caller.call(target, endpoint, payload, opts) as Promise<T>;
   }
 
@@ -381,6 +384,7 @@ export class Mesh implements MeshCalls {
       clearTimeout(timer);
       if (outcome === "late") {
         this.logger.warn({ budgetMs: CLOSE_BUDGET_MS }, "mesh close did not finish in time (is NATS reachable?); closing the connection");
+        this.callsRefused = true;
         this.transport.close("mesh connection closed");
         await this.nc.close().catch(() => undefined);
       }
@@ -397,6 +401,7 @@ export class Mesh implements MeshCalls {
       this.breaker.close();
       await this.policyWatcher?.stop();
       await this.events.close(); // publishes pending coalesced windows while the connection is up
+      this.callsRefused = true;
       this.transport.close("mesh connection closed");
       if (!this.nc.isClosed()) await this.nc.drain().catch(() => undefined);
       // While disconnected, nats.js's drain() resolves without closing (its flush fails

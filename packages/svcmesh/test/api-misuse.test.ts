@@ -198,6 +198,27 @@ describe("schemas that throw instead of checking, and calls after close", () => 
     assert.equal(await caller.call("opts", "ping", undefined, { fallback: { codes: ["TIMEOUT"], value: 0 } }), 1);
   });
 
+  test("while close() drains, a handler still running can make its own calls", async () => {
+    const downstream = await pool.open("misuse-drain-down");
+    await downstream.serve({ name: "drain-down", version: "1.0.0", endpoints: { pay: { handler: () => "paid" } } });
+    const mid = await connect({ servers: server.url, name: "misuse-drain-mid", logLevel: "silent" });
+    let started!: () => void;
+    const running = new Promise<void>((resolve) => (started = resolve));
+    await mid.serve({
+      name: "drain-mid",
+      version: "1.0.0",
+      endpoints: { claim: { handler: async (_: unknown, ctx) => { started(); await sleep(300); return ctx.mesh.call("drain-down", "pay"); } } },
+    });
+    const caller = await pool.open("misuse-drain-caller");
+    await caller.call("drain-down", "pay"); // discovery warm in mid as well:
+    await mid.call("drain-down", "pay");
+    const claim = caller.call("drain-mid", "claim", undefined, { timeoutMs: 5_000 });
+    await running;
+    const closing = mid.close();
+    assert.equal(await claim, "paid");
+    await closing;
+  });
+
   test("a call after close() is UNAVAILABLE, whatever the target", async () => {
     const m = await connect({ servers: server.url, name: "misuse-closed", logLevel: "silent" });
     await m.close();
