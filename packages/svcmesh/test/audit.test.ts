@@ -269,7 +269,7 @@ describe("audit records", () => {
       assert.deepEqual(counts(recovered.find((e) => e.service === "toldrefuse")), { mode: "refuse", dropped: 0, refused: 2 });
       assert.deepEqual(counts(recovered.find((e) => e.service === "tolddrop")), { mode: "drop", dropped: 2, refused: 0 });
       assert.ok(recovered.every((e) => typeof e.durationMs === "number" && e.durationMs > 0));
-      // A new episode is told again.
+      // Records are stored again: calls now tell nothing new.
       const before = seen.length;
       for (let i = 0; i < 3; i++) await caller.call("tolddrop", "ping", undefined, once);
       await sleep(300);

@@ -91,3 +91,66 @@ describe("mesh events after JetStream went away", () => {
     }
   });
 });
+
+describe("a stream that goes away under a process that stored into it", () => {
+  test("mesh events: with createStream false and the stream deleted, events go out plain (they were held for ever)", async () => {
+    const s = await startNatsServer({ jetstream: true });
+    const raw = await natsConnect({ servers: s.url });
+    const m = await connect({ servers: s.url, name: "stream-gone", logLevel: "silent", audit: { enabled: false }, trace: false, policy: { watch: false }, events: { createStream: false } });
+    try {
+      const jsm = await raw.jetstreamManager();
+      await jsm.streams.add({ name: "SVC_EVENTS", subjects: ["svc.events.>"], duplicate_window: 120_000_000_000 });
+      m.events.emit({ type: "circuit_open", caller: "stream-gone", target: "first.v1" });
+      for (let i = 0; i < 100 && m.events.stats().sender.stored < 1; i++) await sleep(50);
+      assert.equal(m.events.stats().sender.stored, 1);
+      await jsm.streams.delete("SVC_EVENTS");
+      let seen = 0;
+      raw.subscribe("svc.events.circuit_open.later", { callback: () => seen++ });
+      await raw.flush();
+      m.events.emit({ type: "circuit_open", caller: "stream-gone", target: "later.v1" });
+      m.events.emit({ type: "circuit_open", caller: "stream-gone", target: "later.v1" });
+      for (let i = 0; i < 120 && m.events.stats().sender.plain < 1; i++) await sleep(50);
+      assert.ok(m.events.stats().sender.plain >= 1, JSON.stringify(m.events.stats().sender));
+      assert.ok(seen >= 2, `${seen} seen`);
+    } finally {
+      await m.close();
+      await raw.close();
+      await s.stop();
+    }
+  });
+
+  test("audit records: one sent before JetStream went away is not re-sent after its re-send horizon (it could be stored twice); it is counted lost", async () => {
+    const first = await startNatsServer({ jetstream: true });
+    const host = await connect({ servers: first.url, name: "horizon-host", logLevel: "silent", trace: false, policy: { watch: false }, audit: { whenFull: "refuse", ackTimeoutMs: 200, resendHorizonMs: 1_000, closeTimeoutMs: 200 } });
+    await host.serve({ name: "horizon", version: "1.0.0", endpoints: { ping: { handler: () => "pong" } } });
+    const caller = await connect({ servers: first.url, name: "horizon-caller", logLevel: "silent", audit: { enabled: false }, trace: false, policy: { watch: false } });
+    let noJs: NatsServer | undefined;
+    let back: NatsServer | undefined;
+    try {
+      await caller.call("horizon", "ping");
+      for (let i = 0; i < 100 && host.auditStats()!.stored < 1; i++) await sleep(50);
+      assert.equal(host.auditStats()!.stored, 1, "the first record is stored: the writer has prepared its stream");
+      await first.stop();
+      noJs = await startNatsServer({ port: first.port }); // JetStream gone
+      await sleep(1_000);
+      assert.equal(await caller.call("horizon", "ping", undefined, { timeoutMs: 3_000 }), "pong");
+      await sleep(1_800); // its ack went missing, the stream cannot be seen, the horizon passes
+      await noJs.stop();
+      back = await startNatsServer({ port: first.port, jetstream: true }); // a fresh store
+      const stats = await (async () => {
+        for (let i = 0; i < 300; i++) {
+          const st = host.auditStats()!;
+          if (st.backlog === 0) return st;
+          await sleep(50);
+        }
+        return host.auditStats()!;
+      })();
+      assert.equal(stats.backlog, 0);
+      assert.equal(stats.lost, 1, JSON.stringify(stats));
+      assert.equal(stats.stored, 1, "not stored a second time, late");
+    } finally {
+      await Promise.allSettled([caller.close(), host.close()]);
+      await (back ?? noJs)?.stop();
+    }
+  });
+});

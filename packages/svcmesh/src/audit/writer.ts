@@ -17,7 +17,7 @@ import type { Logger } from "pino";
 import { isMeshError, MeshError } from "../errors.js";
 import type { MeshEventOf } from "../events/schemas.js";
 import { AckedPublisher, type AckedPublisherStats } from "../jetstream/acked-publisher.js";
-import { manager, streamInfo } from "../jetstream/stream.js";
+import { lookAgain, manager, streamInfo } from "../jetstream/stream.js";
 import { AUDIT_STREAM, type AuditStreamOptions, auditStreamWindowMs, ensureAuditStream } from "./record.js";
 
 /** `svc.audit.<service>` → `<service>`. */
@@ -124,6 +124,8 @@ export class AuditWriter {
   private episode: Episode | undefined;
   /** The re-send horizon an operator's shorter stream window imposed, once applied. */
   private shortenedTo: number | undefined;
+  /** The stream was made or reconciled once; later looks only check it. */
+  private prepared = false;
   private closed = false;
   private readonly listeners: Array<(change: AuditStateChange) => void> = [];
 
@@ -263,8 +265,12 @@ export class AuditWriter {
       windowNs = await manager(nc)
         .then((jsm) => streamInfo(jsm, AUDIT_STREAM))
         .then((info) => info?.config.duplicate_window, () => undefined);
+    } else if (this.prepared) {
+      // Looked at again (acks went missing): made again if gone, not reconciled again.
+      windowNs = (await lookAgain(nc, AUDIT_STREAM, "audit records", () => ensureAuditStream(nc, this.options.stream))).config.duplicate_window;
     } else {
       windowNs = (await ensureAuditStream(nc, this.options.stream)).config.duplicate_window;
+      this.prepared = true;
     }
     if (windowNs === undefined) return;
     const windowMs = Math.floor(windowNs / 1e6);

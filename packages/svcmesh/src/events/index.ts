@@ -14,6 +14,7 @@ import type { CoalescedEventType, EmitInput, MeshEventType } from "./schemas.js"
 import { EventSender, type SenderStats } from "./sender.js";
 import { ensureEventsStream, EVENTS_STREAM, type EventsStreamOptions, manager } from "./stream.js";
 import { MeshError } from "../errors.js";
+import { lookAgain } from "../jetstream/stream.js";
 import { parseEventSubject } from "./decode.js";
 
 /** One token of an event subject, as schemas.ts subjectToken() makes them. */
@@ -43,6 +44,8 @@ export class MeshEvents {
   private readonly sender: EventSender;
   private readonly consumers = new Set<EventConsumer>();
   private streamReady: Promise<StreamInfo> | undefined;
+  /** The sender's first look at the stream succeeded. */
+  private prepared = false;
   private closing: Promise<void> | undefined;
 
   constructor(
@@ -52,10 +55,12 @@ export class MeshEvents {
     private readonly options: MeshEventsOptions = {},
   ) {
     this.sender = new EventSender(nc, logger, {
-      // Asked at the first event and whenever acks go missing: look again each time.
+      // Asked at the first event, and again whenever acks go missing: then only a look
+      // (made again if it is gone), never the first time's reconciling of its config.
       prepare: () => {
-        this.streamReady = undefined;
-        return this.lazyStream();
+        if (!this.prepared) return this.lazyStream().then(() => void (this.prepared = true));
+        const create = this.options.createStream === false ? undefined : () => ensureEventsStream(this.nc, this.options.stream);
+        return lookAgain(this.nc, EVENTS_STREAM, "mesh events", create);
       },
       ...(options.maxInFlight === undefined ? {} : { maxInFlight: options.maxInFlight }),
     });

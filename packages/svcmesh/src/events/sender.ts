@@ -42,6 +42,9 @@ export interface SenderStats {
   dropped: number;
 }
 
+/** How long events wait for a stream that cannot be looked at (an outage, an election) before going out plain. */
+const OUTAGE_WAIT_MS = 15_000;
+
 export class EventSender {
   private readonly publisher: AckedPublisher;
   /** Until then events go out as plain publishes (JetStream or the stream was missing). */
@@ -49,6 +52,8 @@ export class EventSender {
   private closed = false;
   /** The stream took events at least once. */
   private stored = false;
+  /** When looking at the stream began to fail (0: it did not). */
+  private failingSince = 0;
   private readonly counters = { plain: 0, failed: 0, dropped: 0 };
 
   constructor(
@@ -66,12 +71,17 @@ export class EventSender {
       prepare: () => options.prepare().then(() => {
         this.plainUntil = 0;
         this.stored = true;
+        this.failingSince = 0;
       }),
       onPrepareFailed: (e) => {
         // Once events were stored, the stream is looked at again whenever an ack is
-        // missing: an outage or a leader election is waited out (events wait, as their
-        // acks do); only JetStream gone from the server sends them plain.
-        if (this.stored && !/JetStream is not enabled/.test((e as Error)?.message ?? "")) return "retry";
+        // missing: a short outage or a leader election is waited out (events wait, as
+        // their acks do). JetStream or the stream gone, or a wait past OUTAGE_WAIT_MS,
+        // sends them plain: live subscribers (discovery) must keep hearing them.
+        const now = Date.now();
+        this.failingSince ||= now;
+        const gone = /JetStream is not enabled|stream is not there|not found/i.test((e as Error)?.message ?? "");
+        if (this.stored && !gone && now - this.failingSince < OUTAGE_WAIT_MS) return "retry";
         if (this.plainUntil === 0) this.logger.warn({ err: e }, "mesh events are not stored durably (sent as plain NATS messages)");
         this.plainUntil = Date.now() + recheckMs;
         return "release";

@@ -252,6 +252,13 @@ export class AckedPublisher {
       this.counters.lost++;
       return;
     }
+    // Sent before and waited (the stream was being looked at again) past the horizon: a
+    // re-send now could land after the duplicate window and be stored twice.
+    if (e.sends > 0 && now - e.firstAt >= this.resendHorizonMs) {
+      this.counters.lost++;
+      this.logger.error({ subject: e.subject, sends: e.sends }, `${this.options.what} given up after the re-send horizon`);
+      return;
+    }
     const token = this.seq++;
     e.sentAt = now;
     if (e.sends++ > 0) this.counters.resent++;

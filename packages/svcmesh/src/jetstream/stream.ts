@@ -77,6 +77,19 @@ export async function manager(nc: NatsConnection, spec?: Pick<StreamSpec, "what"
 }
 
 /** A stream's info, or undefined when it does not exist. */
+/**
+ * A second look at a stream this process prepared before (its acks went missing): its
+ * info, or `create()`'s when it is gone and may be made again. An existing stream's
+ * config is not reconciled again (that happens once, when first prepared). Throws when
+ * the stream is not there, or JetStream is not.
+ */
+export async function lookAgain(nc: NatsConnection, name: string, what: string, create: (() => Promise<StreamInfo>) | undefined): Promise<StreamInfo> {
+  const info = await streamInfo(await manager(nc, { what }), name);
+  if (info) return info;
+  if (create) return create();
+  throw new MeshError("UNAVAILABLE", `the ${name} stream is not there: ${what} cannot be stored`);
+}
+
 export async function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo | undefined> {
   try {
     return await jsm.streams.info(name);
