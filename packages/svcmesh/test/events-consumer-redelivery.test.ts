@@ -6,23 +6,11 @@ import { after, before, test } from "node:test";
 import { connect as natsConnect, type NatsConnection } from "nats";
 import { EVENTS_STREAM, type EventDelivery, MeshEvents } from "svcmesh/internal";
 import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/nats-server.ts";
+import { recordingLogger, waitFor } from "../../../test/helpers/wait.ts";
 
 type Logger = ConstructorParameters<typeof MeshEvents>[1];
-/** A pino-shaped logger that keeps the messages in `into`. */
-const recording = (into: string[]): Logger => {
-  const log = (_obj: unknown, msg?: string) => void into.push(msg ?? "");
-  const logger = { trace: log, debug: log, info: log, warn: log, error: log, fatal: log, child: () => logger };
-  return logger as unknown as Logger;
-};
+const recording = (into: string[]) => recordingLogger<Logger>(into);
 
-async function waitFor(what: string, check: () => boolean, ms = 10_000): Promise<void> {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    if (check()) return;
-    await sleep(20);
-  }
-  assert.fail(`timed out after ${ms} ms waiting for ${what}`);
-}
 
 let server: NatsServer;
 let nc: NatsConnection;

@@ -18,6 +18,7 @@ import {
   TimeoutEvent,
 } from "svcmesh/internal";
 import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/nats-server.ts";
+import { waitFor } from "../../../test/helpers/wait.ts";
 
 type Logged = { level: string; obj: unknown; msg: string };
 
@@ -28,15 +29,6 @@ function recordingLogger(into: Logged[] = []): ConstructorParameters<typeof Mesh
   return logger as unknown as ConstructorParameters<typeof MeshEvents>[1] & { logged: Logged[] };
 }
 
-/** Polls `check` every 20 ms until it holds or `ms` pass. */
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, ms = 5_000): Promise<void> {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    if (await check()) return;
-    await sleep(20);
-  }
-  assert.fail(`timed out after ${ms} ms waiting for ${what}`);
-}
 
 /** Collects what is published on `subject` (core NATS, no stream involved). */
 function collect(nc: NatsConnection, subject: string): { events: { subject: string; event: MeshEvent }[]; stop(): void } {
