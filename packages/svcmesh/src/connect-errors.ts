@@ -18,6 +18,13 @@ export async function connectFailure(e: unknown, servers: string | string[], opt
       ? `the server refused the TLS handshake (${alert})${options.tls?.certFile || options.tls?.cert ? "" : ": it may require a client certificate (tls.certFile and tls.keyFile)"}`
       : `TIMEOUT (no TLS handshake completed; check the server's TLS settings and tls.caFile)`;
   }
+  // Not the server's state but the configuration: say what to change.
+  if (code === "ERR_INVALID_URL") {
+    return new MeshError("BAD_REQUEST", `cannot connect to NATS at ${where}: not a server URL (like nats://host:4222 or tls://host:4222)`, { cause: e });
+  }
+  if (code === "SERVER_OPT_NA" && reason === "tls") {
+    reason = "TLS was asked for (tls options or a tls:// URL), but the server does not offer TLS";
+  }
   return new MeshError("UNAVAILABLE", `cannot connect to NATS at ${where}: ${reason}`, { cause: e });
 }
 

@@ -48,6 +48,15 @@ describe("connect() checks every option before dialling", () => {
     });
   }
 
+  test("a malformed server URL is BAD_REQUEST; TLS asked of a server without it says so", async () => {
+    const url = await meshFailure(connect({ name: "misuse", servers: "not a url::" }));
+    assert.equal(url.code, "BAD_REQUEST");
+    assert.match(url.message, /not a server URL/);
+    const tls = await meshFailure(connect({ name: "misuse", servers: server.url, tls: { ca: "not used: the server offers no TLS" } }));
+    assert.equal(tls.code, "UNAVAILABLE");
+    assert.match(tls.message, /TLS was asked for .* but the server does not offer TLS/);
+  });
+
   test("a process whose connect() failed can exit: no connection is left open", () => {
     const script = `import { connect } from "svcmesh";
       try { await connect({ servers: ${JSON.stringify(server.url)}, name: "Claims", seed: ${JSON.stringify(newIdentity().seed)} }); }
