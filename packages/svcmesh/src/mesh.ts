@@ -207,7 +207,8 @@ export class Mesh implements MeshCalls {
     this.auditWriter = options.audit?.enabled === false ? undefined : new AuditWriter(nc, this.logger, inboxPrefixOf(options), options.audit);
     this.auditWriter?.onStateChange((change) => this.events.emit(change));
     const metrics = MeshMetrics.create({
-      breakers: () => this.breakerStates,
+      // Only breakers that still exist (one let go to bound memory must not stay "open").
+      breakers: () => new Map([...this.breakerStates].filter(([key]) => this.breaker.state(key) !== undefined)),
       inFlight: () => [...this.services].flatMap((s) => [...s.endpointLoads()]),
       auditBacklog: () => this.auditWriter?.stats().backlog ?? 0,
     });
