@@ -185,6 +185,21 @@ describe("service-wide limits across instances", () => {
   });
 });
 
+describe("shares follow the major a caller reaches", () => {
+  test("an instance of another major (an upgrade side by side) does not shrink this one's share: it never sees these calls", async () => {
+    const name = "rl-majors";
+    const limit = { rps: 1, burst: 10 };
+    const hostOld = await mesh("rl-majors-old");
+    const hostNew = await mesh("rl-majors-new");
+    await hostOld.serve({ name, version: "1.0.0", rateLimits: { "*": limit }, endpoints: { ping: { handler: () => "pong" } } });
+    await hostNew.serve({ name, version: "2.0.0", rateLimits: { "*": limit }, endpoints: { ping: { handler: () => "pong" } } });
+    await sleep(700); // each hears of the other, and its share check runs
+    const t = tally(await Promise.all(Array.from({ length: 30 }, () => rawCall(`svc.${name}.v2.ping`, "upgrader"))));
+    assert.deepEqual(t.other, []);
+    assert.ok(t.ok >= 9 && t.ok <= 12, `the v2 instance allows its whole burst of 10 (a share counting v1 would be 5), got ${t.ok}`);
+  });
+});
+
 describe("discovery and options", () => {
   test("the limits are published in the service's discovery metadata, burst filled in", async () => {
     const host = await mesh("rl-meta-host");

@@ -15,6 +15,7 @@
 // a burst spread at random may meet an instance's share a little before the service-wide
 // burst is used up.
 import type { Logger } from "pino";
+import semver from "semver";
 import { MeshError } from "../errors.js";
 import { RepeatedLog } from "../logger.js";
 import { type BucketLimit, type TokenBucket, TokenBucketMap, bucketLimit } from "../limits/token-bucket.js";
@@ -44,6 +45,12 @@ export interface CallerRateLimiterOptions {
   logger: Logger;
   /** This instance's id, counted even before discovery has seen it. */
   self: () => string;
+  /**
+   * This instance's major version. A caller's calls go to one major's queue group, so
+   * the limit is shared among the instances of that major only (instances of another
+   * major, side by side in an upgrade, never see those calls).
+   */
+  major: number;
 }
 
 /** The limits as published in discovery metadata and applied: burst filled in. */
@@ -139,7 +146,8 @@ export class CallerRateLimiter {
       .then(({ instances, generation }) => {
         this.generation = generation;
         const self = this.options.self();
-        const n = instances.length + (self !== "" && instances.some((i) => i.id === self) ? 0 : 1);
+        const peers = instances.filter((i) => semver.parse(i.version, true)?.major === this.options.major);
+        const n = peers.length + (self !== "" && peers.some((i) => i.id === self) ? 0 : 1);
         this.share(n);
       })
       .catch((e: unknown) => {

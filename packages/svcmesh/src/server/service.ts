@@ -227,7 +227,7 @@ class Instance implements InstanceHandle {
     const id = this.micro.info().id;
     const logger = this.deps.logger.child({ service: this.name, version: this.version, instance: id });
     const origin = originLines(id, this.version);
-    if (limits) this.limiter = new CallerRateLimiter({ service: this.name, limits, registry: this.deps.registry, logger, self: () => this.id });
+    if (limits) this.limiter = new CallerRateLimiter({ service: this.name, limits, registry: this.deps.registry, logger, self: () => this.id, major: semver.major(this.version) });
     this.limitsKey = JSON.stringify(this.spec.rateLimits ?? null);
     this.scope = {
       service: this.name,
@@ -299,7 +299,7 @@ class Instance implements InstanceHandle {
     if (key === this.limitsKey || this.stopping) return;
     this.limitsKey = key;
     const next = wanted && Object.keys(wanted).length > 0
-      ? new CallerRateLimiter({ service: this.name, limits: wanted, registry: this.deps.registry, logger: this.scope.logger, self: () => this.id })
+      ? new CallerRateLimiter({ service: this.name, limits: wanted, registry: this.deps.registry, logger: this.scope.logger, self: () => this.id, major: semver.major(this.version) })
       : undefined;
     // In force at once; until its first count of instances is in, it enforces the whole
     // limit (as at startup), then this instance's share.
