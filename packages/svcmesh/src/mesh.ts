@@ -4,7 +4,8 @@ import { createSigner } from "./identity/index.js";
 import { createPolicyInterceptor } from "./interceptors/policy.js";
 import { type PolicyInForce, PolicyState } from "./policy-state.js";
 import { type PolicyWatcher, watchPolicy } from "./policy/store.js";
-import { type PolicyServiceSettings, rateLimitFor, settingsFor as policySettingsFor } from "./policy/authorize.js";
+import { type PolicyServiceSettings, settingsFor as policySettingsFor } from "./policy/authorize.js";
+import { ANY_CALLER } from "./server/rate-limit.js";
 import { Header } from "./subjects.js";
 import type { Logger } from "pino";
 import { bindClient, type MeshCalls, type MeshClient } from "./calls.js";
@@ -174,7 +175,7 @@ export class Mesh implements MeshCalls {
   private readonly breakerStates = new Map<string, BreakerState>();
   private readonly settingsByService = new Map<string, CallSettings>();
   /** The policy's settings per target service, computed once per policy. */
-  private readonly policyByService = new Map<string, { settings: PolicyServiceSettings; rateLimit: RateLimit | undefined }>();
+  private readonly policyByService = new Map<string, { settings: PolicyServiceSettings; rateLimit: RateLimit | null | undefined }>();
   private readonly breaker: BreakerInterceptor;
   private readonly policyWatcher: PolicyWatcher | undefined;
   private readonly firstPolicy: Promise<void>;
@@ -295,12 +296,18 @@ export class Mesh implements MeshCalls {
     });
   }
 
-  private policyFor(service: string): { settings: PolicyServiceSettings; rateLimit: RateLimit | undefined } | undefined {
+  private policyFor(service: string): { settings: PolicyServiceSettings; rateLimit: RateLimit | null | undefined } | undefined {
     const p = this.policy.inForce;
     if (!p) return undefined;
     let entry = this.policyByService.get(service);
     if (!entry) {
-      entry = { settings: policySettingsFor(p.document, service), rateLimit: rateLimitFor(p.document, service, this.name) };
+      const settings = policySettingsFor(p.document, service);
+      // As the callee decides (server/service.ts): limits in the policy replace the ones
+      // in code whole, so a caller they do not name is not limited (null), whatever
+      // discovery still publishes from code.
+      const limits = settings.rateLimits;
+      const rateLimit = Object.keys(limits).length > 0 ? (limits[this.name] ?? limits[ANY_CALLER] ?? null) : undefined;
+      entry = { settings, rateLimit };
       setBounded(this.policyByService, service, entry);
     }
     return entry;

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { connect as natsConnect, headers as natsHeaders, type NatsConnection, RequestStrategy } from "nats";
-import { type Mesh, type MeshError, isMeshError } from "svcmesh";
+import { connect, type Mesh, type MeshError, isMeshError, newIdentity, parsePolicy } from "svcmesh";
 import { decodeReply, encodeBody } from "svcmesh/internal";
 import { z } from "zod";
 import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/nats-server.ts";
@@ -197,6 +197,31 @@ describe("shares follow the major a caller reaches", () => {
     const t = tally(await Promise.all(Array.from({ length: 30 }, () => rawCall(`svc.${name}.v2.ping`, "upgrader"))));
     assert.deepEqual(t.other, []);
     assert.ok(t.ok >= 9 && t.ok <= 12, `the v2 instance allows its whole burst of 10 (a share counting v1 would be 5), got ${t.ok}`);
+  });
+});
+
+describe("limits from the policy", () => {
+  test("a policy whose limits name other callers: the caller's mirror follows the callee, which no longer limits it (the code's limit is replaced)", async () => {
+    const name = "rl-policy";
+    const [other, me] = [newIdentity(), newIdentity()];
+    const doc = parsePolicy(
+      `version: 1\nidentities:\n  someone-else: { key: ${other.publicKey} }\n  rl-policy-caller: { key: ${me.publicKey} }\n` +
+        `defaults:\n  allow: ["*"]\nservices:\n  ${name}:\n    rateLimits:\n      someone-else: { rps: 1, burst: 1 }\n`,
+    );
+    assert.ok(doc.ok, doc.ok ? "" : JSON.stringify(doc.errors));
+    const host = await connect({ servers: server.url, name: "rl-policy-host", logLevel: "silent", policy: { watch: false } });
+    const caller = await connect({ servers: server.url, name: "rl-policy-caller", seed: me.seed, logLevel: "silent", policy: { watch: false }, defaults: { retry: { attempts: 1 } } });
+    try {
+      await host.serve({ name, version: "1.0.0", rateLimits: { "*": { rps: 1, burst: 1 } }, endpoints: { ping: { handler: () => "pong" } } });
+      host.policy.set(doc.policy, 1);
+      caller.policy.set(doc.policy, 1);
+      await sleep(100);
+      const results = await Promise.allSettled(Array.from({ length: 5 }, () => caller.call(name, "ping")));
+      const refused = results.filter((r) => r.status === "rejected").map((r) => (r as PromiseRejectedResult).reason as MeshError);
+      assert.deepEqual(refused.map((e) => `${e.code} local=${String((e.details as { local?: boolean } | undefined)?.local)}`), [], "neither side limits a caller the policy's limits do not name");
+    } finally {
+      await Promise.allSettled([caller.close(), host.close()]);
+    }
   });
 });
 

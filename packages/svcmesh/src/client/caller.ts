@@ -69,7 +69,7 @@ export interface CallerOptions {
   /** The policy's settings for an endpoint (idempotent, timeout), if a policy is in force. */
   policyEndpoint?(service: string, endpoint: string): { idempotent?: boolean; call: { timeoutMs?: number } } | undefined;
   /** This caller's limit at `service` under the policy in force, if any. */
-  policyRateLimit?(service: string): RateLimit | undefined;
+  policyRateLimit?(service: string): RateLimit | null | undefined;
   /** Traffic weights by version for `service` (the policy's canary split), if any. */
   trafficFor?(service: string): Readonly<Record<string, number>> | undefined;
   /** Injectable for tests. */
@@ -163,7 +163,8 @@ export class Caller {
       key: cached?.key ?? target.service,
       // The policy in force overrides what instances publish in discovery.
       idempotent: fromPolicy?.idempotent ?? cached?.route.idempotent.has(endpoint) ?? false,
-      rateLimit: this.options.policyRateLimit?.(target.service) ?? cached?.rateLimit,
+      // null: the policy's limits replace discovery's and name none for this caller.
+      rateLimit: policyOr(this.options.policyRateLimit?.(target.service), cached?.rateLimit),
       attempt: 0,
       attemptDeadline: deadline,
       requestId: this.transport.nextRequestId(),
@@ -241,6 +242,10 @@ export class Caller {
     this.routes.set(target.text, cached);
     return cached;
   }
+}
+
+function policyOr(fromPolicy: RateLimit | null | undefined, published: RateLimit | undefined): RateLimit | undefined {
+  return fromPolicy === null ? undefined : (fromPolicy ?? published);
 }
 
 function withFallback(result: Promise<unknown>, fallback: Fallback): Promise<unknown> {
