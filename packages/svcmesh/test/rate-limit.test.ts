@@ -200,6 +200,22 @@ describe("shares follow the major a caller reaches", () => {
   });
 });
 
+describe("retryAfterMs with several instances", () => {
+  test("is the wait for the instances together, not for the one that answered", async () => {
+    const name = "rl-retry-after";
+    const limit = { rps: 4, burst: 2 }; // each of two instances: 2 rps, burst 1
+    const hostA = await mesh("rl-retry-a");
+    const hostB = await mesh("rl-retry-b");
+    for (const h of [hostA, hostB]) await h.serve({ name, version: "1.0.0", rateLimits: { "*": limit }, endpoints: { ping: { handler: () => "pong" } } });
+    await sleep(700); // shares counted
+    const t = tally(await Promise.all(Array.from({ length: 12 }, () => rawCall(`svc.${name}.v1.ping`, "hasty"))));
+    assert.ok(t.limited.length > 0, "over the limit");
+    const waits = t.limited.map((e) => (e.details as { retryAfterMs: number }).retryAfterMs);
+    // One instance's bucket refills a token in ~500 ms; either instance may take the next call.
+    assert.ok(waits.every((w) => w > 0 && w <= 300), `retryAfterMs ${waits.join(", ")}`);
+  });
+});
+
 describe("limits from the policy", () => {
   test("a policy whose limits name other callers: the caller's mirror follows the callee, which no longer limits it (the code's limit is replaced)", async () => {
     const name = "rl-policy";

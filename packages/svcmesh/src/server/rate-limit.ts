@@ -123,7 +123,9 @@ export class CallerRateLimiter {
 
   private rejection(caller: string, bucket: TokenBucket, now: number): MeshError {
     const limit = (this.named.get(caller) ?? this.any)!.service;
-    const retryAfterMs = bucket.retryAfterMs(now);
+    // This bucket refills at rps/N, but the caller's next request may reach any of the N
+    // instances: together they admit one more about N times sooner.
+    const retryAfterMs = Math.ceil(bucket.retryAfterMs(now) / this.instances);
     const who = caller === "" ? "an anonymous caller" : caller;
     return new MeshError(
       "RATE_LIMITED",
