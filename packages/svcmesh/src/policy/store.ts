@@ -237,6 +237,9 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
         const logged = noJetStream && loggedNoJetStream ? undefined : failureLog.admit(String((e as Error)?.message));
         if (logged && refused) {
           logger.error({ err: e, bucket: POLICY_BUCKET, heldBack: logged.held }, `policy watcher: the NATS server refuses this connection the policy bucket ${POLICY_BUCKET}; no policy is enforced here until it can read it (grant it: svcmesh nats-config grants it by default); retrying`);
+        } else if (logged && noJetStream) {
+          // A development server without JetStream: expected, and no stack trace needed.
+          logger.info({ bucket: POLICY_BUCKET }, "no JetStream on this NATS server: no policy can be stored, so the mesh is open");
         } else if (logged) {
           logger.warn({ err: e, retryInMs: backoff, heldBack: logged.held }, "policy watcher: cannot watch the policy bucket; retrying");
         }
