@@ -216,6 +216,34 @@ describe("retryAfterMs with several instances", () => {
   });
 });
 
+describe("the caller's mirror", () => {
+  test("gives back the token of a call the callee's bulkhead turned away, as the callee does", async () => {
+    const name = "rl-mirror-refund";
+    const host = await mesh("rl-mirror-host");
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    await host.serve({
+      name,
+      version: "1.0.0",
+      rateLimits: { "*": { rps: 0.1, burst: 2 } }, // two calls, then one every 10 s
+      endpoints: { slow: { maxConcurrent: 1, handler: async () => { await gate; return "done"; } }, quick: { handler: () => "ok" } },
+    });
+    const caller = await connect({ servers: server.url, name: "rl-mirror-caller", logLevel: "silent", defaults: { retry: { attempts: 1 } } });
+    try {
+      const running = caller.call(name, "slow", undefined, { timeoutMs: 5_000 }); // token 1 of 2
+      await sleep(200);
+      const full = await meshFailure(caller.call(name, "slow")); // token 2, turned away: given back
+      assert.equal(full.code, "UNAVAILABLE");
+      assert.equal(await caller.call(name, "quick"), "ok", "the callee would take it, so the mirror must too");
+      release();
+      assert.equal(await running, "done");
+    } finally {
+      release();
+      await caller.close();
+    }
+  });
+});
+
 describe("limits from the policy", () => {
   test("a policy whose limits name other callers: the caller's mirror follows the callee, which no longer limits it (the code's limit is replaced)", async () => {
     const name = "rl-policy";

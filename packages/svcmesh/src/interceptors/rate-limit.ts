@@ -3,8 +3,8 @@
 // for it in discovery. The callee enforces the same limit regardless (server/), so a
 // caller that skips this gains nothing. One bucket per target service: the callee's
 // limit holds for the service as a whole.
-import { MeshError } from "../errors.js";
-import { type BucketLimit, TokenBucketMap, bucketLimit } from "../limits/token-bucket.js";
+import { isMeshError, MeshError } from "../errors.js";
+import { type BucketLimit, type TokenBucket, TokenBucketMap, bucketLimit } from "../limits/token-bucket.js";
 import type { Disposer, Interceptor, CallContext } from "../pipeline.js";
 import type { RateLimit } from "../settings.js";
 
@@ -12,6 +12,19 @@ export interface RateLimitInterceptor {
   interceptor: Interceptor;
   /** Told of every call refused locally (mesh events coalesce these). */
   onLimited(listener: (ctx: CallContext) => void): Disposer;
+}
+
+/**
+ * The callee gives back the token of a request it turned away before serving it (a full
+ * bulkhead, an audit backlog refusing calls), and never took one for a request nobody
+ * received: the mirror does the same, or it would refuse calls the callee would take.
+ */
+function refundIfUncounted(bucket: TokenBucket, e: unknown): never {
+  if (isMeshError(e)) {
+    const details = e.details as { maxConcurrent?: unknown; audit?: unknown } | undefined;
+    if (e.code === "NO_RESPONDERS" || (e.code === "UNAVAILABLE" && (details?.maxConcurrent !== undefined || details?.audit !== undefined))) bucket.refund();
+  }
+  throw e;
 }
 
 export function createRateLimitInterceptor(): RateLimitInterceptor {
@@ -29,7 +42,7 @@ export function createRateLimitInterceptor(): RateLimitInterceptor {
       const now = performance.now();
       const bucket = buckets.bucket(ctx.target.service, limit, now);
       if (bucket.limit !== limit) bucket.limit = limit;
-      if (bucket.take(now)) return next(ctx);
+      if (bucket.take(now)) return next(ctx).then(undefined, (e: unknown) => refundIfUncounted(bucket, e));
       for (const l of listeners) l(ctx);
       const retryAfterMs = bucket.retryAfterMs(now);
       return Promise.reject(
