@@ -269,6 +269,38 @@ describe("limits from the policy", () => {
   });
 });
 
+describe("a policy edit", () => {
+  test("that leaves a caller's limit alone does not refill its bucket", async () => {
+    const name = "rl-policy-edit";
+    const [me, other] = [newIdentity(), newIdentity()];
+    const doc = (otherRps: number) => {
+      const parsed = parsePolicy(
+        `version: 1\nidentities:\n  rl-edit-caller: { key: ${me.publicKey} }\n  someone-else: { key: ${other.publicKey} }\n` +
+          `defaults:\n  allow: ["*"]\nservices:\n  ${name}:\n    rateLimits:\n      rl-edit-caller: { rps: 0.1, burst: 1 }\n      someone-else: { rps: ${otherRps}, burst: 1 }\n`,
+      );
+      assert.ok(parsed.ok, parsed.ok ? "" : JSON.stringify(parsed.errors));
+      return parsed.policy;
+    };
+    const host = await connect({ servers: server.url, name: "rl-edit-host", logLevel: "silent", policy: { watch: false } });
+    // The caller follows no policy: no mirror, so what is refused is the callee's doing.
+    const caller = await connect({ servers: server.url, name: "rl-edit-caller", seed: me.seed, logLevel: "silent", policy: { watch: false }, defaults: { retry: { attempts: 1 } } });
+    try {
+      await host.serve({ name, version: "1.0.0", endpoints: { ping: { handler: () => "pong" } } });
+      host.policy.set(doc(5), 1);
+      await sleep(300);
+      assert.equal(await caller.call(name, "ping"), "pong");
+      assert.equal((await meshFailure(caller.call(name, "ping"))).code, "RATE_LIMITED", "one call per 10 s");
+      host.policy.set(doc(6), 2); // another caller's limit changes
+      await sleep(300);
+      const after = await meshFailure(caller.call(name, "ping"));
+      assert.equal(after.code, "RATE_LIMITED", "its bucket is still empty");
+      assert.equal((after.details as { local?: boolean }).local, undefined, "refused by the callee");
+    } finally {
+      await Promise.allSettled([caller.close(), host.close()]);
+    }
+  });
+});
+
 describe("discovery and options", () => {
   test("the limits are published in the service's discovery metadata, burst filled in", async () => {
     const host = await mesh("rl-meta-host");

@@ -159,6 +159,17 @@ export class TokenBucketMap {
     return this.buckets.delete(key);
   }
 
+  /** Every key's own bucket, pinned ones included. */
+  entries(): IterableIterator<[string, TokenBucket]> {
+    return this.buckets.entries();
+  }
+
+  /** Puts a bucket in under `key` (pinned or not), replacing any. */
+  adopt(key: string, bucket: TokenBucket, pinned: boolean): void {
+    this.buckets.set(key, bucket);
+    if (pinned) this.pinned.add(key);
+  }
+
   clear(): void {
     this.buckets.clear();
     this.pinned.clear();

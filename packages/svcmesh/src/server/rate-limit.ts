@@ -83,6 +83,27 @@ export class CallerRateLimiter {
     }
   }
 
+  /**
+   * Takes over from the limiter this one replaces (a policy changed the limits): the
+   * instance count, and the buckets of callers whose limit did not change, so an edit
+   * does not hand every caller a fresh burst.
+   */
+  adopt(previous: CallerRateLimiter | undefined): void {
+    if (previous === undefined) return;
+    this.share(previous.instances);
+    for (const [caller, bucket] of previous.buckets.entries()) {
+      const before = previous.limitOf(caller);
+      const now = this.limitOf(caller);
+      if (before === undefined || now === undefined || before.service.rps !== now.service.rps || before.service.burst !== now.service.burst) continue;
+      bucket.limit = now.share;
+      this.buckets.adopt(caller, bucket, this.named.has(caller));
+    }
+  }
+
+  private limitOf(caller: string): Limit | undefined {
+    return this.named.get(caller) ?? this.any;
+  }
+
   /** How many instances the limits are currently shared among. */
   get sharedBy(): number {
     return this.instances;

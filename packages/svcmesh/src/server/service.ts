@@ -304,6 +304,7 @@ class Instance implements InstanceHandle {
     // In force at once; until its first count of instances is in, it enforces the whole
     // limit (as at startup), then this instance's share.
     const previous = this.limiter;
+    next?.adopt(previous);
     this.limiter = next;
     this.scope.limiter = next;
     previous?.stop();
