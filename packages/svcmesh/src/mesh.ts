@@ -64,6 +64,7 @@ export interface ConnectOptions {
   /**
    * TLS for the connection to NATS: the CA to trust, and this service's client
    * certificate and key where the server verifies clients (mTLS). Files or PEM text.
+   * Default: the files named by SVCMESH_TLS_CA, SVCMESH_TLS_CERT and SVCMESH_TLS_KEY.
    */
   tls?: { caFile?: string; certFile?: string; keyFile?: string; ca?: string; cert?: string; key?: string };
   /**
@@ -134,7 +135,7 @@ export async function connect(options: ConnectOptions): Promise<Mesh> {
     timeout: 2_000,
     pingInterval: 1_000,
     maxPingOut: 3,
-    ...(options.tls ? { tls: options.tls } : {}),
+    ...(tlsOf(options) ? { tls: tlsOf(options) } : {}),
     inboxPrefix: inboxPrefixOf(options),
     ...(seed ? { authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)) } : {}),
     ...options.nats,
@@ -434,6 +435,18 @@ function rootSamplingOf(trace: ConnectOptions["trace"]): "sdk" | "mesh" {
     throw new MeshError("BAD_REQUEST", `connect(): trace.rootSampling must be "sdk" or "mesh" (got ${JSON.stringify(value)})`);
   }
   return value;
+}
+
+/**
+ * TLS settings: connect's own, else files named by SVCMESH_TLS_CA, SVCMESH_TLS_CERT and
+ * SVCMESH_TLS_KEY, so a process configured from its environment (the CLI, a container)
+ * can trust a private CA and present a client certificate (mTLS) without code.
+ */
+function tlsOf(options: ConnectOptions): ConnectOptions["tls"] {
+  if (options.tls) return options.tls;
+  const { SVCMESH_TLS_CA: caFile, SVCMESH_TLS_CERT: certFile, SVCMESH_TLS_KEY: keyFile } = process.env;
+  if (!caFile && !certFile && !keyFile) return undefined;
+  return { ...(caFile ? { caFile } : {}), ...(certFile ? { certFile } : {}), ...(keyFile ? { keyFile } : {}) };
 }
 
 function seedOf(options: ConnectOptions): string | undefined {

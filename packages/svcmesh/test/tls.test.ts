@@ -1,7 +1,7 @@
 // mTLS: a nats-server that verifies client certificates, with a CA and certificates
 // made by this test with openssl.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -74,4 +74,15 @@ test("a certificate from another CA is refused, saying why", async () => {
   const e = await meshFailure(connect({ servers: url, name: "intruder", tls: { caFile: file("ca.pem"), certFile: file("intruder.pem"), keyFile: file("intruder-key.pem") } }));
   assert.equal(e.code, "UNAVAILABLE");
   assert.match(e.message, /refused the TLS handshake \(.+\)/);
+});
+
+test("SVCMESH_TLS_CA/CERT/KEY configure TLS from the environment: the CLI and services configured by env get through mTLS", () => {
+  // A process of its own, as the CLI and the example services are: connect() with no tls option.
+  const run = (env: Record<string, string>) => spawnSync(process.execPath, ["--input-type=module", "-e", `import { connect } from "svcmesh";
+    try { const m = await connect({ servers: ${JSON.stringify(url)}, name: "env-tls", logLevel: "silent", audit: { enabled: false } }); console.log("connected"); await m.close(); }
+    catch (e) { console.log(e.code + " " + e.message); }`], { cwd: import.meta.dirname, encoding: "utf8", timeout: 20_000, env: { ...process.env, ...env } });
+  const ok = run({ SVCMESH_TLS_CA: file("ca.pem"), SVCMESH_TLS_CERT: file("claims.pem"), SVCMESH_TLS_KEY: file("claims-key.pem") });
+  assert.equal(ok.stdout.trim(), "connected", ok.stderr);
+  const noCert = run({ SVCMESH_TLS_CA: file("ca.pem") });
+  assert.match(noCert.stdout, /^UNAVAILABLE .*client certificate/, noCert.stderr);
 });
