@@ -18,13 +18,18 @@ import { deviations, runStory } from "./story.js";
 
 const say = (line = "") => process.stdout.write(line + "\n");
 
-/** Distinct instances of a service answering $SRV.PING (the NATS services protocol). */
-async function instancesOf(mesh: Mesh, service: string): Promise<number> {
+/**
+ * Distinct instances of a service answering $SRV.INFO (the NATS services protocol: the
+ * discovery subject a generated broker config grants for the services one may call), or
+ * "hidden" when the server's permissions do not let this client look it up.
+ */
+async function instancesOf(mesh: Mesh, service: string): Promise<number | "hidden"> {
   const ids = new Set<string>();
   try {
-    for await (const id of await mesh.nc.services.client().ping(service)) ids.add(id.id);
-  } catch {
-    // no responders: nobody runs it yet
+    for await (const info of await mesh.nc.services.client().info(service)) ids.add(info.id);
+  } catch (e) {
+    if ((e as { code?: unknown }).code === "PERMISSIONS_VIOLATION") return "hidden";
+    // otherwise no responders: nobody runs it yet
   }
   return ids.size;
 }
@@ -43,9 +48,9 @@ async function main(): Promise<number> {
       const left = Math.max(1_000, waitMs - (Date.now() - started));
       const found = await poll(`waiting for ${n} instance(s) of ${service}`, left, 500, async () => {
         const have = await instancesOf(mesh, service);
-        return have >= n ? have : undefined;
+        return have === "hidden" || have >= n ? have : undefined;
       });
-      say(`found ${found} instance(s) of ${service}`);
+      say(found === "hidden" ? `cannot look up ${service} (the NATS server's permissions do not allow it); not waiting for it` : `found ${found} instance(s) of ${service}`);
     }
 
     const labelOf: LabelOf = (p) => `${p.host} (pid ${p.pid})`;
