@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { connect as natsConnect, ErrorCode, type NatsConnection, nkeyAuthenticator, type Status } from "nats";
 import { createUser, type KeyPair } from "nkeys.js";
-import { connect, type Mesh } from "svcmesh";
+import { connect, ensureAuditStream, ensureEventsStream, type Mesh } from "svcmesh";
 import { z } from "zod";
 import { type BrokerPlan, brokerUsers, BrokerPlanError, natsAuthorizationConfig, serviceConnectSettings } from "../src/broker/nats-config.ts";
 import { type Attempt, RequestTransport } from "../src/client/transport.ts";
@@ -84,6 +84,9 @@ let claims: Mesh;
 
 before(async () => {
   server = await startNatsServer({ jetstream: true, extraConfig: natsAuthorizationConfig(plan) });
+  // The operator makes the streams (as `svcmesh apply` does); services may only store into them.
+  const ops = await rawAs("ops", "_INBOX");
+  await Promise.all([ensureEventsStream(ops), ensureAuditStream(ops)]);
   payments = await meshAs("payments");
   await payments.serve({
     name: "payments",
@@ -118,9 +121,11 @@ describe("the generated config", () => {
       assert.ok(c.subscribe.includes(s), `claims subscribes ${s}`);
     }
     assert.ok(!c.subscribe.some((s) => s.startsWith("svc.payments") || s === "_INBOX.>" || s === ">"), "nothing of payments, no shared inbox");
-    for (const s of ["svc.payments.*.reimburse", "$SRV.INFO.payments", "svc.events.*.claims", "svc.events.timeout.payments", "$JS.API.STREAM.CREATE.SVC_EVENTS"]) {
+    for (const s of ["svc.payments.*.reimburse", "$SRV.INFO.payments", "svc.events.*.claims", "svc.events.timeout.payments", "$JS.API.STREAM.INFO.SVC_EVENTS", "$JS.API.STREAM.INFO.SVC_AUDIT"]) {
       assert.ok(c.publish.includes(s), `claims publishes ${s}`);
     }
+    // Creating a stream would let a service choose its config (keep nothing, capture others' subjects).
+    assert.ok(!c.publish.some((s) => s.startsWith("$JS.API.STREAM.CREATE") || s.startsWith("$JS.API.STREAM.UPDATE")), JSON.stringify(c.publish));
     assert.ok(!c.publish.some((s) => s.includes("refund") || s === "svc.payments.>" || s === "svc.events.instance_started.payments" || s === "svc.events.bulkhead_full.payments"));
     assert.deepEqual(c.allowResponses, { max: 1, expires: "1m" });
     assert.ok(users.find((u) => u.name === "mallory")!.permissions!.publish.includes("svc.claims.*.*"));
@@ -355,6 +360,14 @@ describe("with raw nats.js, the server refuses", () => {
     const reply = await nc.request("$SRV.INFO.payments", new Uint8Array(), { timeout: 3000 });
     assert.equal((JSON.parse(new TextDecoder().decode(reply.data)) as { name: string }).name, "payments");
     assert.deepEqual(violations(nc), []);
+  });
+
+  test("a service cannot create the mesh's streams (it could make the audit trail keep nothing, or capture others' requests)", async () => {
+    const nc = await rawAs("claims", "_INBOX_claims");
+    const jsm = await nc.jetstreamManager({ timeout: 1_000 });
+    await assert.rejects(jsm.streams.add({ name: "SVC_AUDIT", subjects: ["svc.audit.claims", "svc.payments.>"], max_msgs: 1 }));
+    await sleep(100);
+    assert.deepEqual(violations(nc).map((s) => (s as Status & { permissionContext?: { subject: string } }).permissionContext?.subject), ["$JS.API.STREAM.CREATE.SVC_AUDIT"]);
   });
 
   test("an operator user is unrestricted", async () => {

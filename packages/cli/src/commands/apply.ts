@@ -3,6 +3,7 @@
 // invalid document is refused whole (file:line:col errors, exit 1) and never sent.
 import { userInfo } from "node:os";
 import { type Command, InvalidArgumentError } from "commander";
+import { ensureAuditStream } from "svcmesh";
 import { applyPolicy, diffPolicies, getPolicy, POLICY_APPLIED_SUBJECT, POLICY_BUCKET } from "svcmesh/internal";
 import { DEFAULT_CLIENT_NAME, withMesh } from "../connection.js";
 import { globalOptions } from "../options.js";
@@ -39,7 +40,9 @@ export function registerApply(program: Command): void {
 The document is checked here first: an invalid one is refused whole with
 file:line:col errors on stderr (exit 1) and nothing is sent; the policy in force
 stays. A valid one is stored in the NATS KV bucket ${POLICY_BUCKET} (created when
-missing) and a policy_applied event goes out on ${POLICY_APPLIED_SUBJECT}.
+missing) and a policy_applied event goes out on ${POLICY_APPLIED_SUBJECT}. The mesh's
+JetStream streams (SVC_EVENTS, SVC_AUDIT) are created first when missing: under a
+broker config from nats-config, services may store into them but not create them.
 Prints the new revision. With --json: {revision, sha, previous, changes, warnings}.
 
 Examples:
@@ -50,6 +53,9 @@ Examples:
       const globals = globalOptions(command);
       const doc = readPolicyFile(file, globals.json);
       const result = await withMesh(globals, DEFAULT_CLIENT_NAME, async (mesh) => {
+        // The operator makes the mesh's streams: a generated broker config lets services
+        // store into them but not create them (nats-config.ts). Existing ones are left as they are.
+        await Promise.all([mesh.events.ensureStream(), ensureAuditStream(mesh.nc)]);
         const previous = await getPolicy(mesh.nc);
         const applied = await applyPolicy(mesh.nc, doc.text, {
           by: opts.by ?? defaultBy(),

@@ -16,7 +16,7 @@
 //   service's instance announcements), trace subjects of itself and its targets, its
 //   own audit subject (`svc.audit.<name>`), `$SRV.INFO.<name>` (its rate limiter counts
 //   its instances), and the JetStream API calls that store events in SVC_EVENTS and
-//   audit records in SVC_AUDIT;
+//   audit records in SVC_AUDIT (stored into, looked at: never created, which the operator does);
 // - watch and read the policy bucket (svcmesh_policies unless the plan says otherwise);
 // - answer requests it received (`allow_responses: { max: 1, expires: "1m" }`):
 //   replies go to the caller's inbox without a publish grant on it.
@@ -217,12 +217,14 @@ export function brokerUsers(plan: BrokerPlan): BrokerUser[] {
 
     if (plan.discovery === "all") publish.add("$SRV.INFO.*");
 
-    // Storing events and audit records: the API calls the library makes before the
-    // first one. (JetStream publish acks arrive on the inbox.)
+    // Storing events and audit records: the look the library takes before the first one.
+    // Never STREAM.CREATE: nats-server cannot limit the config a create carries, so a
+    // service could make SVC_AUDIT keep nothing, or capture other services' subjects.
+    // The operator creates the streams (`svcmesh apply` does when they are missing).
+    // (JetStream publish acks arrive on the inbox.)
     for (const stream of streams) {
       publish.add("$JS.API.INFO");
       publish.add(`$JS.API.STREAM.INFO.${stream}`);
-      publish.add(`$JS.API.STREAM.CREATE.${stream}`);
     }
 
     // Watching the policy bucket, read-only: its stream info, ephemeral ordered
