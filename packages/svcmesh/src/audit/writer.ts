@@ -15,6 +15,7 @@
 import type { NatsConnection } from "nats";
 import type { Logger } from "pino";
 import { isMeshError, MeshError } from "../errors.js";
+import { RepeatedLog } from "../logger.js";
 import type { MeshEventOf } from "../events/schemas.js";
 import { AckedPublisher, type AckedPublisherStats } from "../jetstream/acked-publisher.js";
 import { lookAgain, manager, streamInfo } from "../jetstream/stream.js";
@@ -122,6 +123,7 @@ export class AuditWriter {
   private readonly maxBacklog: number;
   private readonly resendHorizonMs: number;
   private episode: Episode | undefined;
+  private readonly failureLog = new RepeatedLog();
   /** The re-send horizon an operator's shorter stream window imposed, once applied. */
   private shortenedTo: number | undefined;
   /** The stream was made or reconciled once; later looks only check it. */
@@ -294,7 +296,13 @@ export class AuditWriter {
       this.logger.warn(`audit records are not stored: ${message}`);
       return "release";
     }
-    this.logger.warn({ err: e }, `audit stream not ready: ${message}; retrying`);
+    // Retried every second or so (e.g. a broker config that lets services store into the
+    // stream but not create it, before the operator has): said once a minute.
+    const logged = this.failureLog.admit(message);
+    if (logged) {
+      const hint = /Permissions Violation.*STREAM\.CREATE/.test(message) ? " (this service may not create it: run `svcmesh apply` as an operator, which creates it)" : "";
+      this.logger.warn({ err: e, heldBack: logged.held }, `audit stream not ready: ${message}${hint}; retrying`);
+    }
     return "retry";
   }
 }
