@@ -24,6 +24,8 @@ export async function connectFailure(e: unknown, servers: string | string[], opt
   }
   if (code === "SERVER_OPT_NA" && reason === "tls") {
     reason = "TLS was asked for (tls options or a tls:// URL), but the server does not offer TLS";
+  } else if (/unable to verify|self[- ]signed|unable to get (local )?issuer/i.test(reason)) {
+    reason += ": the server's certificate is not signed by a CA this process trusts (tls.caFile, or SVCMESH_TLS_CA)";
   }
   return new MeshError("UNAVAILABLE", `cannot connect to NATS at ${where}: ${reason}`, { cause: e });
 }

@@ -86,3 +86,9 @@ test("SVCMESH_TLS_CA/CERT/KEY configure TLS from the environment: the CLI and se
   const noCert = run({ SVCMESH_TLS_CA: file("ca.pem") });
   assert.match(noCert.stdout, /^UNAVAILABLE .*client certificate/, noCert.stderr);
 });
+
+test("a server whose certificate no trusted CA signed: the error says which CA setting to give", async () => {
+  const e = await meshFailure(connect({ servers: url, name: "untrusting", logLevel: "silent", tls: { certFile: file("claims.pem"), keyFile: file("claims-key.pem") } }));
+  assert.equal(e.code, "UNAVAILABLE");
+  assert.match(e.message, /not signed by a CA this process trusts \(tls\.caFile, or SVCMESH_TLS_CA\)/);
+});
