@@ -75,6 +75,13 @@ try {
     const ready: ReadyMessage = { type: "ready", service: svc.name, version: svc.version, instance: svc.id, pid: process.pid };
     logger.info({ ...ready, servers }, `ready: ${svc.name}@${svc.version} instance ${svc.id}`);
     process.send?.(ready);
+    // Serving stopped by itself (e.g. the server refused its subscriptions: another
+    // service's seed?): exit non-zero, so a supervisor restarts it or someone is told.
+    void svc.stopped.then((err) => {
+      if (!err || stopping) return;
+      logger.fatal({ err }, `${name} stopped serving: ${err.message}`);
+      process.exit(1);
+    });
   }
 } catch (e) {
   logger.fatal({ err: e, servers }, `${name} could not start: ${(e as Error).message}`);

@@ -104,6 +104,7 @@ describe("serve()", () => {
     const t0 = Date.now();
     await svc.stop();
     assert.ok(Date.now() - t0 < 2_000, `stop() took ${Date.now() - t0} ms`);
+    assert.equal(await svc.stopped, undefined, "stopped on purpose: no error");
     const said = lines.find((l) => l.abandoned === 1);
     assert.ok(said && /still running past their requests' deadlines/.test(said.msg), JSON.stringify(lines));
     await host.close();

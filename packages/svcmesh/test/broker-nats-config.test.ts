@@ -362,6 +362,14 @@ describe("with raw nats.js, the server refuses", () => {
     assert.deepEqual(violations(nc), []);
   });
 
+  test("a service whose subscriptions the server refuses (serving a name its credentials do not cover) says so through svc.stopped", async () => {
+    const m = await meshAs("mallory");
+    const svc = await m.serve({ name: "payments", version: "9.0.0", endpoints: { steal: { handler: () => "stolen" } } });
+    const outcome = await Promise.race([svc.stopped, sleep(5_000).then(() => "still serving" as const)]);
+    assert.ok(outcome instanceof Error, `stopped with an error, got ${String(outcome)}`);
+    assert.match(outcome.message, /Permissions Violation|permission/i);
+  });
+
   test("a service cannot create the mesh's streams (it could make the audit trail keep nothing, or capture others' requests)", async () => {
     const nc = await rawAs("claims", "_INBOX_claims");
     const jsm = await nc.jetstreamManager({ timeout: 1_000 });

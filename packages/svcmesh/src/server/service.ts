@@ -81,6 +81,12 @@ export interface ServiceHandle {
   readonly inFlight: number;
   /** Stops taking requests, finishes and answers the ones already received. */
   stop(): Promise<void>;
+  /**
+   * Settles when this instance stops serving: undefined after stop(), or the error that
+   * stopped it (e.g. the server refused its subscriptions: wrong credentials). A process
+   * that serves nothing else should then exit, so its supervisor restarts or alerts.
+   */
+  readonly stopped: Promise<Error | undefined>;
 }
 
 /** What the mesh sees of its own instances (metrics read their load). */
@@ -191,6 +197,8 @@ class Instance implements InstanceHandle {
   private idle: (() => void) | undefined;
   private stopping: Promise<void> | undefined;
   private announced = false;
+  private settleStopped!: (err: Error | undefined) => void;
+  readonly stopped = new Promise<Error | undefined>((resolve) => (this.settleStopped = resolve));
 
   constructor(private readonly deps: ServiceDeps, private readonly spec: ServeOptions) {
     this.name = spec.name;
@@ -272,7 +280,8 @@ class Instance implements InstanceHandle {
     });
     this.micro.stopped.then((err) => {
       if (err && !this.stopping) this.scope.logger.error({ err }, "service stopped unexpectedly");
-    }).catch(() => undefined);
+      this.settleStopped(err && !this.stopping ? (err as Error) : undefined);
+    }, (err: unknown) => this.settleStopped(err as Error));
     await nc.flush(); // subscriptions are live at the server before anyone hears of us
     this.announce(INSTANCE_STARTED);
     this.announced = true;
@@ -342,6 +351,7 @@ class Instance implements InstanceHandle {
       this.scope.logger.error({ abandoned: this.active }, `stopped with ${this.active} handler(s) still running past their requests' deadlines (their callers have given up on them)`);
     }
     this.deps.onStopped?.(this);
+    this.settleStopped(undefined);
   }
 
   /** Waits for the handlers running, no longer than their requests' deadlines (bounded): whether they all settled. */
