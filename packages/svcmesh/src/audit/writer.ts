@@ -18,7 +18,7 @@ import { isMeshError, MeshError } from "../errors.js";
 import { RepeatedLog } from "../logger.js";
 import type { MeshEventOf } from "../events/schemas.js";
 import { AckedPublisher, type AckedPublisherStats } from "../jetstream/acked-publisher.js";
-import { lookAgain, manager, streamInfo } from "../jetstream/stream.js";
+import { lookAgain, manager, storageGone, streamInfo } from "../jetstream/stream.js";
 import { AUDIT_STREAM, type AuditStreamOptions, auditStreamWindowMs, ensureAuditStream } from "./record.js";
 
 /** `svc.audit.<service>` → `<service>`. */
@@ -120,6 +120,8 @@ export class AuditWriter {
   private refused = 0;
   private lastRefusalLog = 0;
   private readonly failClosed: boolean;
+  /** `whenFull` as the audit events name it. */
+  private readonly mode: "drop" | "refuse";
   private readonly maxBacklog: number;
   private readonly resendHorizonMs: number;
   private episode: Episode | undefined;
@@ -138,6 +140,7 @@ export class AuditWriter {
     private readonly options: AuditOptions = {},
   ) {
     this.failClosed = options.whenFull === "refuse";
+    this.mode = this.failClosed ? "refuse" : "drop";
     this.resendHorizonMs = options.resendHorizonMs ?? DEFAULT_RESEND_HORIZON_MS;
     this.maxBacklog = options.maxBacklog ?? 10_000;
     this.publisher = new AckedPublisher(nc, logger, inboxPrefix, {
@@ -225,26 +228,25 @@ export class AuditWriter {
       };
       episode.timer.unref();
     }
-    const s = this.publisher.stats();
-    episode.ackedAtLastLoss = s.stored + s.duplicates;
+    // Once per record turned away under overload: counters only, no stats object.
+    episode.ackedAtLastLoss = this.publisher.acked();
     episode.lastLossAt = now;
     if (episode.services.has(service)) return;
     episode.services.add(service);
-    this.tell({ type: "audit_degraded", service, mode: this.failClosed ? "refuse" : "drop", reason, backlog: s.backlog, maxBacklog: this.maxBacklog });
+    this.tell({ type: "audit_degraded", service, mode: this.mode, reason, backlog: this.publisher.backlog(), maxBacklog: this.maxBacklog });
   }
 
   /** Recovered: a record was stored since the last one was turned away, none for a while, and the backlog is half empty. */
   private checkRecovered(): void {
     const episode = this.episode;
     if (episode === undefined) return;
-    const s = this.stats();
     const now = Date.now();
-    if (s.stored + s.duplicates <= episode.ackedAtLastLoss || now - episode.lastLossAt < RECOVERY_CHECK_MS || s.backlog > this.maxBacklog / 2) return;
+    if (this.publisher.acked() <= episode.ackedAtLastLoss || now - episode.lastLossAt < RECOVERY_CHECK_MS || this.publisher.backlog() > this.maxBacklog / 2) return;
     clearInterval(episode.timer);
     this.episode = undefined;
-    const mode = this.failClosed ? "refuse" : "drop";
+    const s = this.stats();
     for (const service of episode.services) {
-      this.tell({ type: "audit_recovered", service, mode, dropped: s.dropped - episode.droppedAtStart, refused: s.refused - episode.refusedAtStart, durationMs: now - episode.since });
+      this.tell({ type: "audit_recovered", service, mode: this.mode, dropped: s.dropped - episode.droppedAtStart, refused: s.refused - episode.refusedAtStart, durationMs: now - episode.since });
     }
   }
 
@@ -290,7 +292,7 @@ export class AuditWriter {
     const message = isMeshError(e) ? e.message : String(e);
     // Failing closed, records are never let go: they wait (and calls are refused once
     // the backlog is full) until the stream can take them.
-    if (/JetStream is not enabled/.test(message) && !this.failClosed) {
+    if (storageGone(e) === "no_jetstream" && !this.failClosed) {
       // Nothing can be stored: say so once, drop what waits, look again in a minute.
       this.disabledUntil = Date.now() + NO_JETSTREAM_PAUSE_MS;
       this.logger.warn(`audit records are not stored: ${message}`);

@@ -8,6 +8,7 @@
 import type { NatsConnection } from "nats";
 import type { Logger } from "pino";
 import { AckedPublisher, connectionInboxPrefix, type Outgoing } from "../jetstream/acked-publisher.js";
+import { storageGone } from "../jetstream/stream.js";
 
 export interface SenderOptions {
   /**
@@ -80,8 +81,7 @@ export class EventSender {
         // sends them plain: live subscribers (discovery) must keep hearing them.
         const now = Date.now();
         this.failingSince ||= now;
-        const gone = /JetStream is not enabled|stream is not there|not found/i.test((e as Error)?.message ?? "");
-        if (this.stored && !gone && now - this.failingSince < OUTAGE_WAIT_MS) return "retry";
+        if (this.stored && storageGone(e) === undefined && now - this.failingSince < OUTAGE_WAIT_MS) return "retry";
         if (this.plainUntil === 0) this.logger.warn({ err: e }, "mesh events are not stored durably (sent as plain NATS messages)");
         this.plainUntil = Date.now() + recheckMs;
         return "release";

@@ -180,6 +180,11 @@ export class AckedPublisher {
     return this.queue.length + this.waiting.length + this.inFlight.size;
   }
 
+  /** Messages JetStream acknowledged, stored or duplicate. */
+  acked(): number {
+    return this.counters.stored + this.counters.duplicates;
+  }
+
   stats(): AckedPublisherStats {
     return { backlog: this.backlog(), inFlight: this.inFlight.size, ...this.counters };
   }
@@ -254,11 +259,7 @@ export class AckedPublisher {
     }
     // Sent before and waited (the stream was being looked at again) past the horizon: a
     // re-send now could land after the duplicate window and be stored twice.
-    if (e.sends > 0 && now - e.firstAt >= this.resendHorizonMs) {
-      this.counters.lost++;
-      this.logger.error({ subject: e.subject, sends: e.sends }, `${this.options.what} given up after the re-send horizon`);
-      return;
-    }
+    if (e.sends > 0 && this.givenUp(e, now)) return;
     const token = this.seq++;
     e.sentAt = now;
     if (e.sends++ > 0) this.counters.resent++;
@@ -288,13 +289,17 @@ export class AckedPublisher {
   }
 
   private retry(e: Entry, now: number): void {
-    if (now - e.firstAt >= this.resendHorizonMs) {
-      this.counters.lost++;
-      this.logger.error({ subject: e.subject, sends: e.sends }, `${this.options.what} given up after the re-send horizon`);
-      return;
-    }
+    if (this.givenUp(e, now)) return;
     e.nextAt = now + BACKOFF_MS[Math.min(e.sends - 1, BACKOFF_MS.length - 1)]!;
     this.waiting.push(e);
+  }
+
+  /** Past the re-send horizon: counted lost and logged, never sent again. */
+  private givenUp(e: Entry, now: number): boolean {
+    if (now - e.firstAt < this.resendHorizonMs) return false;
+    this.counters.lost++;
+    this.logger.error({ subject: e.subject, sends: e.sends }, `${this.options.what} given up after the re-send horizon`);
+    return true;
   }
 
   private ensureSweeper(): void {

@@ -63,6 +63,15 @@ export async function ensureStream(nc: NatsConnection, spec: StreamSpec, options
   }
 }
 
+/**
+ * Whether a failure to reach a stream is for good, not for a while (an outage, an
+ * election): JetStream is not enabled (`manager`), or the stream is gone (`lookAgain`).
+ */
+export function storageGone(e: unknown): "no_jetstream" | "no_stream" | undefined {
+  const gone = isMeshError(e) ? (e.details as { gone?: unknown } | undefined)?.gone : undefined;
+  return gone === "no_jetstream" || gone === "no_stream" ? gone : undefined;
+}
+
 /** The JetStream manager, or UNAVAILABLE with a clear reason. */
 export async function manager(nc: NatsConnection, spec?: Pick<StreamSpec, "what">): Promise<JetStreamManager> {
   try {
@@ -70,13 +79,12 @@ export async function manager(nc: NatsConnection, spec?: Pick<StreamSpec, "what"
   } catch (e) {
     const code = (e as NatsError)?.code;
     if (code === "503" || /jetstream not enabled/i.test(String((e as Error)?.message))) {
-      throw new MeshError("UNAVAILABLE", `JetStream is not enabled on the NATS server (or for this account): ${spec?.what ?? "mesh data"} cannot be stored`, { cause: e });
+      throw new MeshError("UNAVAILABLE", `JetStream is not enabled on the NATS server (or for this account): ${spec?.what ?? "mesh data"} cannot be stored`, { cause: e, details: { gone: "no_jetstream" } });
     }
     throw new MeshError("UNAVAILABLE", `JetStream is not reachable: ${(e as Error)?.message ?? String(e)}`, { cause: e });
   }
 }
 
-/** A stream's info, or undefined when it does not exist. */
 /**
  * A second look at a stream this process prepared before (its acks went missing): its
  * info, or `create()`'s when it is gone and may be made again. An existing stream's
@@ -87,9 +95,10 @@ export async function lookAgain(nc: NatsConnection, name: string, what: string, 
   const info = await streamInfo(await manager(nc, { what }), name);
   if (info) return info;
   if (create) return create();
-  throw new MeshError("UNAVAILABLE", `the ${name} stream is not there: ${what} cannot be stored`);
+  throw new MeshError("UNAVAILABLE", `the ${name} stream is not there: ${what} cannot be stored`, { details: { gone: "no_stream" } });
 }
 
+/** A stream's info, or undefined when it does not exist. */
 export async function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo | undefined> {
   try {
     return await jsm.streams.info(name);
