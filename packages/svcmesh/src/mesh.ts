@@ -4,8 +4,7 @@ import { createSigner } from "./identity/index.js";
 import { createPolicyInterceptor } from "./interceptors/policy.js";
 import { type PolicyInForce, PolicyState } from "./policy-state.js";
 import { type PolicyWatcher, watchPolicy } from "./policy/store.js";
-import { type PolicyServiceSettings, settingsFor as policySettingsFor } from "./policy/authorize.js";
-import { ANY_CALLER } from "./server/rate-limit.js";
+import { type PolicyServiceSettings, rateLimitFor, settingsFor as policySettingsFor } from "./policy/authorize.js";
 import { Header } from "./subjects.js";
 import type { Logger } from "pino";
 import { bindClient, type MeshCalls, type MeshClient } from "./calls.js";
@@ -122,6 +121,7 @@ export async function connect(options: ConnectOptions): Promise<Mesh> {
   for (const [name, layer] of Object.entries(options.services ?? {})) checkSettings(layer, `services.${name}`);
   const servers = options.servers ?? process.env.NATS_URL ?? DEFAULT_SERVER;
   const seed = seedOf(options);
+  const tls = tlsOf(options);
   if (seed) createSigner(options.name, seed); // a bad seed, or a name no identity can have: BAD_REQUEST before connecting
   const natsOptions: ConnectionOptions = {
     name: options.name,
@@ -135,7 +135,7 @@ export async function connect(options: ConnectOptions): Promise<Mesh> {
     timeout: 2_000,
     pingInterval: 1_000,
     maxPingOut: 3,
-    ...(tlsOf(options) ? { tls: tlsOf(options) } : {}),
+    ...(tls ? { tls } : {}),
     inboxPrefix: inboxPrefixOf(options),
     ...(seed ? { authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)) } : {}),
     ...options.nats,
@@ -172,8 +172,6 @@ export class Mesh implements MeshCalls {
   private readonly traceBuffer: TraceBuffer | undefined;
   private readonly auditWriter: AuditWriter | undefined;
   private readonly telemetry: ServerTelemetry;
-  /** Breaker states by key, as the metrics gauge reports them. */
-  private readonly breakerStates = new Map<string, BreakerState>();
   private readonly settingsByService = new Map<string, CallSettings>();
   /** The policy's settings per target service, computed once per policy. */
   private readonly policyByService = new Map<string, { settings: PolicyServiceSettings; rateLimit: RateLimit | null | undefined }>();
@@ -209,8 +207,7 @@ export class Mesh implements MeshCalls {
     this.auditWriter = options.audit?.enabled === false ? undefined : new AuditWriter(nc, this.logger, inboxPrefixOf(options), options.audit);
     this.auditWriter?.onStateChange((change) => this.events.emit(change));
     const metrics = MeshMetrics.create({
-      // Only breakers that still exist (one let go to bound memory must not stay "open").
-      breakers: () => new Map([...this.breakerStates].filter(([key]) => this.breaker.state(key) !== undefined)),
+      breakers: () => this.breaker.states(),
       inFlight: () => [...this.services].flatMap((s) => [...s.endpointLoads()]),
       auditBacklog: () => this.auditWriter?.stats().backlog ?? 0,
     });
@@ -255,7 +252,6 @@ export class Mesh implements MeshCalls {
     // Breaker keys are `<service>.v<major>` (or `<service>` before discovery knows the major).
     this.breaker = createBreakerInterceptor({ settingsFor: (key) => settingsFor(key.split(".")[0]!).breaker, logger: this.logger });
     this.breaker.onStateChange((t) => {
-      setBounded(this.breakerStates, t.key, t.to);
       this.events.emit({ type: CIRCUIT_EVENT[t.to], caller: this.name, target: t.key, stats: t.stats });
     });
     rateLimit.onLimited((ctx) => {
@@ -306,8 +302,7 @@ export class Mesh implements MeshCalls {
       // As the callee decides (server/service.ts): limits in the policy replace the ones
       // in code whole, so a caller they do not name is not limited (null), whatever
       // discovery still publishes from code.
-      const limits = settings.rateLimits;
-      const rateLimit = Object.keys(limits).length > 0 ? (limits[this.name] ?? limits[ANY_CALLER] ?? null) : undefined;
+      const rateLimit = Object.keys(settings.rateLimits).length > 0 ? (rateLimitFor(p.document, service, this.name) ?? null) : undefined;
       entry = { settings, rateLimit };
       setBounded(this.policyByService, service, entry);
     }

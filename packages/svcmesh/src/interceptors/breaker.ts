@@ -56,6 +56,8 @@ export interface BreakerInterceptor {
   onStateChange(listener: (t: BreakerTransition) => void): Disposer;
   /** The key's state; undefined before its first call, when its breaker is disabled, or after close(). */
   state(key: string): BreakerState | undefined;
+  /** Every breaker there is, with its state (the metrics gauge reads them). */
+  states(): Iterable<readonly [string, BreakerState]>;
   /** Shut down every breaker (clears opossum's timers); later calls pass straight through. */
   close(): void;
   /**
@@ -252,6 +254,9 @@ export function createBreakerInterceptor(options: BreakerInterceptorOptions): Br
     },
     state(key) {
       return entries.get(key)?.state;
+    },
+    *states() {
+      for (const [key, entry] of entries) if (entry) yield [key, entry.state] as const;
     },
     refresh() {
       for (const [key, entry] of entries) {
