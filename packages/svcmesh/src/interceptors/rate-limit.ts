@@ -7,6 +7,7 @@ import { isMeshError, MeshError } from "../errors.js";
 import { type BucketLimit, type TokenBucket, TokenBucketMap, bucketLimit } from "../limits/token-bucket.js";
 import type { Disposer, Interceptor, CallContext } from "../pipeline.js";
 import type { RateLimit } from "../settings.js";
+import { turnedAwayUnserved } from "../server/endpoint.js";
 
 export interface RateLimitInterceptor {
   interceptor: Interceptor;
@@ -20,10 +21,7 @@ export interface RateLimitInterceptor {
  * received: the mirror does the same, or it would refuse calls the callee would take.
  */
 function refundIfUncounted(bucket: TokenBucket, e: unknown): never {
-  if (isMeshError(e)) {
-    const details = e.details as { maxConcurrent?: unknown; audit?: unknown } | undefined;
-    if (e.code === "NO_RESPONDERS" || (e.code === "UNAVAILABLE" && (details?.maxConcurrent !== undefined || details?.audit !== undefined))) bucket.refund();
-  }
+  if (isMeshError(e) && (e.code === "NO_RESPONDERS" || turnedAwayUnserved(e))) bucket.refund();
   throw e;
 }
 

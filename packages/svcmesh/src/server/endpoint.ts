@@ -260,6 +260,17 @@ function handlerFailure(scope: InstanceScope, ep: EndpointRuntime, e: unknown): 
   return new MeshError("HANDLER_ERROR", message || "handler failed");
 }
 
+/**
+ * Whether a callee turned a request away before serving it, giving its rate-limit token
+ * back (a full bulkhead, an audit backlog refusing calls): the caller's mirror of the
+ * limit gives its token back too (interceptors/rate-limit.ts). Read from the details
+ * those two refusals above carry.
+ */
+export function turnedAwayUnserved(e: MeshError): boolean {
+  const details = e.details as { maxConcurrent?: unknown; audit?: unknown } | undefined;
+  return e.code === "UNAVAILABLE" && (details?.maxConcurrent !== undefined || details?.audit !== undefined);
+}
+
 /** A schema that throws instead of reporting issues (a transform that throws, an async refine): the service's bug. */
 function schemaThrew(scope: InstanceScope, ep: EndpointRuntime, which: "input" | "output", e: unknown): MeshError {
   scope.logger.error({ err: e, endpoint: ep.name }, `the ${which} schema threw`);
