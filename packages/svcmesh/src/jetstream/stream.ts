@@ -68,8 +68,15 @@ export async function ensureStream(nc: NatsConnection, spec: StreamSpec, options
  * election): JetStream is not enabled (`manager`), or the stream is gone (`lookAgain`).
  */
 export function storageGone(e: unknown): "no_jetstream" | "no_stream" | undefined {
-  const gone = isMeshError(e) ? (e.details as { gone?: unknown } | undefined)?.gone : undefined;
-  return gone === "no_jetstream" || gone === "no_stream" ? gone : undefined;
+  return isMeshError(e) ? gone.get(e) : undefined;
+}
+
+/** The errors storageGone() recognizes, kept apart from what users see of them. */
+const gone = new WeakMap<MeshError, "no_jetstream" | "no_stream">();
+
+function markedGone(e: MeshError, why: "no_jetstream" | "no_stream"): MeshError {
+  gone.set(e, why);
+  return e;
 }
 
 /** The JetStream manager, or UNAVAILABLE with a clear reason. */
@@ -79,7 +86,7 @@ export async function manager(nc: NatsConnection, spec?: Pick<StreamSpec, "what"
   } catch (e) {
     const code = (e as NatsError)?.code;
     if (code === "503" || /jetstream not enabled/i.test(String((e as Error)?.message))) {
-      throw new MeshError("UNAVAILABLE", `JetStream is not enabled on the NATS server (or for this account): ${spec?.what ?? "mesh data"} cannot be stored`, { cause: e, details: { gone: "no_jetstream" } });
+      throw markedGone(new MeshError("UNAVAILABLE", `JetStream is not enabled on the NATS server (or for this account): ${spec?.what ?? "mesh data"} cannot be stored`, { cause: e }), "no_jetstream");
     }
     throw new MeshError("UNAVAILABLE", `JetStream is not reachable: ${(e as Error)?.message ?? String(e)}`, { cause: e });
   }
@@ -95,7 +102,7 @@ export async function lookAgain(nc: NatsConnection, name: string, what: string, 
   const info = await streamInfo(await manager(nc, { what }), name);
   if (info) return info;
   if (create) return create();
-  throw new MeshError("UNAVAILABLE", `the ${name} stream is not there: ${what} cannot be stored`, { details: { gone: "no_stream" } });
+  throw markedGone(new MeshError("UNAVAILABLE", `the ${name} stream is not there: ${what} cannot be stored`), "no_stream");
 }
 
 /** A stream's info, or undefined when it does not exist. */
