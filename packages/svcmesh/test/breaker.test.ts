@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { Writable } from "node:stream";
 import { type TestContext, test } from "node:test";
 import { pino } from "pino";
+import { MAX_PER_TARGET } from "../src/bounded.ts";
 import { MeshError } from "../src/errors.ts";
 import { type BreakerInterceptorOptions, type BreakerTransition, breakerIgnores, createBreakerInterceptor } from "../src/interceptors/breaker.ts";
 import type { CallContext, Next } from "../src/pipeline.ts";
@@ -423,4 +424,26 @@ test("close() clears every opossum timer; later calls pass straight through", as
   assert.equal(await settle(b.interceptor(ctx("a"), s.next)), unhealthy);
   assert.equal(s.calls, calls + 1);
   assert.equal(live.size, 0, "no breaker is made after close()");
+});
+
+test("full of open breakers: a new key lets the oldest open one go, and states() (the gauge) no longer lists it", async (t) => {
+  fakeTime(t);
+  const { b } = make({ volumeThreshold: 1, resetTimeoutMs: 60_000 });
+  const s = stub();
+  s.fail = unhealthy;
+  const keys = Array.from({ length: MAX_PER_TARGET }, (_, i) => `svc-${i}.v1`);
+  for (const key of keys) await settle(b.interceptor(ctx(key), s.next));
+  assert.ok(keys.every((k) => b.state(k) === "open"), "every kept breaker is open");
+  await settle(b.interceptor(ctx("newcomer.v1"), s.next));
+  const listed = new Map(b.states());
+  assert.equal(listed.size, MAX_PER_TARGET);
+  assert.equal(listed.has("svc-0.v1"), false, "the breaker let go is not reported open by the gauge");
+  assert.equal(b.state("svc-0.v1"), undefined);
+  assert.equal(listed.get("svc-1.v1"), "open", "the other open breakers stay open");
+  assert.equal(listed.get("newcomer.v1"), "open");
+  // The breaker let go is gone for good: its next call starts a fresh, closed breaker.
+  s.fail = undefined;
+  assert.equal(await b.interceptor(ctx("svc-0.v1"), s.next), "ok");
+  assert.equal(b.state("svc-0.v1"), "closed");
+  b.close();
 });
