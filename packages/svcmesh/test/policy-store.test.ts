@@ -290,4 +290,27 @@ describe("policy store under the generated broker config (services read-only)", 
       await shut.stop();
     }
   });
+
+  test("a server without JetStream: 'none' at once, and one info line (no warning, no stack) however often it looks again", async () => {
+    const plain = await startNatsServer({});
+    try {
+      const svc = await natsConnect({ servers: plain.url });
+      const lines: Array<{ level: number; msg: string; err?: unknown }> = [];
+      const capture = pino({ level: "debug" }, { write: (line: string) => lines.push(JSON.parse(line)) });
+      const heard: Array<StoredPolicy | undefined> = [];
+      const watcher = watchPolicy(svc, (p) => heard.push(p), capture);
+      await sleep(2_500); // looks again at 250, 500, 1000 ms...
+      await watcher.stop();
+      await svc.close();
+      assert.deepEqual(heard, [undefined], "the mesh is open, said once");
+      const loud = lines.filter((l) => l.level >= 40);
+      assert.deepEqual(loud, [], "no warning or error for a development server without JetStream");
+      const info = lines.filter((l) => l.level === 30);
+      assert.equal(info.length, 1, JSON.stringify(lines));
+      assert.match(info[0]!.msg, /no JetStream on this NATS server: no policy can be stored, so the mesh is open/);
+      assert.equal(info[0]!.err, undefined, "no stack trace");
+    } finally {
+      await plain.stop();
+    }
+  });
 });
