@@ -3,11 +3,12 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from "nats";
-import { connect, createSigner, type Mesh, newIdentity, parsePolicy, type PolicyDocument } from "svcmesh";
-import { decodeReply, encodeBody } from "svcmesh/internal";
+import { connect, createSigner, type Mesh, MeshEventSchema, newIdentity, parsePolicy, type PolicyDocument } from "svcmesh";
+import { decodeBody, decodeReply, encodeBody } from "svcmesh/internal";
 import { z } from "zod";
 import { meshFailure } from "../../../test/helpers/mesh.ts";
 import { type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
+import { waitFor } from "../../../test/helpers/wait.ts";
 
 const ids = { claims: newIdentity(), clerk: newIdentity(), intern: newIdentity(), payments: newIdentity(), mallory: newIdentity() };
 
@@ -131,5 +132,43 @@ describe("authorization", () => {
     h.set("Mesh-Token", createSigner("intern", ids.intern.seed).tokenFor("payments"));
     const reply = await raw.request("svc.payments.v2.reimburse", encodeBody({ claimId: "C5" }), { timeout: 2000, headers: h });
     assert.throws(() => decodeReply(reply, "x"), (e: { code: string }) => e.code === "UNAUTHENTICATED");
+  });
+});
+
+describe("refused access as mesh events", () => {
+  test("the callee publishes forbidden (the verified caller) and unauthenticated (the claimed one) events, coalesced", async () => {
+    const events: Array<{ type: string; service: string; caller: string; endpoint: string; count: number }> = [];
+    const sub = raw.subscribe("svc.events.*.payments", { callback: (_e, m) => events.push(decodeBody(m.data) as never) });
+    await raw.flush();
+    try {
+      // The clerk lacks the PII clearance; refused by the callee, not by the caller's library.
+      const clerk = await as("clerk", { withPolicy: false });
+      for (let i = 0; i < 3; i++) assert.equal((await meshFailure(clerk.call("payments", "reimburse", { claimId: `C${i}` }))).code, "FORBIDDEN");
+      // A caller claiming a name, without a token.
+      const h = natsHeaders();
+      h.set("Mesh-Caller", "eve-probe");
+      const reply = await raw.request("svc.payments.v2.status", encodeBody(undefined), { timeout: 2000, headers: h });
+      assert.throws(() => decodeReply(reply, "x"), (e: { code: string }) => e.code === "UNAUTHENTICATED");
+      // Earlier tests' refusals may be flushed in here too: only this test's callers count.
+      // Summed, since a window may end between two calls.
+      const mine = () => {
+        const sums = new Map<string, { type: string; caller: string; service: string; endpoint: string; count: number }>();
+        for (const e of events.filter((x) => x.caller === "clerk" || x.caller === "eve-probe")) {
+          const k = `${e.type} ${e.caller} ${e.endpoint}`;
+          const was = sums.get(k);
+          sums.set(k, { type: e.type, caller: e.caller, service: e.service, endpoint: e.endpoint, count: (was?.count ?? 0) + e.count });
+        }
+        return [...sums.values()].sort((a, b) => a.type.localeCompare(b.type));
+      };
+      await waitFor("both events", () => mine().reduce((n, e) => n + e.count, 0) >= 4);
+      assert.deepEqual(mine(), [
+        { type: "forbidden", caller: "clerk", service: "payments", endpoint: "reimburse", count: 3 },
+        { type: "unauthenticated", caller: "eve-probe", service: "payments", endpoint: "status", count: 1 },
+      ]);
+      assert.ok(events.filter((e) => e.caller === "clerk").length <= 2, "coalesced, not one event per call");
+      for (const e of events) assert.ok(MeshEventSchema.safeParse(e).success, JSON.stringify(e));
+    } finally {
+      sub.unsubscribe();
+    }
   });
 });

@@ -31,8 +31,9 @@ export function registerEvents(program: Command): void {
 Events come from the JetStream stream ${EVENTS_STREAM} (subjects svc.events.<type>.<service>),
 which this command creates when it is missing (file storage, kept 7 days). Without
 --since, every stored event is listed. Per-call events (timeout, rate_limited,
-no_responders, bulkhead_full, retry_exhausted) are coalesced: one line stands for
-"count" calls of one caller to one target endpoint within a window.
+no_responders, bulkhead_full, forbidden, unauthenticated, retry_exhausted) are
+coalesced: one line stands for "count" calls of one caller to one target endpoint
+within a window.
 
 Event types: ${EVENT_TYPES.join(", ")}
 

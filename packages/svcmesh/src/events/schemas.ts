@@ -65,6 +65,15 @@ export const RateLimitedEvent = z.object({ type: z.literal("rate_limited"), ...e
 /** Calls nobody was listening for (coalesced). */
 export const NoRespondersEvent = z.object({ type: z.literal("no_responders"), ...envelope, ...coalesced })
   .describe("calls that found no instance listening, coalesced");
+/** Calls a callee refused with FORBIDDEN: the policy in force does not let the caller call the endpoint (coalesced). */
+export const ForbiddenEvent = z.object({ type: z.literal("forbidden"), ...envelope, ...coalesced })
+  .describe("calls a callee refused with FORBIDDEN, coalesced");
+/**
+ * Calls a callee refused with UNAUTHENTICATED (coalesced). `caller` is the name the
+ * request claimed (its Mesh-Caller header, or "" without one): unproven, by definition.
+ */
+export const UnauthenticatedEvent = z.object({ type: z.literal("unauthenticated"), ...envelope, ...coalesced })
+  .describe("calls a callee refused with UNAUTHENTICATED, coalesced; caller is the name the request claimed");
 /** Calls a callee refused because the endpoint's bulkhead was full (coalesced). */
 export const BulkheadFullEvent = z.object({ type: z.literal("bulkhead_full"), ...envelope, ...coalesced })
   .describe("calls refused by a full bulkhead, coalesced");
@@ -140,6 +149,8 @@ export const MeshEventSchema = z.discriminatedUnion("type", [
   RateLimitedEvent,
   NoRespondersEvent,
   BulkheadFullEvent,
+  ForbiddenEvent,
+  UnauthenticatedEvent,
   RetryExhaustedEvent,
   InstanceStartedEvent,
   InstanceStoppedEvent,
@@ -161,6 +172,8 @@ export const eventSchemas = {
   rate_limited: RateLimitedEvent,
   no_responders: NoRespondersEvent,
   bulkhead_full: BulkheadFullEvent,
+  forbidden: ForbiddenEvent,
+  unauthenticated: UnauthenticatedEvent,
   retry_exhausted: RetryExhaustedEvent,
   instance_started: InstanceStartedEvent,
   instance_stopped: InstanceStoppedEvent,
@@ -172,7 +185,7 @@ export const eventSchemas = {
 export const EVENT_TYPES = Object.keys(eventSchemas) as MeshEventType[];
 
 /** The per-call types: never one event per call, always counted into windows. */
-export const COALESCED_TYPES = ["timeout", "rate_limited", "no_responders", "bulkhead_full", "retry_exhausted"] as const;
+export const COALESCED_TYPES = ["timeout", "rate_limited", "no_responders", "bulkhead_full", "forbidden", "unauthenticated", "retry_exhausted"] as const;
 export type CoalescedEventType = (typeof COALESCED_TYPES)[number];
 /** The types published once per state change with `emit()`. */
 export type EmittedEventType = Exclude<MeshEventType, CoalescedEventType>;

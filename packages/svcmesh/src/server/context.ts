@@ -11,7 +11,7 @@ import type { RequestMeta } from "../wire.js";
 import type { CallerRateLimiter } from "./rate-limit.js";
 
 /** Why the callee turned a request away without running its handler. */
-export type RejectionType = "rate_limited" | "bulkhead_full";
+export type RejectionType = "rate_limited" | "bulkhead_full" | "forbidden" | "unauthenticated";
 
 /** Passed to `ServiceDeps.onRejected` for each request turned away (the events module coalesces them). */
 export interface RejectionEvent {
