@@ -142,7 +142,9 @@ describe("svc.trace records", () => {
 
   test("a retried call is one record with its attempts counted", async () => {
     const caller = await open("te-retry", { sampleRate: 1 });
-    const late = caller.call("te-later", "hello", undefined, { timeoutMs: 3000, retry: { attempts: 6, backoffMs: 100, maxBackoffMs: 150 } });
+    // Retried until the host is up (bounded by the deadline): connecting and serving can take
+    // a second or more while the machine is busy: six attempts 100–150 ms apart did not always cover it.
+    const late = caller.call("te-later", "hello", undefined, { timeoutMs: 8000, retry: { attempts: 10, backoffMs: 200, maxBackoffMs: 400 } });
     await sleep(120);
     const host = await open("te-later-host", false);
     await host.serve({ name: "te-later", version: "1.0.0", endpoints: { hello: { handler: () => "hi" } } });
