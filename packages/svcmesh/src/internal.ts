@@ -15,5 +15,6 @@ export * from "./events/index.js";
 export * from "./policy/index.js";
 export * from "./trace/event.js";
 export * from "./audit/record.js";
+export { minAuditWindowMs } from "./audit/writer.js";
 export { ensureStream, type StreamOptions, type StreamSpec } from "./jetstream/stream.js";
 export { ackOutcome } from "./jetstream/pub-ack.js";

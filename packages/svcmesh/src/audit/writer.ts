@@ -82,6 +82,15 @@ const DEFAULT_RESEND_HORIZON_MS = 10 * 60_000;
 const WINDOW_MARGIN_MS = 5_000;
 
 /**
+ * The shortest SVC_AUDIT duplicate window that outlasts `resendHorizonMs` (default: the
+ * writer's): with a shorter one a late re-send could be stored twice. The one rule for
+ * connect()'s options, the writer, and `svcmesh doctor`.
+ */
+export function minAuditWindowMs(resendHorizonMs = DEFAULT_RESEND_HORIZON_MS): number {
+  return resendHorizonMs + WINDOW_MARGIN_MS;
+}
+
+/**
  * Checks connect()'s audit options before anything connects: a BAD_REQUEST naming the
  * option for anything that cannot work, including a re-send horizon that does not stay
  * below the duplicate window of the stream this process would create (a record re-sent
@@ -104,7 +113,7 @@ export function checkAuditOptions(options: AuditOptions | undefined): void {
   }
   const windowMs = auditStreamWindowMs(options.stream);
   const horizonMs = options.resendHorizonMs ?? DEFAULT_RESEND_HORIZON_MS;
-  if (options.createStream !== false && horizonMs > windowMs - WINDOW_MARGIN_MS) {
+  if (options.createStream !== false && windowMs < minAuditWindowMs(horizonMs)) {
     throw bad(`resendHorizonMs (${horizonMs} ms) must stay at least ${WINDOW_MARGIN_MS} ms below the stream's duplicate window (${windowMs} ms), or a late re-send would be stored twice`);
   }
 }
@@ -279,7 +288,7 @@ export class AuditWriter {
     if (windowNs === undefined) return;
     const windowMs = Math.floor(windowNs / 1e6);
     const safeMs = windowMs - WINDOW_MARGIN_MS;
-    if (this.resendHorizonMs <= safeMs || this.shortenedTo === Math.max(0, safeMs)) return;
+    if (windowMs >= minAuditWindowMs(this.resendHorizonMs) || this.shortenedTo === Math.max(0, safeMs)) return;
     // An operator's stream with a shorter window: give up on records sooner (counted
     // lost) rather than ever store one twice. (Said once: the stream is looked at again
     // whenever acks go missing.)
