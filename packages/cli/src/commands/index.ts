@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { registerApply } from "./apply.js";
 import { registerAudit } from "./audit.js";
 import { registerCall } from "./call.js";
+import { registerDoctor } from "./doctor.js";
 import { registerEvents } from "./events.js";
 import { registerIdentity } from "./identity.js";
 import { registerInfo } from "./info.js";
@@ -24,4 +25,5 @@ export const commands: ReadonlyArray<(program: Command) => void> = [
   registerNatsConfig,
   registerApply,
   registerPolicy,
+  registerDoctor,
 ];
