@@ -6,8 +6,8 @@ import { AUDIT_STREAM, AUDIT_SUBJECTS, EVENTS_STREAM, EVENTS_SUBJECTS, minAuditW
 import { error, type Finding, ok, skipped, warn } from "./report.js";
 import { MESH_SUBJECTS, type MeshSubjects, meshSubjectsIn } from "./subjects.js";
 
-/** JetStream as the other checks can use it, or why they cannot. */
-export type JetStreamView = { jsm: JetStreamManager; streams: StreamInfo[] } | { why: string };
+/** JetStream as the other checks can use it (`unreadable`: mesh streams that could not be looked at, and why), or why they cannot. */
+export type JetStreamView = { jsm: JetStreamManager; streams: StreamInfo[]; unreadable: Map<string, string> } | { why: string };
 
 interface MeshStream {
   name: string;
@@ -54,8 +54,21 @@ export async function serverChecks(nc: NatsConnection): Promise<{ findings: Find
     findings.push(error("jetstream", `enabled, but its streams cannot be listed: ${message}`, "run doctor with operator credentials (it needs $JS.API.STREAM.LIST and STREAM.INFO)"));
     return { findings, js: { why: "the streams cannot be listed" } };
   }
-  findings.push(ok("jetstream", `enabled, ${streams.length} stream${streams.length === 1 ? "" : "s"} in this account`));
-  return { findings, js: { jsm, streams } };
+  // A listing can miss a stream whose group is changing (replicas being added, a new
+  // leader): a mesh stream not listed is asked for by name before it is called missing.
+  const unreadable = new Map<string, string>();
+  for (const m of MESH_STREAMS) {
+    if (streams.some((s) => s.config.name === m.name)) continue;
+    try {
+      streams.push(await jsm.streams.info(m.name));
+    } catch (e) {
+      const message = (e as Error)?.message ?? String(e);
+      if (!/stream not found/i.test(message)) unreadable.set(m.name, message);
+    }
+  }
+  const listed = streams.length;
+  findings.push(ok("jetstream", `enabled, ${listed} stream${listed === 1 ? "" : "s"} in this account`));
+  return { findings, js: { jsm, streams, unreadable } };
 }
 
 /** SVC_EVENTS and SVC_AUDIT: there, on exactly the library's subjects, a long enough audit duplicate window, replicas that fit the cluster. */
@@ -71,6 +84,13 @@ export function meshStreamChecks(nc: NatsConnection, js: JetStreamView): Finding
       continue;
     }
     const stream = js.streams.find((s) => s.config.name === spec.name);
+    const unreadable = js.unreadable.get(spec.name);
+    if (unreadable !== undefined) {
+      out.push(error(check, `cannot be looked at: ${unreadable}`, "run doctor again; if it persists, look at the JetStream cluster (nats server report jetstream)"));
+      const why = `${spec.name} cannot be looked at`;
+      out.push(...(audit ? [skipped(windowCheck, why)] : []), skipped(replicasCheck, why));
+      continue;
+    }
     if (!stream) {
       out.push(warn(check, `missing: ${spec.what} are not stored`, `\`svcmesh apply <policy file>\` creates it (with ${spec.subjects}); under a broker config from nats-config, services cannot`));
       const why = `${spec.name} does not exist`;

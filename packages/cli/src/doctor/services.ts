@@ -1,6 +1,7 @@
 // Doctor checks of the running services (discovery, $SRV.INFO) against each other and
-// the policy: instances of a version configured alike, services the policy names
-// running, running services covered by its rules, and registered under their names.
+// the policy: instances configured alike (rate limits per major, bulkheads per version),
+// the services the policy names running, running services covered by its rules, and
+// registered under their names.
 import type { ServiceInfo } from "nats";
 import { ANY, instanceFromInfo, type PolicyDocument, settingsFor } from "svcmesh/internal";
 import type { PolicyView } from "./policy.js";
