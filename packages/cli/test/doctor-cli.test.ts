@@ -191,13 +191,13 @@ describe("svcmesh doctor", () => {
       assert.deepEqual(notOk(short.findings), ["error SVC_AUDIT duplicate window"]);
       const f = find(short.findings, "SVC_AUDIT duplicate window");
       assert.match(f.message, /^10m4s, shorter than the 10m5s audit writers need .*stored twice/);
-      assert.equal(f.hint, "nats stream edit SVC_AUDIT --dupe-window 20m");
+      assert.equal(f.hint, "nats stream edit SVC_AUDIT --dupe-window 20m (the library's default)");
     } finally {
       await jsm.streams.update(AUDIT_STREAM, info.config);
     }
   });
 
-  test("a missing mesh stream is a warning (apply creates it), its other checks skipped", async () => {
+  test("a missing mesh stream is a warning (apply creates it), its other checks skipped; another stream on its subjects is an error", async () => {
     const info = await jsm.streams.info(AUDIT_STREAM);
     await jsm.streams.delete(AUDIT_STREAM);
     try {
@@ -206,7 +206,15 @@ describe("svcmesh doctor", () => {
       assert.deepEqual(notOk(findings), ["warn stream SVC_AUDIT", "skipped SVC_AUDIT duplicate window", "skipped SVC_AUDIT replicas"]);
       assert.match(find(findings, "stream SVC_AUDIT").hint!, /^`svcmesh apply <policy file>` creates it/);
       assert.equal(find(findings, "SVC_AUDIT replicas").message, "SVC_AUDIT does not exist");
+
+      // Audit records kept by a stream of another name: SVC_AUDIT cannot even be made.
+      await jsm.streams.add({ name: "AUDIT_COPY", subjects: ["svc.audit.>"] });
+      const copy = await doctor(server.url);
+      assert.equal(copy.code, 1);
+      assert.equal(find(copy.findings, "stream AUDIT_COPY").message,
+        "captures svc.audit.>: it stores audit records (svc.audit.>), which belong in SVC_AUDIT (the server refuses a stream overlapping another, so SVC_AUDIT cannot be created while it does)");
     } finally {
+      await jsm.streams.delete("AUDIT_COPY").catch(() => undefined);
       await jsm.streams.add(info.config);
     }
   });

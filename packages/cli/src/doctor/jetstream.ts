@@ -2,7 +2,7 @@
 // mesh's streams (SVC_EVENTS, SVC_AUDIT) as the library needs them, and no other stream
 // on the mesh's subjects.
 import type { JetStreamManager, NatsConnection, StreamInfo } from "nats";
-import { AUDIT_STREAM, AUDIT_SUBJECTS, EVENTS_STREAM, EVENTS_SUBJECTS, minAuditWindowMs } from "svcmesh/internal";
+import { AUDIT_STREAM, AUDIT_STREAM_DEFAULTS, AUDIT_SUBJECTS, EVENTS_STREAM, EVENTS_SUBJECTS, minAuditWindowMs } from "svcmesh/internal";
 import { error, type Finding, ok, skipped, warn } from "./report.js";
 import { MESH_SUBJECTS, type MeshSubjects, meshSubjectsIn } from "./subjects.js";
 
@@ -134,7 +134,7 @@ function auditWindowFinding(check: string, stream: StreamInfo): Finding {
   const needMs = minAuditWindowMs();
   if (windowMs >= needMs) return ok(check, `${duration(windowMs)}, at least the ${duration(needMs)} audit writers need (their default re-send horizon and a margin)`);
   return error(check, `${duration(windowMs)}, shorter than the ${duration(needMs)} audit writers need (their default re-send horizon and a margin): a record re-sent after the window would be stored twice, so instances cut their re-sends short to fit it and lose records in a longer JetStream outage (each logs an error)`,
-    `nats stream edit ${AUDIT_STREAM} --dupe-window ${duration(Math.max(needMs, 20 * 60_000))}`);
+    `nats stream edit ${AUDIT_STREAM} --dupe-window ${duration(Math.max(needMs, AUDIT_STREAM_DEFAULTS.duplicateWindowMs))} (the library's default)`);
 }
 
 function replicasFinding(check: string, nc: NatsConnection, stream: StreamInfo): Finding {
