@@ -3,9 +3,9 @@
 //
 // Limits hold for the service as a whole, across instances, by shares: each instance
 // enforces rps/N and burst/N of every configured limit, where N is the number of live
-// instances of the service's major (the queue group its callers reach) according to discovery. NATS queue groups
-// spread a caller's requests evenly at random over the instances, so the instances
-// together admit about the configured rate. Each instance polls its discovery view every
+// instances of the service's major (the queue group its callers reach) according to
+// discovery. NATS queue groups spread a caller's requests evenly at random over the
+// instances, so the instances together admit about the configured rate. Each instance polls its discovery view every
 // SHARE_CHECK_MS (a Map lookup; the view is kept fresh by start/stop announcements and a
 // TTL refresh) and recounts only when the view changed; the buckets read their limits
 // by reference, so a new share reaches every caller's bucket at its next request.
