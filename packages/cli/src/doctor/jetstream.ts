@@ -92,7 +92,7 @@ export function meshStreamChecks(nc: NatsConnection, js: JetStreamView): Finding
       continue;
     }
     if (!stream) {
-      out.push(warn(check, `missing: ${spec.what} are not stored`, `\`svcmesh apply <policy file>\` creates it (with ${spec.subjects}); under a broker config from nats-config, services cannot`));
+      out.push(warn(check, `missing: ${spec.what} are not stored`, `\`svcmesh apply <policy file>\` creates it (with ${spec.subjects}); under a broker config from nats-config, services may not create it themselves`));
       const why = `${spec.name} does not exist`;
       out.push(...(audit ? [skipped(windowCheck, why)] : []), skipped(replicasCheck, why));
       continue;
