@@ -5,7 +5,7 @@
 // Needs `pnpm build` (the commands run packages/examples/dist).
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -175,6 +175,89 @@ describe("docker-compose.yml", () => {
         if (!source.startsWith(".") && !source.startsWith("/")) assert.ok(Object.hasOwn(compose.volumes ?? {}, source), `${n} mounts undeclared volume ${source}`);
       }
     }
+  });
+});
+
+// ---- what `docker build` leaves out of the image ----
+
+/**
+ * docker/Dockerfile.dockerignore as Docker reads it (moby/patternmatcher), for the
+ * subset it uses: `#` comments, `!` re-includes, `*` (not across `/`), `?`, and `**`
+ * (any number of directories, also none). Patterns match paths from the context root,
+ * and a path is excluded when it or one of its parent directories matches; the last
+ * matching pattern decides. Character classes and escapes are refused (not needed).
+ */
+function dockerignore(text: string): (path: string) => boolean {
+  const rules = text.split("\n").map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("#")).map((line) => {
+    const exclude = !line.startsWith("!");
+    const pattern = (exclude ? line : line.slice(1)).trim().replace(/^\/+/, "").replace(/\/+$/, "");
+    assert.doesNotMatch(pattern, /[[\]\\]/, `dockerignore pattern ${line}: outside the subset this test reads`);
+    let re = "^";
+    for (let i = 0; i < pattern.length; i++) {
+      const c = pattern[i]!;
+      if (c === "*" && pattern[i + 1] === "*") {
+        i++;
+        if (pattern[i + 1] === "/") i++;
+        re += i + 1 >= pattern.length ? ".*" : "(.*/)?";
+      } else if (c === "*") re += "[^/]*";
+      else if (c === "?") re += "[^/]";
+      else re += c.replace(/[.+()|{}$^]/g, "\\$&");
+    }
+    return { exclude, re: new RegExp(re + "$") };
+  });
+  return (path) => {
+    const parts = path.split("/");
+    const prefixes = parts.map((_, i) => parts.slice(0, i + 1).join("/"));
+    let excluded = false;
+    for (const r of rules) if (prefixes.some((p) => r.re.test(p))) excluded = r.exclude;
+    return excluded;
+  };
+}
+
+const ignored = dockerignore(readFileSync(join(root, "docker/Dockerfile.dockerignore"), "utf8"));
+
+/** Files under `dir` (relative to the root), without node_modules and dist. */
+function filesUnder(dir: string): string[] {
+  return readdirSync(join(root, dir), { withFileTypes: true }).flatMap((e) => {
+    const rel = `${dir}/${e.name}`;
+    if (e.isDirectory()) return ["node_modules", "dist"].includes(e.name) ? [] : filesUnder(rel);
+    return [rel];
+  });
+}
+
+describe("Dockerfile.dockerignore", () => {
+  // Secret material the docs and the CLI tell operators to make, under the names they
+  // use: if it sits in the checkout, `COPY . .` must not take it into the image.
+  const documented = [
+    ".env", ".env.local", ".env.production", // SVCMESH_SEED=... lines (README, `identity new`'s help)
+    "claims.env", // `svcmesh nats-config --out-dir` writes <service>.env, with SVCMESH_SEED for generated keys
+    "authorization.conf", // `svcmesh nats-config policies.yaml > authorization.conf`: the broker's users
+    "nats-server.conf", "server.conf", // the nats-server config that includes it (and its tls block)
+    "ca.pem", "claims.pem", "claims-key.pem", "server.pem", "server-key.pem", // README's TLS and mTLS section
+    "claims.key", "claims.crt", "claims.p12", "claims.pfx",
+    "claims.seed", "claims.nk", "claims.creds", // nkey seed and NATS credential files
+  ];
+  // Any file name with a secret-bearing extension the READMEs mention (a name documented later is checked too).
+  const mentioned = [...new Set(["README.md", "packages/cli/README.md"].flatMap((f) =>
+    [...readFileSync(join(root, f), "utf8").matchAll(/(?<![\w.$])[\w<>-]*\.(?:pem|key|crt|p12|pfx|seed|nk|creds|conf|env)\b(?!\.\w)/g)].map((m) => m[0])))];
+
+  test("every secret file name the README and the CLI suggest is left out, wherever it sits", () => {
+    assert.ok(mentioned.includes("claims-key.pem") && mentioned.includes("authorization.conf"), `found in the docs: ${mentioned.join(", ")}`);
+    const names = [...new Set([...documented, ...mentioned])];
+    const where = ["", "deploy/nats/", "secrets/", "packages/examples/", "docker/"];
+    const kept = names.flatMap((n) => where.map((w) => w + n)).filter((p) => !ignored(p));
+    assert.deepEqual(kept, [], "secret files `docker build` would copy into the image");
+  });
+
+  test("what the image build needs stays in: sources, package.json files, lockfile, tsconfigs", () => {
+    const needed = [
+      ...readdirSync(root).filter((f) => /^(package\.json|pnpm-lock\.yaml|pnpm-workspace\.yaml|tsconfig[\w.]*\.json)$/.test(f)),
+      ...filesUnder("packages").filter((f) => /^packages\/[^/]+\/(package\.json|tsconfig[\w.]*\.json|src\/.+)$/.test(f)),
+    ];
+    assert.ok(needed.includes("pnpm-lock.yaml") && needed.some((f) => f.startsWith("packages/examples/src/")), needed.join(", "));
+    assert.deepEqual(needed.filter(ignored), [], "files the Dockerfile's install and build need");
+    // The matcher itself: what the file always left out still is.
+    for (const p of ["node_modules/x", "packages/cli/node_modules/x", "packages/svcmesh/dist/index.js", ".git/HEAD", "bench/out/a.json"]) assert.ok(ignored(p), p);
   });
 });
 
