@@ -11,6 +11,7 @@ import { bindClient, type MeshCalls, type MeshClient } from "./calls.js";
 import { Caller, type CallOptions } from "./client/caller.js";
 import { connectFailure } from "./connect-errors.js";
 import { checkConnectOptions } from "./connect-options.js";
+import { checkTls } from "./tls-check.js";
 import { setBounded } from "./bounded.js";
 import { MeshEvents, type MeshEventsOptions } from "./events/index.js";
 import { type BreakerInterceptor, type BreakerState, createBreakerInterceptor } from "./interceptors/breaker.js";
@@ -122,6 +123,8 @@ export async function connect(options: ConnectOptions): Promise<Mesh> {
   const servers = options.servers ?? process.env.NATS_URL ?? DEFAULT_SERVER;
   const seed = seedOf(options);
   const tls = tlsOf(options);
+  // Bad certificate or key files fail here, named, not as a bare "TLS" from the dial (nats.tls, when given, replaces them).
+  if (tls && options.nats?.tls === undefined) checkTls(tls, options.tls === undefined);
   if (seed) createSigner(options.name, seed); // a bad seed, or a name no identity can have: BAD_REQUEST before connecting
   const natsOptions: ConnectionOptions = {
     name: options.name,
