@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { connect, type Mesh } from "svcmesh";
+import { applyPolicy } from "svcmesh/internal";
 import { z } from "zod";
 import { type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
 import { type CliOptions, lines, runCli } from "./run-cli.ts";
@@ -79,10 +80,10 @@ describe("svcmesh info", () => {
     const out = lines(r.stdout);
     assert.equal(out[0], "payments");
     assert.equal(out[1], `version 2.1.0  2 instances: ${[...ids].sort().join(", ")}`);
-    assert.equal(out[2], "  rate limits: claims 50/s (burst 100), * 10/s (burst 10)");
+    assert.equal(out[2], "  rate limits: claims 50/s (burst 100), * 10/s (burst 10)  (from code)");
     assert.ok(out.includes("  refund  not idempotent, no bulkhead  (svc.payments.v2.refund)"), r.stdout);
     assert.ok(out.includes("    input:  any (no schema)"), r.stdout);
-    const at = out.indexOf("  reimburse  idempotent, max 64 concurrent  (svc.payments.v2.reimburse)");
+    const at = out.indexOf("  reimburse  idempotent, max 64 concurrent (from code)  (svc.payments.v2.reimburse)");
     assert.ok(at > 0, r.stdout);
     assert.equal(out[at + 1], "    description: pay a claim back");
     // Too long for one line: printed below its label, the parts that fit kept on one line.
@@ -144,5 +145,112 @@ describe("svcmesh info", () => {
     assert.equal(r.stdout, "");
     assert.equal(lines(r.stderr).length, 1, r.stderr);
     assert.match(r.stderr, /^svcmesh: cannot connect to NATS at nats:\/\/127\.0\.0\.1:1: /);
+  });
+});
+
+// The limits instances enforce: the code's, or where the policy in force sets them, the policy's.
+describe("svcmesh info: enforced limits and where they come from", () => {
+  let js: NatsServer;
+  let jsMesh: Mesh;
+  const jsCli = (args: string[]) => runCli(args, { env: { NATS_URL: js.url } });
+
+  interface Enforced {
+    policyRevision: number | null;
+    policyError?: string;
+    versions: {
+      rateLimits: unknown;
+      enforcedRateLimits: unknown;
+      rateLimitsFrom: string;
+      endpoints: { name: string; maxConcurrent?: number; enforcedMaxConcurrent?: number; maxConcurrentFrom: string }[];
+    }[];
+  }
+  const bulkheads = (d: Enforced) => d.versions[0]!.endpoints.map((e) => [e.name, e.maxConcurrent, e.enforcedMaxConcurrent, e.maxConcurrentFrom]);
+  const codeLimits = { claims: { rps: 50, burst: 100 }, "*": { rps: 10, burst: 10 } };
+
+  before(async () => {
+    js = await startNatsServer({ jetstream: true });
+    jsMesh = await connect({ servers: js.url, name: "host", logLevel: "silent" });
+    await jsMesh.serve({
+      name: "payments",
+      version: "2.1.0",
+      rateLimits: { claims: { rps: 50, burst: 100 }, "*": { rps: 10 } },
+      endpoints: {
+        reimburse: { maxConcurrent: 64, handler: () => ({ ok: true }) },
+        refund: { handler: () => ({ ok: true }) },
+        status: { maxConcurrent: 4, handler: () => ({ ok: true }) },
+      },
+    });
+  });
+
+  after(async () => {
+    await jsMesh?.close();
+    await js?.stop();
+  });
+
+  test("no policy applied: the code's limits, from code", async () => {
+    const r = await jsCli(["--json", "info", "payments", "--wait", "1000"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, "");
+    const d = JSON.parse(r.stdout) as Enforced;
+    assert.equal(d.policyRevision, null);
+    assert.equal("policyError" in d, false);
+    assert.deepEqual(d.versions[0]!.enforcedRateLimits, codeLimits);
+    assert.equal(d.versions[0]!.rateLimitsFrom, "code");
+    assert.deepEqual(bulkheads(d), [["refund", undefined, undefined, "code"], ["reimburse", 64, 64, "code"], ["status", 4, 4, "code"]]);
+    const text = await jsCli(["info", "payments", "--wait", "1000"]);
+    assert.equal(text.code, 0, text.stderr);
+    assert.ok(lines(text.stdout).includes("  rate limits: claims 50/s (burst 100), * 10/s (burst 10)  (from code)"), text.stdout);
+    assert.ok(lines(text.stdout).includes("  reimburse  not idempotent, max 64 concurrent (from code)  (svc.payments.v2.reimburse)"), text.stdout);
+  });
+
+  test("a policy that sets limits: its limits are the ones shown as enforced, with its revision, the code's beside them", async () => {
+    const applied = await applyPolicy(jsMesh.nc, [
+      "version: 1",
+      "services:",
+      "  payments:",
+      '    rateLimits: { "*": { rps: 5 } }',
+      "    endpoints:",
+      "      reimburse: { maxConcurrent: 8 }",
+      "      refund: { maxConcurrent: 2 }",
+      "",
+    ].join("\n"), { by: "test" });
+    const rev = applied.revision;
+
+    const r = await jsCli(["--json", "info", "payments", "--wait", "1000"]);
+    assert.equal(r.code, 0, r.stderr);
+    const d = JSON.parse(r.stdout) as Enforced;
+    assert.equal(d.policyRevision, rev);
+    const v = d.versions[0]!;
+    // Replaced whole: the code's "claims" limit is gone, not merged.
+    assert.deepEqual(v.enforcedRateLimits, { "*": { rps: 5, burst: 5 } });
+    assert.equal(v.rateLimitsFrom, "policy");
+    assert.deepEqual(v.rateLimits, codeLimits, "the code's limits stay in rateLimits");
+    // Per endpoint: the policy's bulkhead where it sets one, the code's elsewhere.
+    assert.deepEqual(bulkheads(d), [["refund", undefined, 2, "policy"], ["reimburse", 64, 8, "policy"], ["status", 4, 4, "code"]]);
+
+    const text = await jsCli(["info", "payments", "--wait", "1000"]);
+    assert.equal(text.code, 0, text.stderr);
+    assert.equal(text.stderr, "");
+    const out = lines(text.stdout);
+    assert.equal(out[2], `  rate limits: * 5/s (burst 5)  (from policy revision ${rev}; code: claims 50/s (burst 100), * 10/s (burst 10))`);
+    assert.ok(out.includes(`  refund  not idempotent, max 2 concurrent (from policy revision ${rev}; code: no bulkhead)  (svc.payments.v2.refund)`), text.stdout);
+    assert.ok(out.includes(`  reimburse  not idempotent, max 8 concurrent (from policy revision ${rev}; code: 64)  (svc.payments.v2.reimburse)`), text.stdout);
+    assert.ok(out.includes("  status  not idempotent, max 4 concurrent (from code)  (svc.payments.v2.status)"), text.stdout);
+  });
+
+  test("a policy that cannot be read (no JetStream): one line on stderr, the code's limits", async () => {
+    // The suite's first server runs without JetStream.
+    const r = await cli(["info", "payments", "--wait", "1000"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(lines(r.stderr).length, 1, r.stderr);
+    assert.match(r.stderr, /^svcmesh: warning: cannot read the policy \(UNAVAILABLE: .*JetStream is not available.*\): showing the limits in the service's code/);
+    assert.ok(lines(r.stdout).includes("  rate limits: claims 50/s (burst 100), * 10/s (burst 10)  (from code)"), r.stdout);
+    const j = await cli(["--json", "info", "payments", "--wait", "1000"]);
+    assert.equal(j.code, 0, j.stderr);
+    assert.equal(j.stderr, "");
+    const d = JSON.parse(j.stdout) as Enforced;
+    assert.equal(d.policyRevision, null);
+    assert.match(d.policyError ?? "", /JetStream is not available/);
+    assert.equal(d.versions[0]!.rateLimitsFrom, "code");
   });
 });

@@ -18,3 +18,4 @@ export * from "./audit/record.js";
 export { minAuditWindowMs } from "./audit/writer.js";
 export { ensureStream, type StreamOptions, type StreamSpec } from "./jetstream/stream.js";
 export { ackOutcome } from "./jetstream/pub-ack.js";
+export { resolvedLimits } from "./server/rate-limit.js";

@@ -1,11 +1,13 @@
 // svcmesh info: one service's API contract as its running instances publish it in
 // $SRV.INFO: versions and instances, each endpoint's input/output JSON Schemas,
-// description, idempotency and bulkhead, and the service's per-caller rate limits.
+// description, idempotency and bulkhead, and the service's per-caller rate limits:
+// the ones enforced, from the code or, where it sets them, the policy in force.
 // What a caller needs to know before calling, without reading the service's code.
 import type { Command } from "commander";
 import { serviceName } from "../args.js";
 import { DEFAULT_CLIENT_NAME, withMesh } from "../connection.js";
-import { DISCOVERY_MAX_WAIT_MS, describeService, type EndpointDetail, queryInfo, type ServiceDetail, type VersionDetail } from "../discovery.js";
+import { DISCOVERY_MAX_WAIT_MS, describeService, queryInfo } from "../discovery.js";
+import { type EnforcedDetail, type EnforcedEndpoint, type EnforcedVersion, readPolicy, withEnforcedLimits } from "../enforced.js";
 import { CliError } from "../errors.js";
 import { globalOptions, positiveInteger } from "../options.js";
 import { printable, printJson, printLine } from "../output.js";
@@ -31,16 +33,24 @@ after a timeout), its bulkhead (max concurrent calls per instance), and the JSON
 Schemas of its input and output ({} = any value). A service nobody runs is an error
 (exit 1).
 
-With --json: {service, versions: [{version, description, instances: [ids],
-rateLimits, endpoints: [{name, subject, description?, idempotent, maxConcurrent?,
-input, output}]}]}, schemas as JSON objects.
+Limits are the ones enforced, with where they come from: the service's code, or the
+policy in force (read from JetStream), which overrides it: per-caller rate limits in
+the policy replace the code's whole, a bulkhead in the policy replaces the endpoint's.
+(An instance connected with policy: { watch: false } enforces its code's.) If the
+policy cannot be read, one line on stderr says so and the code's limits are shown.
+
+With --json: {service, policyRevision (null: none in force or unreadable),
+policyError?, versions: [{version, description, instances: [ids], rateLimits (the
+code's), enforcedRateLimits, rateLimitsFrom ("code" or "policy"), endpoints: [{name,
+subject, description?, idempotent, maxConcurrent? (the code's),
+enforcedMaxConcurrent?, maxConcurrentFrom, input, output}]}]}, schemas as JSON objects.
 
 Examples:
   $ svcmesh info payments
   payments
   version 2.1.0  2 instances: 7N9OHC1O3R81U0EWBBPYGM, 7N9OHC1O3R81U0EWBBPYMC
-    rate limits: claims 50/s (burst 100), * 10/s (burst 10)
-    reimburse  idempotent, max 64 concurrent  (svc.payments.v2.reimburse)
+    rate limits: claims 20/s (burst 20)  (from policy revision 7; code: claims 50/s (burst 100), * 10/s (burst 10))
+    reimburse  idempotent, max 64 concurrent (from code)  (svc.payments.v2.reimburse)
       description: pay a claim back
       input:
         {
@@ -55,27 +65,40 @@ Examples:
   $ svcmesh info payments --json | jq '.versions[0].endpoints[].input'`)
     .action(async (service: string, opts: InfoOptions, command: Command) => {
       const globals = globalOptions(command);
-      const detail = await withMesh(globals, DEFAULT_CLIENT_NAME, async (mesh) => describeService(service, await queryInfo(mesh.nc, service, opts.wait)));
+      const { detail, policy } = await withMesh(globals, DEFAULT_CLIENT_NAME, async (mesh) => {
+        const [infos, policy] = await Promise.all([queryInfo(mesh.nc, service, opts.wait), readPolicy(mesh.nc)]);
+        return { detail: describeService(service, infos), policy };
+      });
       if (!detail) throw new CliError(`no running service named ${service}`, "NOT_FOUND");
-      if (globals.json) return printJson(detail, false);
-      printLine(formatDetail(detail));
+      const enforced = withEnforcedLimits(detail, policy);
+      if (globals.json) return printJson(enforced, false);
+      if (enforced.policyError !== undefined) {
+        process.stderr.write(printable(`svcmesh: warning: cannot read the policy (${enforced.policyError}): showing the limits in the service's code, which a policy in force would override`) + "\n");
+      }
+      printLine(formatDetail(enforced));
     });
 }
 
-export function formatDetail(detail: ServiceDetail): string {
+export function formatDetail(detail: EnforcedDetail): string {
   const out: string[] = [detail.service];
-  for (const v of detail.versions) out.push(...formatVersion(v));
+  for (const v of detail.versions) out.push(...formatVersion(v, detail.policyRevision));
   return out.map(printable).join("\n");
 }
 
-function formatVersion(v: VersionDetail): string[] {
+function formatVersion(v: EnforcedVersion, revision: number | null): string[] {
   const n = v.instances.length;
   const out = [`version ${v.version}  ${n} instance${n === 1 ? "" : "s"}: ${v.instances.join(", ")}`];
   if (v.description) out.push(`  description: ${v.description}`);
-  out.push(`  rate limits: ${v.rateLimits ? formatLimits(v.rateLimits) : "none"}`);
+  const limits = v.enforcedRateLimits ? `${formatLimits(v.enforcedRateLimits)}  ${origin(v.rateLimitsFrom, revision, v.rateLimits ? formatLimits(v.rateLimits) : "none")}` : "none";
+  out.push(`  rate limits: ${limits}`);
   if (v.endpoints.length === 0) out.push("  no endpoints");
-  for (const e of v.endpoints) out.push(...formatEndpoint(e));
+  for (const e of v.endpoints) out.push(...formatEndpoint(e, revision));
   return out;
+}
+
+/** Where an enforced limit comes from; from the policy, with what the code says. */
+function origin(from: "code" | "policy", revision: number | null, code: string): string {
+  return from === "policy" ? `(from policy revision ${String(revision)}; code: ${code})` : "(from code)";
 }
 
 function formatLimits(limits: Record<string, unknown>): string {
@@ -87,8 +110,11 @@ function formatLimits(limits: Record<string, unknown>): string {
     .join(", ");
 }
 
-function formatEndpoint(e: EndpointDetail): string[] {
-  const flags = [e.idempotent ? "idempotent" : "not idempotent", e.maxConcurrent === undefined ? "no bulkhead" : `max ${e.maxConcurrent} concurrent`];
+function formatEndpoint(e: EnforcedEndpoint, revision: number | null): string[] {
+  const bulkhead = e.enforcedMaxConcurrent === undefined
+    ? "no bulkhead"
+    : `max ${e.enforcedMaxConcurrent} concurrent ${origin(e.maxConcurrentFrom, revision, e.maxConcurrent === undefined ? "no bulkhead" : String(e.maxConcurrent))}`;
+  const flags = [e.idempotent ? "idempotent" : "not idempotent", bulkhead];
   const out = [`  ${e.name}  ${flags.join(", ")}  (${e.subject})`];
   if (e.description) out.push(`    description: ${e.description}`);
   out.push(...formatSchema("input: ", e.input), ...formatSchema("output:", e.output));
