@@ -9,6 +9,7 @@ import { type MeshCalls, withinDeadline } from "../calls.js";
 import type { FramePublisher } from "../frames.js";
 import type { RequestMeta } from "../wire.js";
 import type { CallerRateLimiter } from "./rate-limit.js";
+import type { HandlerWatch } from "./overdue.js";
 
 /** Why the callee turned a request away without running its handler. */
 export type RejectionType = "rate_limited" | "bulkhead_full" | "forbidden" | "unauthenticated";
@@ -58,6 +59,8 @@ export interface InstanceScope {
   policyRevision(): number | undefined;
   /** The latest deadline of any request handled so far: how long a stop may wait for handlers. */
   latestDeadline: number;
+  /** The requests holding bulkhead slots, swept for handlers running well past their deadlines. */
+  handlers: HandlerWatch;
 }
 
 /** The second argument of every handler. Logger and nested-call surface are made on first use. */

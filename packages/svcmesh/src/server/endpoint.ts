@@ -15,6 +15,7 @@ import { notSampled, parseTraceparent, traceIdOf } from "../trace/context.js";
 import { type Frame, hpubFrame } from "../frames.js";
 import { ErrorReplyHeaders, asNatsHeaders, decodeBody, encodeBodyShared, errorReplyBody, readRequestMeta, type RequestMeta } from "../wire.js";
 import { HandlerContext, type InstanceScope, type RejectionType } from "./context.js";
+import type { HandlerSlot } from "./overdue.js";
 
 export type Handler = (input: any, ctx: HandlerContext) => unknown;
 
@@ -28,6 +29,8 @@ export interface EndpointRuntime {
   maxConcurrent: number;
   /** Requests of this endpoint admitted and not yet answered. */
   inFlight: number;
+  /** Of those, the ones whose handler runs well past its deadline (overdue.ts). */
+  overdue: number;
   /** Its SERVER spans' name and attributes, made once per subject served. */
   spanTemplate?: SpanTemplate & { subject: string };
   /** Encodes its audit records, made on the first one. */
@@ -35,7 +38,7 @@ export interface EndpointRuntime {
 }
 
 export function endpointRuntime(name: string, input: Schema | undefined, output: Schema | undefined, handler: Handler, maxConcurrent?: number): EndpointRuntime {
-  return { name, input: schemaOrAny(input), output: schemaOrAny(output), checkOutput: output !== undefined, handler, maxConcurrent: maxConcurrent ?? Infinity, inFlight: 0 };
+  return { name, input: schemaOrAny(input), output: schemaOrAny(output), checkOutput: output !== undefined, handler, maxConcurrent: maxConcurrent ?? Infinity, inFlight: 0, overdue: 0 };
 }
 
 /**
@@ -59,7 +62,7 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
   }
   const outcome: Outcome = { status: "ok", message: undefined, handlerRan: false };
   // One async function per request (not one per stage): each costs a promise and a frame.
-  let admitted = false;
+  let slot: HandlerSlot | undefined; // set once admitted: holds a bulkhead slot until the end
   try {
     if (meta.deadline <= startedAt) {
       return fail(scope, msg, outcome, new MeshError("TIMEOUT", `deadline passed before ${scope.service}.${ep.name} could start`));
@@ -97,7 +100,7 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
       }));
     }
     ep.inFlight++;
-    admitted = true;
+    slot = scope.handlers.enter(ep, meta, startedAt);
     let input: unknown;
     try {
       input = decodeBody(msg.data);
@@ -154,7 +157,10 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
     scope.logger.error({ err: e, endpoint: ep.name }, "request failed outside the handler");
     fail(scope, msg, outcome, new MeshError("HANDLER_ERROR", "internal error while handling the request"));
   } finally {
-    if (admitted) ep.inFlight--;
+    if (slot !== undefined) {
+      ep.inFlight--;
+      scope.handlers.leave(slot);
+    }
     settled();
     const ms = performance.now() - t0;
     if (recording) {

@@ -19,6 +19,7 @@ import { auditSubject } from "../audit/record.js";
 import type { HandlerContext, InstanceScope, RejectionEvent, ServerTelemetry } from "./context.js";
 import { type EndpointRuntime, type Handler, endpointRuntime, handleRequest, replyError } from "./endpoint.js";
 import { ANY_CALLER, CallerRateLimiter, resolvedLimits } from "./rate-limit.js";
+import { HandlerWatch, type OverdueTiming } from "./overdue.js";
 
 type InputOf<I> = I extends Schema ? z.output<I> : unknown;
 type OutputOf<O> = O extends Schema ? z.input<O> : unknown;
@@ -79,6 +80,11 @@ export interface ServiceHandle {
   readonly id: string;
   /** Requests being handled right now. */
   readonly inFlight: number;
+  /**
+   * Of those, the ones whose handler is still running well past its request's deadline
+   * (5 s): each still holds its bulkhead slot, and was logged as a warning.
+   */
+  readonly overdue: number;
   /** Stops taking requests, finishes and answers the ones already received. */
   stop(): Promise<void>;
   /**
@@ -91,8 +97,8 @@ export interface ServiceHandle {
 
 /** What the mesh sees of its own instances (metrics read their load). */
 export interface InstanceHandle extends ServiceHandle {
-  /** (service, endpoint, requests in flight) per endpoint. */
-  endpointLoads(): Iterable<readonly [string, string, number]>;
+  /** (service, endpoint, requests in flight, of those overdue) per endpoint. */
+  endpointLoads(): Iterable<readonly [string, string, number, number]>;
 }
 
 export interface ServiceDeps {
@@ -114,6 +120,8 @@ export interface ServiceDeps {
    * default: a plain publish.
    */
   announce?: (subject: string, body: Uint8Array) => void;
+  /** When handlers count as overdue, and how often that is checked and logged (tests shorten it). */
+  overdue?: OverdueTiming;
 }
 
 export function validateServeOptions(spec: ServeOptions): void {
@@ -190,6 +198,7 @@ class Instance implements InstanceHandle {
   private exactSub: Subscription | undefined;
   private scope!: InstanceScope;
   private limiter: CallerRateLimiter | undefined;
+  private handlers: HandlerWatch | undefined;
   /** The rate limits in force, as JSON, so an unchanged policy rebuilds nothing. */
   private limitsKey: string | undefined;
   private disposePolicy: (() => void) | undefined;
@@ -216,8 +225,19 @@ class Instance implements InstanceHandle {
     return this.active;
   }
 
-  *endpointLoads(): Iterable<readonly [string, string, number]> {
-    for (const [name, ep] of this.endpoints) yield [this.name, name, ep.inFlight];
+  get overdue(): number {
+    let n = 0;
+    for (const ep of this.endpoints.values()) n += ep.overdue;
+    return n;
+  }
+
+  *endpointLoads(): Iterable<readonly [string, string, number, number]> {
+    for (const [name, ep] of this.endpoints) yield [this.name, name, ep.inFlight, ep.overdue];
+  }
+
+  private endpointStats(name: string): { in_flight: number; overdue: number } | null {
+    const ep = this.endpoints.get(name);
+    return ep ? { in_flight: ep.inFlight, overdue: ep.overdue } : null;
   }
 
   async start(): Promise<void> {
@@ -231,12 +251,15 @@ class Instance implements InstanceHandle {
       // rate_limits: service-wide, burst filled in, so callers can mirror them.
       metadata: { [MESH_METADATA_KEY]: "1", ...(limits ? { rate_limits: JSON.stringify(resolvedLimits(limits)) } : {}) },
       queue: queueGroup(lane),
+      // $SRV.STATS (`nats micro stats`): each endpoint's load, both lanes together.
+      statsHandler: (e) => Promise.resolve(this.endpointStats(e.subject.slice(lane.length + 1))),
     });
     const id = this.micro.info().id;
     const logger = this.deps.logger.child({ service: this.name, version: this.version, instance: id });
     const origin = originLines(id, this.version);
     if (limits) this.limiter = new CallerRateLimiter({ service: this.name, limits, registry: this.deps.registry, logger, self: () => this.id, major: semver.major(this.version) });
     this.limitsKey = JSON.stringify(this.spec.rateLimits ?? null);
+    this.handlers = new HandlerWatch(logger, this.name, this.deps.overdue);
     this.scope = {
       service: this.name,
       version: this.version,
@@ -254,6 +277,7 @@ class Instance implements InstanceHandle {
       auditSubject: auditSubject(this.name),
       policyRevision: () => this.deps.policy.inForce?.revision,
       latestDeadline: 0,
+      handlers: this.handlers,
     };
     for (const [name, ep] of this.endpoints) {
       const spec = (this.spec.endpoints as Record<string, EndpointSpec>)[name]!;
@@ -330,6 +354,7 @@ class Instance implements InstanceHandle {
     this.stopping ??= Promise.resolve();
     this.disposePolicy?.();
     this.limiter?.stop();
+    this.handlers?.close();
     const { nc } = this.deps;
     if (this.announced && !nc.isClosed()) this.announce(INSTANCE_STOPPED);
     try {
@@ -350,6 +375,7 @@ class Instance implements InstanceHandle {
     if (this.active > 0 && !(await this.handlersSettled())) {
       this.scope.logger.error({ abandoned: this.active }, `stopped with ${this.active} handler(s) still running past their requests' deadlines (their callers have given up on them)`);
     }
+    this.handlers?.close();
     this.deps.onStopped?.(this);
     this.settleStopped(undefined);
   }

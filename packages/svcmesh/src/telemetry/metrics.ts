@@ -13,8 +13,8 @@ export const BREAKER_STATE_VALUE = { closed: 0, half_open: 1, open: 2 } as const
 export interface MetricSources {
   /** Breaker key (`payments.v2`) → state, for `svcmesh.breaker.state`. */
   breakers(): Iterable<readonly [string, keyof typeof BREAKER_STATE_VALUE]>;
-  /** (service, endpoint, requests in flight) of every serving instance here. */
-  inFlight(): Iterable<readonly [string, string, number]>;
+  /** (service, endpoint, requests in flight, of those overdue) of every serving instance here. */
+  inFlight(): Iterable<readonly [string, string, number, number]>;
   /** Audit records waiting to be stored (queued or awaiting their ack). */
   auditBacklog(): number;
 }
@@ -70,6 +70,10 @@ export class MeshMetrics {
     meter.createObservableGauge("svcmesh.server.in_flight", { description: "requests being handled now, per endpoint", valueType: ValueType.INT })
       .addCallback((r) => {
         for (const [service, method, n] of sources.inFlight()) r.observe(n, { "rpc.service": service, "rpc.method": method });
+      });
+    meter.createObservableGauge("svcmesh.server.overdue", { description: "requests whose handler still runs well past their deadline (each holds its bulkhead slot), per endpoint", valueType: ValueType.INT })
+      .addCallback((r) => {
+        for (const [service, method, , n] of sources.inFlight()) r.observe(n, { "rpc.service": service, "rpc.method": method });
       });
     meter.createObservableGauge("svcmesh.audit.backlog", { description: "audit records not yet acknowledged by JetStream", valueType: ValueType.INT })
       .addCallback((r) => r.observe(sources.auditBacklog()));
