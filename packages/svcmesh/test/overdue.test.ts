@@ -45,6 +45,7 @@ interface Line {
   maxConcurrent?: number;
   more?: number;
   abandoned?: number;
+  time: number;
 }
 const WARN = 40;
 const INFO = 30;
@@ -206,14 +207,16 @@ describe("handlers running past their deadlines", () => {
     await until("every overdue handler counted", () => svc.overdue === N);
     await until("every overdue handler logged or counted", () => accounted(warns()) === N);
     await sleep(700);
-    assert.ok(warns().length <= 3, `${warns().length} warnings for ${N} hung handlers: ${JSON.stringify(warns().map((l) => l.msg))}`);
+    // One line per endpoint per logEveryMs (600 ms) at most: 2 or 3 here on a machine that keeps up.
+    const bounded = (ls: Line[]) => ls.length <= Math.min(10, 1 + Math.ceil((Date.now() - ls[0]!.time) / 600));
+    assert.ok(bounded(warns()), `${warns().length} warnings for ${N} hung handlers: ${JSON.stringify(warns().map((l) => l.msg))}`);
     assert.equal(accounted(warns()), N, "none warned of twice");
     assert.ok(warns().some((l) => (l.more ?? 0) > 0 && /more became overdue|more handler\(s\) became overdue/.test(l.msg)));
 
     gate.releaseAll();
     const infos = () => lines.filter((l) => l.level === INFO && l.endpoint === "work");
     await until("every settled one logged or counted", () => accounted(infos()) === N);
-    assert.ok(infos().length <= 3, `${infos().length} info lines for ${N} settled handlers`);
+    assert.ok(bounded(infos()), `${infos().length} info lines for ${N} settled handlers`);
     assert.equal(svc.overdue, 0);
     assert.equal(svc.inFlight, 0);
   });
