@@ -7,6 +7,7 @@ import { decodeBody, encodeBody, rawHeaderBlock, readRequestMeta } from "svcmesh
 import { z } from "zod";
 import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/nats-server.ts";
 import { meshFailure, meshPool } from "../../../test/helpers/mesh.ts";
+import { waitFor } from "../../../test/helpers/wait.ts";
 
 let server: NatsServer;
 const pool = meshPool(() => server.url);
@@ -54,6 +55,49 @@ describe("round trip", () => {
     assert.ok(seen[0]!.requestId.length > 0);
     const client = claims.client("rt-payments@2.1.0");
     assert.equal((await client.call<{ txn: string }>("reimburse", { claimId: "C2", usd: 10 })).txn, "T-C2-10");
+  });
+});
+
+describe("ctx.signal", () => {
+  test("aborts when the caller gives up (the deadline), so a handler's own waiting ends and its slot frees", async () => {
+    const host = await mesh("signal-host");
+    const ended: Array<{ afterMs: number; reason: string }> = [];
+    const svc = await host.serve({
+      name: "signal-svc",
+      version: "1.0.0",
+      endpoints: {
+        // Waits for an abort only: without one, it would hold its one slot for good.
+        wait: {
+          maxConcurrent: 1,
+          handler: (_r, ctx) => new Promise((_resolve, reject) => {
+            const started = Date.now();
+            ctx.signal.addEventListener("abort", () => {
+              ended.push({ afterMs: Date.now() - started, reason: (ctx.signal.reason as Error).name });
+              reject(ctx.signal.reason);
+            });
+          }),
+        },
+        quick: { handler: (_r, ctx) => ctx.signal.aborted },
+      },
+    });
+    const caller = await mesh("signal-caller");
+    assert.equal((await codeOf(caller.call("signal-svc", "wait", undefined, { timeoutMs: 300, retry: { attempts: 1 } }))).code, "TIMEOUT");
+    await waitFor("the handler's abort", () => ended.length === 1);
+    assert.equal(ended[0]!.reason, "TimeoutError");
+    assert.ok(ended[0]!.afterMs >= 200 && ended[0]!.afterMs < 2_000, `aborted after ${ended[0]!.afterMs} ms`);
+    await waitFor("the slot to be free", () => svc.inFlight === 0);
+    assert.equal(await caller.call("signal-svc", "quick"), false, "not aborted while the caller still waits");
+    // Rejecting with the signal's reason is answered TIMEOUT (the caller gave up), not HANDLER_ERROR.
+    const raw = await natsConnect({ servers: server.url });
+    try {
+      const h = natsHeaders();
+      h.set("Mesh-Deadline", String(Date.now() + 300));
+      const reply = await raw.request("svc.signal-svc.v1.wait", encodeBody(undefined), { timeout: 3_000, headers: h });
+      assert.equal(reply.headers?.get("Mesh-Error-Code"), "TIMEOUT");
+      assert.match(reply.headers?.get("Mesh-Error-Message") ?? "", /stopped at the request's deadline \(ctx\.signal\)/);
+    } finally {
+      await raw.close();
+    }
   });
 });
 

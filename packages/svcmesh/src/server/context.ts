@@ -64,6 +64,20 @@ export interface InstanceScope {
 }
 
 /** The second argument of every handler. Logger and nested-call surface are made on first use. */
+/** Each context's `signal`, once asked for (kept off the class: it is not API). */
+const deadlineSignals = new WeakMap<HandlerContext, AbortSignal>();
+
+/**
+ * Whether a handler failed with its context's deadline abort (as fetch() and most
+ * drivers reject with the signal's reason, or wrap it as their error's cause): the
+ * handler stopped because the caller gave up, so the answer is TIMEOUT, not HANDLER_ERROR.
+ */
+export function abortedAtDeadline(ctx: HandlerContext, e: unknown): boolean {
+  const signal = deadlineSignals.get(ctx);
+  if (signal === undefined || !signal.aborted) return false;
+  return e === signal.reason || (typeof e === "object" && e !== null && (e as { cause?: unknown }).cause === signal.reason);
+}
+
 export class HandlerContext {
   readonly caller: string;
   readonly deadline: number;
@@ -111,6 +125,17 @@ export class HandlerContext {
   /** Milliseconds left before the caller gives up. */
   get remainingMs(): number {
     return Math.max(0, this.deadline - Date.now());
+  }
+
+  /**
+   * Aborted when the caller gives up (this request's deadline), its reason a
+   * `TimeoutError`: pass it to fetch(), database drivers and timers so that work nobody
+   * waits for stops, and frees its bulkhead slot. Made on first use.
+   */
+  get signal(): AbortSignal {
+    let signal = deadlineSignals.get(this);
+    if (signal === undefined) deadlineSignals.set(this, (signal = AbortSignal.timeout(this.remainingMs)));
+    return signal;
   }
 
   get logger(): Logger {

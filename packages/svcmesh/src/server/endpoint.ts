@@ -14,7 +14,7 @@ import { activeTracer, contextManaged, endSpan, type SpanTemplate, spanTemplate,
 import { notSampled, parseTraceparent, traceIdOf } from "../trace/context.js";
 import { type Frame, hpubFrame } from "../frames.js";
 import { ErrorReplyHeaders, asNatsHeaders, decodeBody, encodeBodyShared, errorReplyBody, readRequestMeta, type RequestMeta } from "../wire.js";
-import { HandlerContext, type InstanceScope, type RejectionType } from "./context.js";
+import { abortedAtDeadline, HandlerContext, type InstanceScope, type RejectionType } from "./context.js";
 import type { HandlerSlot } from "./overdue.js";
 
 export type Handler = (input: any, ctx: HandlerContext) => unknown;
@@ -119,12 +119,15 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
     }
     let result: unknown;
     outcome.handlerRan = true;
+    const ctx = new HandlerContext(scope, ep.name, meta, span);
     try {
-      const ctx = new HandlerContext(scope, ep.name, meta, span);
       result = span ? withSpan(span, () => ep.handler(parsed.data, ctx)) : ep.handler(parsed.data, ctx);
       // A handler that answers at once is not awaited: that would cost a microtask turn.
       if (isThenable(result)) result = await result;
     } catch (e) {
+      if (abortedAtDeadline(ctx, e)) {
+        return fail(scope, msg, outcome, new MeshError("TIMEOUT", `${scope.service}.${ep.name} stopped at the request's deadline (ctx.signal)`));
+      }
       return fail(scope, msg, outcome, handlerFailure(scope, ep, e));
     }
     if (ep.checkOutput) {
