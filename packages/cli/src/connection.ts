@@ -29,7 +29,7 @@ async function open(globals: GlobalOptions, name: string): Promise<Mesh> {
       logLevel: "silent", // library logs would mix with command output
       events: { createStream: false }, // a one-shot command must not create streams as a side effect
       audit: { enabled: false }, // it serves nothing: no audit records, no SVC_AUDIT
-      policy: { watch: false },
+      policy: { watch: false, required: false }, // an operator tool: SVCMESH_POLICY_REQUIRED is for services
       nats: { maxReconnectAttempts: 0, reconnect: false, timeout: CONNECT_TIMEOUT_MS, waitOnFirstConnect: false },
     });
   } catch (e) {

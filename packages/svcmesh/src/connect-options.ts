@@ -29,7 +29,7 @@ const Options = z.object({
   defaults: elsewhere,
   services: z.record(z.string(), elsewhere).optional(),
   discovery: z.object({ ttlMs: duration, jitterMs: duration, maxWaitMs: duration }).partial().strict().optional(),
-  policy: z.object({ watch: z.boolean(), waitMs: duration }).partial().strict().optional(),
+  policy: z.object({ watch: z.boolean(), waitMs: duration, required: z.boolean() }).partial().strict().optional(),
   events: z.object({
     windowMs: positive,
     maxWindows: whole(1),

@@ -1,9 +1,11 @@
 import { type ConnectionOptions, connect as natsConnect, type NatsConnection, nkeyAuthenticator } from "nats";
 import { inboxPrefixFor } from "./broker/nats-config.js";
-import { createSigner } from "./identity/index.js";
+import { createSigner, type TokenSigner } from "./identity/index.js";
+import { registrationProblem } from "./identity/registration.js";
 import { createPolicyInterceptor } from "./interceptors/policy.js";
 import { type PolicyInForce, PolicyState } from "./policy-state.js";
 import { type PolicyWatcher, watchPolicy } from "./policy/store.js";
+import { DEFAULT_POLICY_WAIT_MS, logRequiredPolicy, policyRequiredOf, REQUIRED_POLICY_WAIT_MS } from "./policy/required.js";
 import { type PolicyServiceSettings, rateLimitFor, settingsFor as policySettingsFor } from "./policy/authorize.js";
 import { Header } from "./subjects.js";
 import type { Logger } from "pino";
@@ -49,10 +51,14 @@ export interface ConnectOptions {
   discovery?: Partial<RegistryOptions>;
   /**
    * The live policy: by default the mesh follows the one applied with `svcmesh apply`
-   * (KV bucket svcmesh_policies), and connect() waits up to `waitMs` for it so that
-   * nothing runs as an open mesh while a policy exists.
+   * (KV bucket svcmesh_policies), and connect() waits up to `waitMs` (default 2 s; 10 s
+   * with `required`) for it so that nothing runs as an open mesh while a policy exists.
+   * `required` (default SVCMESH_POLICY_REQUIRED: 1/true, 0/false) fails closed: connect()
+   * fails UNAVAILABLE when no policy is in force by then (and UNAUTHENTICATED when the
+   * policy registers another key, or none, for this name and seed), and while the
+   * policy is gone later, calls served and made fail UNAVAILABLE instead of running open.
    */
-  policy?: { watch?: boolean; waitMs?: number };
+  policy?: { watch?: boolean; waitMs?: number; required?: boolean };
   /** Mesh events (svc.events.*): coalescing window, stream creation. */
   events?: MeshEventsOptions;
   /**
@@ -114,6 +120,7 @@ export async function connect(options: ConnectOptions): Promise<Mesh> {
     throw new MeshError("BAD_REQUEST", "connect(): name is required (the caller's identity)");
   }
   checkConnectOptions(options);
+  const policyRequired = policyRequiredOf(options.policy);
   sampleRateOf(options.trace); // a bad rate fails before connecting
   rootSamplingOf(options.trace);
   checkAuditOptions(options.audit);
@@ -149,12 +156,14 @@ export async function connect(options: ConnectOptions): Promise<Mesh> {
   } catch (e) {
     throw await connectFailure(e, servers, natsOptions);
   }
+  let mesh: Mesh | undefined;
   try {
-    const mesh = new Mesh(nc, options);
-    await mesh.policyFollowed(options.policy?.waitMs ?? 2_000);
+    mesh = new Mesh(nc, options);
+    await mesh.policyFollowed(options.policy?.waitMs ?? (policyRequired ? REQUIRED_POLICY_WAIT_MS : DEFAULT_POLICY_WAIT_MS));
     return mesh;
   } catch (e) {
     // An open connection would keep the process alive: nothing may leave it behind.
+    await mesh?.close().catch(() => undefined);
     await nc.close().catch(() => undefined);
     throw isMeshError(e) ? e : new MeshError("BAD_REQUEST", `connect(): ${(e as Error)?.message ?? String(e)}`, { cause: e });
   }
@@ -165,8 +174,8 @@ export class Mesh implements MeshCalls {
   readonly logger: Logger;
   /** Mesh events: what breakers, retries and limits did; `consume()` for workflows. */
   readonly events: MeshEvents;
-  /** The policy in force here; none means an open mesh. */
-  readonly policy = new PolicyState();
+  /** The policy in force here; none means an open mesh (or, with policy.required, no calls). */
+  readonly policy: PolicyState;
   private readonly registry: Registry;
   private readonly transport: RequestTransport;
   private readonly caller: Caller;
@@ -181,6 +190,8 @@ export class Mesh implements MeshCalls {
   private readonly breaker: BreakerInterceptor;
   private readonly policyWatcher: PolicyWatcher | undefined;
   private readonly firstPolicy: Promise<void>;
+  /** Signs this process's tokens when it has a seed; its public key is the one checked against the policy. */
+  private readonly signer: TokenSigner | undefined;
   private closing: Promise<void> | undefined;
   /** Set when close() closes the transport: calls from then on fail UNAVAILABLE at once. */
   private callsRefused = false;
@@ -188,6 +199,8 @@ export class Mesh implements MeshCalls {
   constructor(readonly nc: NatsConnection, options: ConnectOptions) {
     this.name = options.name;
     this.logger = options.logger ?? defaultLogger(options.name, options.logLevel);
+    this.policy = new PolicyState(policyRequiredOf(options.policy));
+    this.signer = seedOf(options) ? createSigner(options.name, seedOf(options)!) : undefined;
     const defaults = mergeCallSettings(DEFAULT_CALL_SETTINGS, options.defaults);
     this.defaultTimeoutMs = defaults.timeoutMs;
     // Code defaults ← per-service code settings ← the policy in force (which wins).
@@ -216,6 +229,15 @@ export class Mesh implements MeshCalls {
     });
     const followParentSampling = (options.trace || {}).followParentSampling !== false;
     this.telemetry = { tracing, followParentSampling, metrics, audit: this.auditWriter };
+    // Once per revision: a policy that does not register this seed's key for this name.
+    let checkedRevision: number | undefined;
+    this.policy.onChange((p) => {
+      if (!p || p.revision === checkedRevision) return;
+      checkedRevision = p.revision;
+      const problem = registrationProblem(p.keys, p.revision, this.name, this.signer?.publicKey);
+      if (problem) this.logger[problem.level]({ revision: p.revision, name: this.name }, problem.message);
+    });
+    if (this.policy.required) logRequiredPolicy(this.policy, this.logger, () => this.policyWatcher?.problem);
     let heard!: () => void;
     this.firstPolicy = new Promise<void>((resolve) => (heard = resolve));
     if (options.policy?.watch === false) heard();
@@ -237,7 +259,7 @@ export class Mesh implements MeshCalls {
         this.events.count(code === "TIMEOUT" ? "timeout" : "no_responders", this.name, service, endpoint);
       },
     });
-    const signer = seedOf(options) ? createSigner(options.name, seedOf(options)!) : undefined;
+    const signer = this.signer;
     // The extra header lines per target, rebuilt only when its token is re-signed or the
     // policy changes: the hot path reuses one string.
     const linesByService = new Map<string, { token: string | undefined; policy: PolicyInForce | undefined; line: string }>();
@@ -312,12 +334,29 @@ export class Mesh implements MeshCalls {
     return entry;
   }
 
-  /** Resolves once the policy in force (or its absence) is known, or after `waitMs`. */
+  /**
+   * Resolves once the policy in force (or its absence) is known, or after `waitMs`.
+   * With policy.required it waits for a policy in force, and rejects UNAVAILABLE if
+   * none is by then, or UNAUTHENTICATED if it does not register this seed's key for this name.
+   */
   async policyFollowed(waitMs: number): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
+    let stopListening: (() => void) | undefined;
     const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)));
-    await Promise.race([this.firstPolicy, late]);
+    const known = !this.policy.required || this.policy.inForce
+      ? this.firstPolicy
+      : new Promise<void>((resolve) => (stopListening = this.policy.onChange((p) => p && resolve())));
+    await Promise.race([known, late]);
     clearTimeout(timer);
+    stopListening?.();
+    if (!this.policy.required) return;
+    const p = this.policy.inForce;
+    if (!p) {
+      const why = this.policyWatcher?.problem ?? "none arrived";
+      throw new MeshError("UNAVAILABLE", `connect(): policy.required is set and no policy is in force after ${waitMs} ms: ${why}`);
+    }
+    const problem = registrationProblem(p.keys, p.revision, this.name, this.signer?.publicKey);
+    if (problem?.level === "error") throw new MeshError("UNAUTHENTICATED", `connect(): ${problem.message}; policy.required is set, so this process does not start`);
   }
 
   call<T = unknown>(target: string, endpoint: string, payload?: unknown, opts?: CallOptions): Promise<T> {

@@ -1,6 +1,7 @@
 // The policy in force in this process, shared by its caller pipeline and its served
-// instances. No policy means an open mesh (development); once one is set, its rules
-// hold: callees authenticate callers when the policy registers identities, and both
+// instances. No policy means an open mesh (development), unless policy.required is set:
+// then no policy means nothing is served or called (UNAVAILABLE). Once one is set, its
+// rules hold: callees authenticate callers when the policy registers identities, and both
 // sides authorize with its allow lists, roles and data classes. Compiled once per
 // change, so each call costs a few lookups.
 import { MeshError } from "./errors.js";
@@ -25,6 +26,9 @@ export class PolicyState {
   private current: PolicyInForce | undefined;
   private readonly listeners = new Set<(p: PolicyInForce | undefined) => void>();
 
+  /** required: no policy in force refuses calls (fail closed) instead of opening the mesh. */
+  constructor(readonly required = false) {}
+
   get inForce(): PolicyInForce | undefined {
     return this.current;
   }
@@ -45,6 +49,11 @@ export class PolicyState {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
+}
+
+/** Why a call is refused while no policy is in force under policy.required. */
+export function noPolicyRefusal(what: string): MeshError {
+  return new MeshError("UNAVAILABLE", `${what}: no policy in force and policy.required is set; refused until a policy is applied (svcmesh apply)`);
 }
 
 /**
@@ -78,11 +87,17 @@ export class RequestGuard {
     state.onChange((p) => this.verifier?.updateKeys(p?.keys ?? new Map()));
   }
 
-  /** The caller to act for, or throws BAD_REQUEST / UNAUTHENTICATED / FORBIDDEN. Open mesh: the header's name. */
+  /**
+   * The caller to act for, or throws BAD_REQUEST / UNAUTHENTICATED / FORBIDDEN (and
+   * UNAVAILABLE with no policy under policy.required). Open mesh: the header's name.
+   */
   admit(meta: RequestMeta, endpoint: string, now: number): string {
     checkMetaSizes(meta);
     const p = this.state.inForce;
-    if (!p) return meta.caller;
+    if (!p) {
+      if (this.state.required) throw noPolicyRefusal(`${this.service}.${endpoint}`);
+      return meta.caller;
+    }
     let caller = meta.caller;
     if (p.keys.size > 0) {
       this.verifier ??= createVerifier({ keys: p.keys, service: this.service });

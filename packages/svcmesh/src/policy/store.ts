@@ -16,7 +16,9 @@
 //   mesh is open) and the watcher looks for it again with a bounded backoff (250 ms
 //   doubling to 2 s). Once watching, nats.js's ordered consumer survives reconnects;
 //   should the watch end anyway (the stream deleted, a fatal error), it starts over
-//   with the same backoff.
+//   with the same backoff. A failure to watch never removes a policy already delivered
+//   (only a delete, a purge or the bucket gone do); the watcher's `problem` says why
+//   none is known, for connect()'s policy.required.
 // - A `policy_applied` event (revision, by, sha) is published on
 //   `svc.events.policy_applied._mesh` after each apply (a plain publish: the SVC_EVENTS
 //   stream stores it when it exists). Failing to publish it never fails the apply.
@@ -44,6 +46,8 @@ export const POLICY_APPLIED_SUBJECT = `${EVENTS_ROOT}.policy_applied.${POLICY_EV
 
 const STREAM = `KV_${POLICY_BUCKET}`;
 const RETRY_MIN_MS = 250;
+const NOTHING_APPLIED = "no policy has been applied";
+const NOTHING_APPLIED_KEY = `${NOTHING_APPLIED} (the key ${POLICY_KEY} holds no valid one: never applied, deleted or purged)`;
 const RETRY_MAX_MS = 2_000;
 /** If nats.js never says the initial values are in, deliver the current state anyway after this. */
 const INITIAL_FALLBACK_MS = 2_000;
@@ -82,6 +86,12 @@ export interface AppliedPolicy {
 export interface PolicyWatcher {
   /** Stops watching; no onChange after it resolves. */
   stop(): Promise<void>;
+  /**
+   * Why no policy is known here (nothing applied, the bucket refused, no JetStream...),
+   * or the last failure to watch; undefined once a policy is delivered and until the
+   * next problem. Words connect()'s failure under policy.required.
+   */
+  readonly problem: string | undefined;
 }
 
 export type PolicyChangeHandler = (policy: StoredPolicy | undefined) => void;
@@ -182,9 +192,11 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
   let iterator: { stop(): void } | undefined;
   let sleeper: { timer: NodeJS.Timeout; resolve: () => void } | undefined;
   let restartNow = false;
+  let problem: string | undefined;
 
   const deliver = (next: StoredPolicy | undefined): void => {
     if (stopped) return;
+    problem = next ? undefined : (problem ?? NOTHING_APPLIED);
     if (delivered && next?.revision === current?.revision) return;
     current = next;
     delivered = true;
@@ -214,6 +226,7 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
           // No bucket yet: nothing applied, the mesh is open. Look again later.
           if (!loggedMissing) logger.debug({ bucket: POLICY_BUCKET }, "no policy bucket yet; the mesh is open until a policy is applied");
           loggedMissing = true;
+          problem = `${NOTHING_APPLIED} (there is no bucket ${POLICY_BUCKET})`;
           deliver(undefined);
         } else {
           await watchOnce(kv);
@@ -230,13 +243,21 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
         // A server without JetStream can hold no policy: the mesh is open there, and
         // connect() need not wait for one (we still look again, in case it is enabled).
         const noJetStream = isMeshError(e) && /JetStream is not available/.test(e.message);
-        if (noJetStream && !delivered) deliver(undefined);
         // Refused by the server's permissions: the policy cannot be known, and the mesh
         // runs open meanwhile. An error, said once a minute, not a warning per retry.
         const refused = /Permissions Violation/i.test(String((e as Error)?.message));
+        problem = refused
+          ? `the NATS server refuses this connection the policy bucket ${POLICY_BUCKET} (grant it: svcmesh nats-config grants it by default)`
+          : noJetStream
+            ? "no JetStream on this NATS server, so it holds no policy"
+            : `cannot watch the policy bucket ${POLICY_BUCKET}: ${String((e as Error)?.message)}`;
+        if (noJetStream && !delivered) deliver(undefined);
         const logged = noJetStream && loggedNoJetStream ? undefined : failureLog.admit(String((e as Error)?.message));
         if (logged && refused) {
           logger.error({ err: e, bucket: POLICY_BUCKET, heldBack: logged.held }, `policy watcher: the NATS server refuses this connection the policy bucket ${POLICY_BUCKET}; no policy is enforced here until it can read it (grant it: svcmesh nats-config grants it by default); retrying`);
+        } else if (logged && noJetStream && current) {
+          // JetStream gone after a policy was read (a server replaced, say): it stays in force.
+          logger.warn({ bucket: POLICY_BUCKET, revision: current.revision }, "no JetStream on this NATS server any more: the policy cannot be followed; the last one read stays in force");
         } else if (logged && noJetStream) {
           // A development server without JetStream: expected, and no stack trace needed.
           logger.info({ bucket: POLICY_BUCKET }, "no JetStream on this NATS server: no policy can be stored, so the mesh is open");
@@ -260,6 +281,7 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
       if (initialized) return;
       initialized = true;
       if (fallback) clearTimeout(fallback);
+      if (!state) problem = NOTHING_APPLIED_KEY;
       deliver(state);
     };
     const opts: KvWatchOptions = { key: POLICY_KEY, include: KvWatchInclude.AllHistory, initializedFn: initialize };
@@ -279,7 +301,10 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
           );
         });
         state = next;
-        if (initialized) deliver(state);
+        if (initialized) {
+          if (!state) problem = NOTHING_APPLIED_KEY;
+          deliver(state);
+        }
       }
     } finally {
       if (fallback) clearTimeout(fallback);
@@ -311,6 +336,9 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
     }
   });
   return {
+    get problem() {
+      return problem;
+    },
     stop: async () => {
       stopped = true;
       iterator?.stop();
