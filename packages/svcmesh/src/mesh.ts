@@ -156,14 +156,12 @@ export async function connect(options: ConnectOptions): Promise<Mesh> {
   } catch (e) {
     throw await connectFailure(e, servers, natsOptions);
   }
-  let mesh: Mesh | undefined;
   try {
-    mesh = new Mesh(nc, options);
+    const mesh = new Mesh(nc, options);
     await mesh.policyFollowed(options.policy?.waitMs ?? (policyRequired ? REQUIRED_POLICY_WAIT_MS : DEFAULT_POLICY_WAIT_MS));
     return mesh;
   } catch (e) {
     // An open connection would keep the process alive: nothing may leave it behind.
-    await mesh?.close().catch(() => undefined);
     await nc.close().catch(() => undefined);
     throw isMeshError(e) ? e : new MeshError("BAD_REQUEST", `connect(): ${(e as Error)?.message ?? String(e)}`, { cause: e });
   }
