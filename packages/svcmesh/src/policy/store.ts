@@ -254,7 +254,11 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
         if (noJetStream && !delivered) deliver(undefined);
         const logged = noJetStream && loggedNoJetStream ? undefined : failureLog.admit(String((e as Error)?.message));
         if (logged && refused) {
-          logger.error({ err: e, bucket: POLICY_BUCKET, heldBack: logged.held }, `policy watcher: the NATS server refuses this connection the policy bucket ${POLICY_BUCKET}; no policy is enforced here until it can read it (grant it: svcmesh nats-config grants it by default); retrying`);
+          // Revoked after a policy was read: that one stays in force, but changes go unheard.
+          const enforced = current
+            ? `the policy read before (revision ${current.revision}) stays in force and later changes are not followed`
+            : "no policy is enforced here until it can read it";
+          logger.error({ err: e, bucket: POLICY_BUCKET, heldBack: logged.held }, `policy watcher: the NATS server refuses this connection the policy bucket ${POLICY_BUCKET}; ${enforced} (grant it: svcmesh nats-config grants it by default); retrying`);
         } else if (logged && noJetStream && current) {
           // JetStream gone after a policy was read (a server replaced, say): it stays in force.
           logger.warn({ bucket: POLICY_BUCKET, revision: current.revision }, "no JetStream on this NATS server any more: the policy cannot be followed; the last one read stays in force");
