@@ -4,7 +4,7 @@
 // services and the one-shot client with the compose commands and environment.
 // Needs `pnpm build` (the commands run packages/examples/dist).
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
@@ -12,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import { after, describe, test } from "node:test";
 import { parse } from "yaml";
 import { serviceNames } from "../packages/examples/src/catalog.ts";
+import { killAll, run as runIn, within } from "./helpers/child.ts";
 import { pollJson, waitForJetStreamMeta } from "./helpers/cluster.ts";
 import { freePort, natsServerBinary, sleep } from "./helpers/nats-server.ts";
 
@@ -264,39 +265,14 @@ describe("Dockerfile.dockerignore", () => {
 // ---- the same topology, natively ----
 
 const procs: ChildProcess[] = [];
+const run = (cmd: string, args: string[], env: NodeJS.ProcessEnv) => runIn(procs, cmd, args, env, root);
 const dirs: string[] = [];
 
 after(async () => {
-  for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+  killAll(procs);
   await sleep(100);
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
-
-interface Started {
-  proc: ChildProcess;
-  output: () => string;
-  exit: Promise<number | null>;
-}
-
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Started {
-  const proc = spawn(cmd, args, { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
-  procs.push(proc);
-  let out = "";
-  const keep = (d: Buffer) => (out = (out + d.toString()).slice(-20_000));
-  proc.stdout!.on("data", keep);
-  proc.stderr!.on("data", keep);
-  const exit = new Promise<number | null>((resolve) => proc.on("close", (code) => resolve(code)));
-  return { proc, output: () => out, exit };
-}
-
-async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 test("the compose topology works: cluster forms, services join across nodes, the client's story succeeds", async () => {
   const bin = natsServerBinary();

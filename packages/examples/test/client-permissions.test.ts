@@ -2,45 +2,25 @@
 // and call only claims: it says it cannot look the other services up instead of
 // waiting for them until a misleading timeout, and the story still runs through claims.
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { after, test } from "node:test";
 import { natsAuthorizationConfig, newIdentity } from "svcmesh";
+import { killAll, run as runIn, type Started, within } from "../../../test/helpers/child.ts";
 import { type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
 
 const DIST = fileURLToPath(new URL("../dist/", import.meta.url));
-
-interface Started {
-  proc: ChildProcess;
-  output: () => string;
-  exit: Promise<number | null>;
-}
 
 const procs: ChildProcess[] = [];
 let server: NatsServer | undefined;
 
 after(async () => {
-  for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+  killAll(procs);
   await server?.stop();
 });
 
 function run(script: string, args: string[], env: Record<string, string>): Started {
-  const proc = spawn(process.execPath, [DIST + script, ...args], { env: { ...process.env, SVCMESH_LOG_LEVEL: "warn", ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  procs.push(proc);
-  let out = "";
-  const keep = (d: Buffer) => (out = (out + d.toString()).slice(-20_000));
-  proc.stdout!.on("data", keep);
-  proc.stderr!.on("data", keep);
-  return { proc, output: () => out, exit: new Promise((resolve) => proc.on("close", (code) => resolve(code))) };
-}
-
-async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
+  return runIn(procs, process.execPath, [DIST + script, ...args], { ...process.env, SVCMESH_LOG_LEVEL: "warn", ...env });
 }
 
 test("a client the server's permissions let see only claims: says so for auth and payments, and its story still runs", async () => {

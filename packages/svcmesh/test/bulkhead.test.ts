@@ -7,6 +7,8 @@ import { connect as natsConnect, headers as natsHeaders, type NatsConnection, Re
 import type { Mesh } from "svcmesh";
 import { decodeReply, encodeBody } from "svcmesh/internal";
 import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/nats-server.ts";
+import { waitFor } from "../../../test/helpers/wait.ts";
+import { gated } from "./fixtures/gate.ts";
 import { meshFailure, meshPool } from "../../../test/helpers/mesh.ts";
 // The hook itself is tested on startService here; resilience.test.ts checks the events it becomes.
 import type { MeshCalls } from "../src/calls.ts";
@@ -32,27 +34,7 @@ after(async () => {
   await server.stop();
 });
 
-/** Waits until `cond` holds, at most `ms`. */
-async function until(cond: () => boolean, ms = 5_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    assert.ok(Date.now() < end, "condition not reached in time");
-    await sleep(5);
-  }
-}
 
-/** A handler that holds each request until the test lets it go. */
-function gated() {
-  const waiting: (() => void)[] = [];
-  return {
-    get waiting() {
-      return waiting.length;
-    },
-    hold: () => new Promise<void>((resolve) => waiting.push(resolve)),
-    releaseOne: () => waiting.shift()!(),
-    releaseAll: () => waiting.splice(0).forEach((r) => r()),
-  };
-}
 
 describe("bulkheads", () => {
   test("a bulkhead full of slow calls answers the next with UNAVAILABLE at once, and recovers as slots free", async () => {
@@ -69,7 +51,7 @@ describe("bulkheads", () => {
     });
     const caller = await mesh("bh-caller");
     const first = [caller.call("bh-slow", "slow", 1, { timeoutMs: 10_000 }), caller.call("bh-slow", "slow", 2, { timeoutMs: 10_000 })];
-    await until(() => gate.waiting === 2);
+    await waitFor("2 requests held", () => gate.waiting === 2, 5_000);
 
     const started = Date.now();
     const e = await meshFailure(caller.call("bh-slow", "slow", 3, { timeoutMs: 10_000 }));
@@ -84,14 +66,14 @@ describe("bulkheads", () => {
     gate.releaseOne();
     assert.equal(await first[0], 1);
     const third = caller.call("bh-slow", "slow", 5, { timeoutMs: 10_000 });
-    await until(() => gate.waiting === 2);
+    await waitFor("2 requests held", () => gate.waiting === 2, 5_000);
     assert.equal(ran, 3, "a freed slot is usable at once");
     assert.equal((await meshFailure(caller.call("bh-slow", "slow", 6))).code, "UNAVAILABLE", "full again");
 
     gate.releaseAll();
     assert.deepEqual(await Promise.all([first[1], third]), [2, 5]);
     const again = [7, 8].map((n) => caller.call("bh-slow", "slow", n, { timeoutMs: 10_000 }));
-    await until(() => gate.waiting === 2);
+    await waitFor("2 requests held", () => gate.waiting === 2, 5_000);
     gate.releaseAll();
     assert.deepEqual(await Promise.all(again), [7, 8], "both slots free again once the slow calls are done");
   });
@@ -116,7 +98,7 @@ describe("bulkheads", () => {
     gate.releaseAll();
     await sleep(20);
     const p = caller.call("bh-free", "sleepy");
-    await until(() => gate.waiting === 1);
+    await waitFor("1 requests held", () => gate.waiting === 1, 5_000);
     gate.releaseAll();
     assert.equal(await p, "awake");
   });
@@ -206,13 +188,13 @@ describe("rejection hook", () => {
         });
       };
       const held = request("patient");
-      await until(() => gate.waiting === 1);
+      await waitFor("1 requests held", () => gate.waiting === 1, 5_000);
       assert.equal(await request("patient"), "UNAVAILABLE");
       assert.equal(await request("greedy"), "UNAVAILABLE", "turned away by the bulkhead: its token is given back");
       gate.releaseAll();
       assert.equal(await held, "done");
       const greedy = request("greedy");
-      await until(() => gate.waiting === 1);
+      await waitFor("1 requests held", () => gate.waiting === 1, 5_000);
       assert.equal(await request("greedy"), "RATE_LIMITED");
       gate.releaseAll();
       assert.equal(await greedy, "done");

@@ -14,6 +14,8 @@ import pino from "pino";
 import { connect, type Mesh } from "svcmesh";
 import { meshFailure } from "../../../test/helpers/mesh.ts";
 import { type NatsServer, sleep, startNatsServer } from "../../../test/helpers/nats-server.ts";
+import { waitFor } from "../../../test/helpers/wait.ts";
+import { gated } from "./fixtures/gate.ts";
 import type { MeshCalls } from "../src/calls.ts";
 import { defaultLogger } from "../src/logger.ts";
 import { PolicyState } from "../src/policy-state.ts";
@@ -96,25 +98,7 @@ async function caller(name: string): Promise<Mesh> {
   return m;
 }
 
-async function until(what: string, cond: () => boolean, ms = 5_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    assert.ok(Date.now() < end, `${what}: not reached in time`);
-    await sleep(10);
-  }
-}
 
-/** Each request's handler waits for the test to let it go. */
-function gated() {
-  const waiting: (() => void)[] = [];
-  return {
-    get waiting() {
-      return waiting.length;
-    },
-    hold: () => new Promise<void>((resolve) => waiting.push(resolve)),
-    releaseAll: () => waiting.splice(0).forEach((r) => r()),
-  };
-}
 
 describe("handlers running past their deadlines", () => {
   test("a hung handler is warned of once after the grace, keeps its slot, and is logged again once when it settles", async () => {
@@ -136,7 +120,7 @@ describe("handlers running past their deadlines", () => {
     const warnings = () => lines.filter((l) => l.level === WARN && l.requestId === id);
     assert.equal(warnings().length, 0, "not yet: the grace has not passed");
 
-    await until("the warning", () => warnings().length > 0);
+    await waitFor("the warning", () => warnings().length > 0);
     const warned = Date.now();
     assert.ok(warned - called >= 200 + 400, `warned ${warned - called} ms after the call: not before deadline + grace`);
     const w = warnings()[0]!;
@@ -159,7 +143,7 @@ describe("handlers running past their deadlines", () => {
 
     gate.releaseAll();
     const settled = () => lines.filter((l) => l.level === INFO && l.requestId === id);
-    await until("the settled line", () => settled().length > 0);
+    await waitFor("the settled line", () => settled().length > 0);
     const s = settled()[0]!;
     assert.ok(s.ranMs! >= 200 + 400, `ranMs ${s.ranMs}`);
     assert.equal(s.overdue, 0);
@@ -181,7 +165,7 @@ describe("handlers running past their deadlines", () => {
     assert.equal((await meshFailure(m.call("ovd-late", "work", undefined, { timeoutMs: 100 }))).code, "TIMEOUT");
     await sleep(200);
     gate.releaseAll();
-    await until("the handler to settle", () => svc.inFlight === 0);
+    await waitFor("the handler to settle", () => svc.inFlight === 0);
     await sleep(700);
     assert.deepEqual(lines.filter((l) => l.endpoint === "work"), []);
     assert.equal(svc.overdue, 0);
@@ -204,8 +188,8 @@ describe("handlers running past their deadlines", () => {
     const warns = () => lines.filter((l) => l.level === WARN && l.endpoint === "work");
     // Each line names one request (or none) and counts the others it stands for.
     const accounted = (ls: Line[]) => ls.reduce((n, l) => n + (l.requestId !== undefined ? 1 : 0) + (l.more ?? 0), 0);
-    await until("every overdue handler counted", () => svc.overdue === N);
-    await until("every overdue handler logged or counted", () => accounted(warns()) === N);
+    await waitFor("every overdue handler counted", () => svc.overdue === N);
+    await waitFor("every overdue handler logged or counted", () => accounted(warns()) === N);
     await sleep(700);
     // One line per endpoint per logEveryMs (600 ms) at most: 2 or 3 here on a machine that keeps up.
     const bounded = (ls: Line[]) => ls.length <= Math.min(10, 1 + Math.ceil((Date.now() - ls[0]!.time) / 600));
@@ -215,7 +199,7 @@ describe("handlers running past their deadlines", () => {
 
     gate.releaseAll();
     const infos = () => lines.filter((l) => l.level === INFO && l.endpoint === "work");
-    await until("every settled one logged or counted", () => accounted(infos()) === N);
+    await waitFor("every settled one logged or counted", () => accounted(infos()) === N);
     assert.ok(bounded(infos()), `${infos().length} info lines for ${N} settled handlers`);
     assert.equal(svc.overdue, 0);
     assert.equal(svc.inFlight, 0);
@@ -230,7 +214,7 @@ describe("handlers running past their deadlines", () => {
     );
     const m = await caller("ovd-gauge-caller");
     await Promise.all([1, 2].map(() => meshFailure(m.call("ovd-gauge", "hang", undefined, { timeoutMs: 100 }))));
-    await until("both overdue", () => svc.overdue === 2);
+    await waitFor("both overdue", () => svc.overdue === 2);
     const value = async (name: string, method: string) => {
       const { resourceMetrics } = await reader.collect();
       const points = resourceMetrics.scopeMetrics.flatMap((s) => s.metrics).filter((x) => x.descriptor.name === name).flatMap((x) => x.dataPoints as DataPoint<number>[]);
@@ -247,7 +231,7 @@ describe("handlers running past their deadlines", () => {
     };
     assert.deepEqual(await stats(), { hang: { in_flight: 2, overdue: 2 }, fine: { in_flight: 0, overdue: 0 } }, "nats micro stats shows them too");
     gate.releaseAll();
-    await until("settled", () => svc.inFlight === 0);
+    await waitFor("settled", () => svc.inFlight === 0);
     assert.equal(await value("svcmesh.server.overdue", "hang"), 0);
   });
 
@@ -260,11 +244,11 @@ describe("handlers running past their deadlines", () => {
     );
     const m = await caller("ovd-stop-caller");
     assert.equal((await meshFailure(m.call("ovd-stop", "work", undefined, { timeoutMs: 100 }))).code, "TIMEOUT");
-    await until("the first is warned of", () => lines.some((l) => l.level === WARN && l.requestId === ids[0]));
+    await waitFor("the first is warned of", () => lines.some((l) => l.level === WARN && l.requestId === ids[0]));
     // A second one whose deadline is still ahead: stop() waits for it until then (+250 ms),
     // which is before it becomes overdue (+400 ms).
     const second = meshFailure(m.call("ovd-stop", "work", undefined, { timeoutMs: 600 }));
-    await until("the second runs", () => gate.waiting === 2);
+    await waitFor("the second runs", () => gate.waiting === 2);
     const t0 = Date.now();
     await svc.stop();
     assert.ok(Date.now() - t0 < 2_000, `stop() took ${Date.now() - t0} ms`);
@@ -274,7 +258,7 @@ describe("handlers running past their deadlines", () => {
     assert.ok(!lines.some((l) => l.level === WARN && l.requestId === ids[1]), "a stopped instance no longer sweeps");
     assert.equal(svc.overdue, 1);
     gate.releaseAll();
-    await until("the abandoned handlers settle", () => svc.inFlight === 0);
+    await waitFor("the abandoned handlers settle", () => svc.inFlight === 0);
     assert.equal(svc.overdue, 0);
   });
 });
