@@ -101,6 +101,36 @@ describe("ctx.signal", () => {
   });
 });
 
+describe("ctx.signal's edges", () => {
+  test("a deadline beyond what a timer can hold never aborts early; the signal ends with the request (AbortError)", async () => {
+    const host = await mesh("signal-edge-host");
+    const kept: AbortSignal[] = [];
+    await host.serve({
+      name: "signal-edge",
+      version: "1.0.0",
+      endpoints: {
+        nap: {
+          handler: async (_r, ctx) => {
+            kept.push(ctx.signal);
+            await sleep(150);
+            return ctx.signal.aborted;
+          },
+        },
+      },
+    });
+    const caller = await mesh("signal-edge-caller");
+    // 3e9 ms (~35 days) overflowed Node's timer (fired after 1 ms); 5e9 made the getter throw.
+    for (const timeoutMs of [3_000_000_000, 5_000_000_000]) {
+      assert.equal(await caller.call("signal-edge", "nap", undefined, { timeoutMs }), false, `not aborted with timeoutMs ${timeoutMs}`);
+    }
+    assert.equal(kept.length, 2);
+    for (const s of kept) {
+      assert.equal(s.aborted, true, "aborted once the handler settled");
+      assert.equal((s.reason as Error).name, "AbortError");
+    }
+  });
+});
+
 describe("nested calls", () => {
   test("inherit what is left of the parent's deadline, and a missing dependency is UNAVAILABLE, not NO_RESPONDERS", async () => {
     const host = await mesh("nest-host");

@@ -64,8 +64,16 @@ export interface InstanceScope {
 }
 
 /** The second argument of every handler. Logger and nested-call surface are made on first use. */
-/** Each context's `signal`, once asked for (kept off the class: it is not API). */
-const deadlineSignals = new WeakMap<HandlerContext, AbortSignal>();
+/** A context's `signal`, once asked for (kept off the class: it is not API). */
+interface DeadlineSignal {
+  controller: AbortController;
+  timer: NodeJS.Timeout | undefined;
+}
+const deadlineSignals = new WeakMap<HandlerContext, DeadlineSignal>();
+/** Whether any context made a signal: until then releasing costs one check. */
+let signalsMade = false;
+/** Node's timers take at most 2^31-1 ms (~24.8 days): a later deadline does not abort. */
+const MAX_TIMER_MS = 2_147_483_647;
 
 /**
  * Whether a handler failed with its context's deadline abort (as fetch() and most
@@ -73,9 +81,24 @@ const deadlineSignals = new WeakMap<HandlerContext, AbortSignal>();
  * handler stopped because the caller gave up, so the answer is TIMEOUT, not HANDLER_ERROR.
  */
 export function abortedAtDeadline(ctx: HandlerContext, e: unknown): boolean {
-  const signal = deadlineSignals.get(ctx);
+  if (!signalsMade) return false;
+  const signal = deadlineSignals.get(ctx)?.controller.signal;
   if (signal === undefined || !signal.aborted) return false;
   return e === signal.reason || (typeof e === "object" && e !== null && (e as { cause?: unknown }).cause === signal.reason);
+}
+
+/**
+ * The request is over (its handler settled): its signal, if one was made, aborts now
+ * (as Go's request contexts are cancelled when the handler returns), so its timer and
+ * whatever listens to it are let go instead of living until the deadline.
+ */
+export function releaseSignal(ctx: HandlerContext): void {
+  if (!signalsMade) return;
+  const d = deadlineSignals.get(ctx);
+  if (d === undefined) return;
+  if (d.timer !== undefined) clearTimeout(d.timer);
+  d.timer = undefined;
+  if (!d.controller.signal.aborted) d.controller.abort(new DOMException("the request has ended", "AbortError"));
 }
 
 export class HandlerContext {
@@ -130,12 +153,22 @@ export class HandlerContext {
   /**
    * Aborted when the caller gives up (this request's deadline), its reason a
    * `TimeoutError`: pass it to fetch(), database drivers and timers so that work nobody
-   * waits for stops, and frees its bulkhead slot. Made on first use.
+   * waits for stops, and frees its bulkhead slot. Also aborted (an `AbortError`) once the
+   * handler has settled: work it started and left running is over too. Made on first use.
    */
   get signal(): AbortSignal {
-    let signal = deadlineSignals.get(this);
-    if (signal === undefined) deadlineSignals.set(this, (signal = AbortSignal.timeout(this.remainingMs)));
-    return signal;
+    let d = deadlineSignals.get(this);
+    if (d === undefined) {
+      const controller = new AbortController();
+      const abort = () => controller.abort(new DOMException("the request's deadline has passed", "TimeoutError"));
+      const remaining = this.remainingMs;
+      d = { controller, timer: undefined };
+      if (remaining === 0) abort();
+      else if (remaining <= MAX_TIMER_MS) d.timer = setTimeout(abort, remaining).unref();
+      deadlineSignals.set(this, d);
+      signalsMade = true;
+    }
+    return d.controller.signal;
   }
 
   get logger(): Logger {

@@ -14,7 +14,7 @@ import { activeTracer, contextManaged, endSpan, type SpanTemplate, spanTemplate,
 import { notSampled, parseTraceparent, traceIdOf } from "../trace/context.js";
 import { type Frame, hpubFrame } from "../frames.js";
 import { ErrorReplyHeaders, asNatsHeaders, decodeBody, encodeBodyShared, errorReplyBody, readRequestMeta, type RequestMeta } from "../wire.js";
-import { abortedAtDeadline, HandlerContext, type InstanceScope, type RejectionType } from "./context.js";
+import { abortedAtDeadline, HandlerContext, releaseSignal, type InstanceScope, type RejectionType } from "./context.js";
 import type { HandlerSlot } from "./overdue.js";
 
 export type Handler = (input: any, ctx: HandlerContext) => unknown;
@@ -125,11 +125,14 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
       // A handler that answers at once is not awaited: that would cost a microtask turn.
       if (isThenable(result)) result = await result;
     } catch (e) {
-      if (abortedAtDeadline(ctx, e)) {
+      const atDeadline = abortedAtDeadline(ctx, e);
+      releaseSignal(ctx);
+      if (atDeadline) {
         return fail(scope, msg, outcome, new MeshError("TIMEOUT", `${scope.service}.${ep.name} stopped at the request's deadline (ctx.signal)`));
       }
       return fail(scope, msg, outcome, handlerFailure(scope, ep, e));
     }
+    releaseSignal(ctx);
     if (ep.checkOutput) {
       let checked: ReturnType<Schema["safeParse"]>;
       try {
