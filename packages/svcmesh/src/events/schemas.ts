@@ -70,10 +70,11 @@ export const ForbiddenEvent = z.object({ type: z.literal("forbidden"), ...envelo
   .describe("calls a callee refused with FORBIDDEN, coalesced");
 /**
  * Calls a callee refused with UNAUTHENTICATED (coalesced). `caller` is the name the
- * request claimed (its Mesh-Caller header, or "" without one): unproven, by definition.
+ * request claimed (its Mesh-Caller header) when the policy registers that name, else "":
+ * unproven either way, and names a prober makes up are not told apart.
  */
 export const UnauthenticatedEvent = z.object({ type: z.literal("unauthenticated"), ...envelope, ...coalesced })
-  .describe("calls a callee refused with UNAUTHENTICATED, coalesced; caller is the name the request claimed");
+  .describe("calls a callee refused with UNAUTHENTICATED, coalesced; caller is the registered name the request claimed, else empty");
 /** Calls a callee refused because the endpoint's bulkhead was full (coalesced). */
 export const BulkheadFullEvent = z.object({ type: z.literal("bulkhead_full"), ...envelope, ...coalesced })
   .describe("calls refused by a full bulkhead, coalesced");

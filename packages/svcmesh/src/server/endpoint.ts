@@ -74,7 +74,7 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
       // Refused access is what operators watch for: a misconfigured caller or a probe.
       const code = (e as MeshError).code;
       if (code === "FORBIDDEN") rejected(scope, "forbidden", ep.name, ((e as MeshError).details as { caller?: string } | undefined)?.caller ?? meta.caller);
-      else if (code === "UNAUTHENTICATED") rejected(scope, "unauthenticated", ep.name, meta.caller);
+      else if (code === "UNAUTHENTICATED") rejected(scope, "unauthenticated", ep.name, scope.guard.claimedName(meta.caller));
       return fail(scope, msg, outcome, e as MeshError);
     }
     // Nothing configured costs one field check each: no lookups, no allocations.
