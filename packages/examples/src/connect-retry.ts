@@ -22,8 +22,15 @@ export async function connectWithRetry(o: RetryOptions): Promise<Mesh> {
     try {
       return await connect({ servers: o.servers, name: o.name, logger: o.logger });
     } catch (e) {
+      const code = (e as { code?: unknown }).code;
+      // Settings and credentials do not get better by waiting: a bad option, a seed the
+      // policy does not register (policy.required).
+      if (code === "BAD_REQUEST" || code === "UNAUTHENTICATED") throw e;
       if (o.cancelled?.() || Date.now() + interval >= until) throw e;
-      if (attempt === 1 || attempt % 10 === 0) o.logger.warn({ servers: o.servers, attempt, err: (e as Error).message }, "NATS not reachable yet; retrying");
+      if (attempt === 1 || attempt % 10 === 0) {
+        // UNAVAILABLE is NATS not reachable yet, or (policy.required) no policy in force yet.
+        o.logger.warn({ servers: o.servers, attempt, code, err: (e as Error).message }, "cannot connect to the mesh yet; retrying");
+      }
       await sleep(interval);
     }
   }

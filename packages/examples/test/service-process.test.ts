@@ -110,12 +110,22 @@ test("gives up with exit 1 when NATS stays unreachable for SVCMESH_CONNECT_WAIT_
   assert.ok(p.lines().some((l) => typeof l.msg === "string" && l.msg.startsWith("auth could not start")), p.output());
 });
 
+test("a setting that waiting cannot mend (here a bad SVCMESH_POLICY_REQUIRED) exits 1 at once, not after SVCMESH_CONNECT_WAIT_MS", async () => {
+  const started = Date.now();
+  const p = start(["auth"], { NATS_URL: server.url, SVCMESH_CONNECT_WAIT_MS: "60000", SVCMESH_POLICY_REQUIRED: "maybe" });
+  const { code } = await exitOf(p);
+  assert.equal(code, 1, p.output());
+  assert.ok(Date.now() - started < 15_000, `exited after ${Date.now() - started} ms`);
+  assert.match(p.output(), /SVCMESH_POLICY_REQUIRED/);
+  assert.ok(!p.lines().some((l) => l.msg === "cannot connect to the mesh yet; retrying"), "no retry");
+});
+
 test("waits for a NATS server that comes up after it starts", async () => {
   const port = await freePort();
   const p = start(["auth"], { NATS_URL: `nats://127.0.0.1:${port}`, SVCMESH_CONNECT_WAIT_MS: "20000" });
   let late: NatsServer | undefined;
   try {
-    await until("a retry warning", p, () => p.lines().find((l) => l.msg === "NATS not reachable yet; retrying"));
+    await until("a retry warning", p, () => p.lines().find((l) => l.msg === "cannot connect to the mesh yet; retrying" && l.code === "UNAVAILABLE"));
     late = await startNatsServer({ port });
     await until("ready line", p, () => p.lines().find((l) => typeof l.msg === "string" && l.msg.startsWith("ready: auth@1.")));
     p.proc.kill("SIGTERM");
