@@ -54,8 +54,9 @@ export interface ConnectOptions {
    * (KV bucket svcmesh_policies), and connect() waits up to `waitMs` (default 2 s; 10 s
    * with `required`) for it so that nothing runs as an open mesh while a policy exists.
    * `required` (default SVCMESH_POLICY_REQUIRED: 1/true, 0/false) fails closed: connect()
-   * fails UNAVAILABLE when no policy is in force by then (and UNAUTHENTICATED when the
-   * policy registers another key, or none, for this name and seed), and while the
+   * fails UNAVAILABLE when no policy is in force by then (and UNAUTHENTICATED when this
+   * process has a seed and the policy registers another key, or none, for its name; with
+   * no seed it only warns: a process that only serves needs none), and while the
    * policy is gone later, calls served and made fail UNAVAILABLE instead of running open.
    */
   policy?: { watch?: boolean; waitMs?: number; required?: boolean };
