@@ -295,7 +295,14 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
       it.stop();
       return;
     }
-    if (!initialized) fallback = setTimeout(initialize, INITIAL_FALLBACK_MS).unref();
+    // Watching again (a reconnect) with the history not in yet: a guess of "none" would
+    // drop the policy in force (an open mesh, or with policy.required no calls), so the
+    // fallback waits on while the last one delivered was a policy.
+    const fallBack = (): void => {
+      if (state === undefined && current !== undefined) fallback = setTimeout(fallBack, INITIAL_FALLBACK_MS).unref();
+      else initialize();
+    };
+    if (!initialized) fallback = setTimeout(fallBack, INITIAL_FALLBACK_MS).unref();
     try {
       for await (const e of it) {
         const next = fold(state, e, (err) => {
