@@ -20,7 +20,8 @@ import type { MeshCalls } from "../src/calls.ts";
 import { defaultLogger } from "../src/logger.ts";
 import { PolicyState } from "../src/policy-state.ts";
 import { Registry } from "../src/registry.ts";
-import type { OverdueTiming } from "../src/server/overdue.ts";
+import { HandlerWatch, type OverdueTiming } from "../src/server/overdue.ts";
+import type { EndpointRuntime } from "../src/server/endpoint.ts";
 import { type InstanceHandle, type ServeOptions, startService } from "../src/server/service.ts";
 import { MeshMetrics } from "../src/telemetry/metrics.ts";
 
@@ -260,5 +261,29 @@ describe("handlers running past their deadlines", () => {
     gate.releaseAll();
     await waitFor("the abandoned handlers settle", () => svc.inFlight === 0);
     assert.equal(svc.overdue, 0);
+  });
+});
+
+describe("the sweep timer", () => {
+  test("runs only while requests are in flight: armed by the first, cleared by a sweep that finds none, armed again", async (t) => {
+    const set = t.mock.method(globalThis, "setInterval");
+    const cleared = t.mock.method(globalThis, "clearInterval");
+    const watch = new HandlerWatch(pino({ level: "silent" }), "sweep-svc", { graceMs: 10_000, sweepMs: 20, logEveryMs: 10_000 });
+    const ep = { name: "e", maxConcurrent: Infinity, inFlight: 0, overdue: 0 } as unknown as EndpointRuntime;
+    const meta = { caller: "c", deadline: Date.now() + 60_000, requestId: "r", token: "", policy: "", traceparent: "", tracestate: "" };
+    const a = watch.enter(ep, meta, Date.now());
+    const b = watch.enter(ep, meta, Date.now());
+    assert.equal(set.mock.callCount(), 1, "one timer for the instance, armed by the first request");
+    watch.leave(a);
+    await sleep(80); // sweeps with one request still in flight
+    assert.equal(cleared.mock.callCount(), 0);
+    watch.leave(b);
+    await waitFor("a sweep to find nothing in flight and clear the timer", () => cleared.mock.callCount() === 1, 2_000);
+    await sleep(80);
+    assert.equal(set.mock.callCount(), 1, "not armed again while idle");
+    watch.leave(watch.enter(ep, meta, Date.now()));
+    assert.equal(set.mock.callCount(), 2, "armed again by the next request");
+    watch.close();
+    assert.equal(cleared.mock.callCount(), 2);
   });
 });
