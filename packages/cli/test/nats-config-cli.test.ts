@@ -138,8 +138,11 @@ describe("svcmesh nats-config", () => {
     assert.equal(out.services[1]!.key, ids.claims.publicKey);
     assert.ok(out.authorization.includes('"$SRV.INFO.*"'));
     assert.ok(out.authorization.includes('"$JS.API.CONSUMER.CREATE.KV_svcmesh_policies"'), "the library's policy bucket by default");
-    const other = JSON.parse(cli(["--json", "nats-config", file("json.yaml", policyYaml), "--policy-bucket", "team_policies"]).stdout) as { authorization: string };
-    assert.ok(other.authorization.includes('"$JS.API.CONSUMER.CREATE.KV_team_policies"') && !other.authorization.includes("svcmesh_policies"));
+    const other = JSON.parse(cli(["--json", "nats-config", file("json.yaml", policyYaml), "--policy-bucket", "team_policies"]).stdout) as { authorization: string; notes: string[] };
+    assert.ok(other.authorization.includes('"$JS.API.CONSUMER.CREATE.KV_team_policies"') && !other.authorization.includes('"$JS.API.CONSUMER.CREATE.KV_svcmesh_policies"'));
+    // svcmesh services watch the library's bucket only: the config says what that means for them.
+    assert.ok(other.notes.some((n) => /svcmesh services read the policy from svcmesh_policies only/.test(n)), JSON.stringify(other.notes));
+    assert.ok(!out.notes.some((n) => /--policy-bucket/.test(n)), "no such note for the library's own bucket");
     const none = JSON.parse(cli(["--json", "nats-config", file("json.yaml", policyYaml), "--no-policy-bucket"]).stdout) as { authorization: string };
     assert.ok(!none.authorization.includes("KV_"), "--no-policy-bucket grants none");
   });

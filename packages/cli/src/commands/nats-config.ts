@@ -20,6 +20,7 @@ import {
   natsAuthorizationConfig,
   newIdentity,
   parsePolicy,
+  POLICY_BUCKET,
   serviceConnectSettings,
   servicesWithoutKeys,
 } from "svcmesh";
@@ -78,7 +79,7 @@ export function registerNatsConfig(program: Command): void {
     .option("--out-dir <dir>", "write authorization.conf and one <service>.env per service there, instead of printing")
     .option("--operator <name=UKEY>", "an unrestricted user (the svcmesh CLI, dashboards); repeatable", collect, [] as string[])
     .addOption(new Option("--discovery <which>", "which services a service may discover: the ones it may call, or all").choices(["callees", "all"]).default("callees"))
-    .option("--policy-bucket <bucket>", "the KV bucket the policy lives in: every service may watch and read it (default: svcmesh_policies, the library's)")
+    .option("--policy-bucket <bucket>", "the KV bucket services may watch and read (default: svcmesh_policies, the only one svcmesh services read the policy from)")
     .option("--no-policy-bucket", "grant no policy bucket (only for services connected with policy: { watch: false }: the others could not know the policy and would run open)")
     .option("--generate-keys", "make key pairs for services the policy names without an identity (their seeds are printed or written once)")
     .addOption(
@@ -133,6 +134,11 @@ Examples:
         throw e;
       }
       const notes = brokerPlanNotes(policy, { unnamedEndpoints: opts.unnamedEndpoints });
+      // The library watches its own bucket only: a config granting another leaves svcmesh
+      // services without the policy.
+      if (typeof opts.policyBucket === "string" && opts.policyBucket !== POLICY_BUCKET) {
+        notes.push(`--policy-bucket ${opts.policyBucket}: svcmesh services read the policy from ${POLICY_BUCKET} only, which this config no longer grants them: they would run as an open mesh (or, with policy.required, not start). Use another bucket only for clients that read it themselves.`);
+      }
       const settings = serviceConnectSettings(plan);
       const services: ServiceOut[] = Object.keys(settings)
         .sort()
