@@ -1,0 +1,83 @@
+#!/usr/bin/env node
+// One-time setup of the secure demo (docker/docker-compose.secure.yml): fresh key pairs
+// for the policy's identities and for the operator, then the broker config. Run from
+// the repository root after `pnpm build`:
+//
+//   node docker/secure/setup.mjs [--out DIR]     # DIR default: docker/secure/deploy
+//
+// Writes into DIR (gitignored; seeds are secrets, files holding them are mode 0600):
+//   policies.yaml        the policy with the new public keys (what `svcmesh apply` applies)
+//   authorization.conf   the nats-server users and permissions (`svcmesh nats-config`)
+//   <identity>.env       SVCMESH_SEED and connect settings of each identity (env_file)
+//   operator.env         SVCMESH_SEED of the operator user that runs `svcmesh apply`
+// Running it again makes new keys: restart the whole deployment after it.
+// The CLI makes the keys and the config; this script only puts the keys into the policy
+// and the seeds into the env files, which `nats-config` leaves to whoever holds them.
+import { execFileSync } from "node:child_process";
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join, relative, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, "../..");
+const cliMain = join(root, "packages/cli/dist/main.js");
+const OPERATOR = "operator";
+
+const args = process.argv.slice(2);
+if (!(args.length === 0 || (args.length === 2 && args[0] === "--out" && args[1]))) {
+  process.stderr.write("usage: node docker/secure/setup.mjs [--out DIR]\n");
+  process.exit(2);
+}
+const out = resolve(args[1] ?? join(here, "deploy"));
+
+function cli(cliArgs) {
+  try {
+    return execFileSync(process.execPath, [cliMain, ...cliArgs], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  } catch (e) {
+    const why = e.code === "ENOENT" || /Cannot find module/.test(String(e.stderr)) ? `${cliMain} missing: run pnpm build first` : String(e.stderr || e.message).trim();
+    process.stderr.write(`setup: svcmesh ${cliArgs[0]} failed: ${why}\n`);
+    process.exit(1);
+  }
+}
+
+function writeSecret(path, text) {
+  writeFileSync(path, text, { mode: 0o600 });
+  chmodSync(path, 0o600); // mode applies only to a new file
+}
+
+const template = readFileSync(join(here, "policies.yaml"), "utf8");
+const names = [...new Set([...template.matchAll(/\bKEY_([A-Za-z0-9_-]+)/g)].map((m) => m[1]))];
+if (names.length === 0) {
+  process.stderr.write("setup: docker/secure/policies.yaml has no KEY_<name> placeholder: nothing to make keys for\n");
+  process.exit(1);
+}
+const identity = (name) => JSON.parse(cli(["identity", "new", name, "--json"]));
+const ids = new Map(names.map((n) => [n, identity(n)]));
+const operator = identity(OPERATOR);
+
+mkdirSync(out, { recursive: true });
+const policyFile = join(out, "policies.yaml");
+writeFileSync(policyFile, template.replace(/\bKEY_([A-Za-z0-9_-]+)/g, (_, n) => ids.get(n).publicKey));
+// --discovery all: the demo client waits until every service answers discovery.
+cli(["nats-config", policyFile, "--out-dir", out, "--operator", `${OPERATOR}=${operator.publicKey}`, "--discovery", "all"]);
+for (const [name, id] of ids) {
+  const file = join(out, `${name}.env`);
+  const text = readFileSync(file, "utf8");
+  const placeholder = /^# SVCMESH_SEED=.*$/m;
+  if (!placeholder.test(text)) {
+    process.stderr.write(`setup: ${file} has no SVCMESH_SEED line to fill\n`);
+    process.exit(1);
+  }
+  writeSecret(file, text.replace(placeholder, `SVCMESH_SEED=${id.seed}`));
+}
+writeSecret(join(out, "operator.env"), `# the operator user (unrestricted at the broker): svcmesh apply\nSVCMESH_SEED=${operator.seed}\n`);
+
+const shown = relative(process.cwd(), out) || ".";
+process.stdout.write(
+  [
+    `wrote ${shown}/: policies.yaml, authorization.conf, ${names.map((n) => `${n}.env`).join(", ")}, operator.env`,
+    ...names.map((n) => `  ${n}: ${ids.get(n).publicKey}`),
+    `  ${OPERATOR} (nats-config --operator): ${operator.publicKey}`,
+    "",
+  ].join("\n"),
+);
