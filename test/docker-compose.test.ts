@@ -4,107 +4,21 @@
 // services and the one-shot client with the compose commands and environment.
 // Needs `pnpm build` (the commands run packages/examples/dist).
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import { after, describe, test } from "node:test";
-import { parse } from "yaml";
 import { serviceNames } from "../packages/examples/src/catalog.ts";
-import { killAll, run as runIn, within } from "./helpers/child.ts";
-import { pollJson, waitForJetStreamMeta } from "./helpers/cluster.ts";
-import { freePort, natsServerBinary, sleep } from "./helpers/nats-server.ts";
+import { within } from "./helpers/child.ts";
+import {
+  assertStory, commandOf, dependsOn, envOf, exampleOf, nativeRun, nodeArgs, outputs, readCompose, root, serviceEnv, startNativeCluster, stopAll,
+} from "./helpers/compose.ts";
 
-const root = fileURLToPath(new URL("..", import.meta.url));
-const composeText = readFileSync(join(root, "docker/docker-compose.yml"), "utf8");
+const file = readCompose("docker-compose.yml");
 
-interface ComposeService {
-  image?: string;
-  build?: { context?: string; dockerfile?: string } | string;
-  command?: string[] | string;
-  environment?: Record<string, string | number | boolean | null> | string[];
-  depends_on?: string[] | Record<string, unknown>;
-  volumes?: string[];
-}
-interface Compose {
-  services: Record<string, ComposeService>;
-  volumes?: Record<string, unknown>;
-}
+// The plain demo and its secure variant share the topology.
+for (const fileName of ["docker-compose.yml", "docker-compose.secure.yml"]) describe(fileName, () => {
+  const { compose, services, natsNodes, nodeNames, nodeFlags, flag, clientPort, clusterPort, appServices } = readCompose(fileName);
 
-const compose = parse(composeText, { merge: true }) as Compose;
-const services = Object.entries(compose.services ?? {});
-
-function commandOf(s: ComposeService): string[] {
-  if (Array.isArray(s.command)) return s.command.map(String);
-  return typeof s.command === "string" ? s.command.split(/\s+/).filter(Boolean) : [];
-}
-
-function envOf(s: ComposeService): Record<string, string> {
-  const env: Record<string, string> = {};
-  if (Array.isArray(s.environment)) {
-    for (const kv of s.environment) {
-      const i = kv.indexOf("=");
-      if (i > 0) env[kv.slice(0, i)] = kv.slice(i + 1);
-    }
-  } else {
-    for (const [k, v] of Object.entries(s.environment ?? {})) if (v !== null) env[k] = String(v);
-  }
-  return env;
-}
-
-function dependsOn(s: ComposeService): string[] {
-  return Array.isArray(s.depends_on) ? s.depends_on : Object.keys(s.depends_on ?? {});
-}
-
-// nats-server's flags as the compose commands may spell them (`--f v`, `--f=v`, `-f v`).
-const ALIASES: Record<string, string> = {
-  n: "server_name", name: "server_name", p: "port", m: "http_port", a: "addr", net: "addr",
-  js: "jetstream", sd: "store_dir",
-};
-const BOOLEAN = new Set(["jetstream", "D", "V", "DV", "T"]);
-
-interface Flag {
-  name: string;
-  value: string | undefined;
-  /** Index of the argument holding the value (to rewrite it), or of the flag itself. */
-  at: number;
-  inline: boolean;
-}
-
-function parseFlags(args: readonly string[]): Map<string, Flag> {
-  const flags = new Map<string, Flag>();
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    assert.ok(arg.startsWith("-"), `unexpected argument ${JSON.stringify(arg)} in ${args.join(" ")}`);
-    const eq = arg.indexOf("=");
-    const raw = (eq < 0 ? arg : arg.slice(0, eq)).replace(/^--?/, "");
-    const name = ALIASES[raw] ?? raw;
-    if (eq >= 0) flags.set(name, { name, value: arg.slice(eq + 1), at: i, inline: true });
-    else if (BOOLEAN.has(name)) flags.set(name, { name, value: undefined, at: i, inline: true });
-    else flags.set(name, { name, value: args[++i], at: i, inline: false });
-  }
-  return flags;
-}
-
-const natsNodes = services.filter(([, s]) => /^nats:2\.9(\b|$|-)/.test(s.image ?? ""));
-const nodeNames = natsNodes.map(([n]) => n);
-const nodeFlags = new Map(natsNodes.map(([n, s]) => [n, parseFlags(commandOf(s))]));
-const flag = (node: string, name: string) => nodeFlags.get(node)!.get(name)?.value;
-const clientPort = (node: string) => Number(flag(node, "port") ?? 4222);
-const clusterPort = (node: string) => Number(new URL(flag(node, "cluster")!).port);
-
-/** Compose services that run the workspace's image (built from docker/Dockerfile). */
-const appServices = services.filter(([, s]) => s.build !== undefined);
-
-/** The example service a compose service runs, if it runs service.js <name>. */
-function exampleOf(s: ComposeService): string | undefined {
-  const cmd = commandOf(s);
-  const i = cmd.findIndex((a) => a.endsWith("packages/examples/dist/service.js"));
-  return i >= 0 ? cmd[i + 1] : undefined;
-}
-
-describe("docker-compose.yml", () => {
   test("has three NATS 2.9 nodes, each named, clustered and with JetStream on its own volume", () => {
     assert.equal(natsNodes.length, 3, `nats services: ${nodeNames.join(", ")}`);
     const names = nodeNames.map((n) => flag(n, "server_name"));
@@ -250,6 +164,11 @@ describe("Dockerfile.dockerignore", () => {
     assert.deepEqual(kept, [], "secret files `docker build` would copy into the image");
   });
 
+  test("what docker/secure/setup.mjs writes is left out whole, the policy with its keys too", () => {
+    for (const f of ["policies.yaml", "authorization.conf", "claims.env", "operator.env", "any/thing"]) assert.ok(ignored(`docker/secure/deploy/${f}`), f);
+    assert.ok(!ignored("docker/secure/setup.mjs") && !ignored("docker/secure/policies.yaml"), "the template and the script stay");
+  });
+
   test("what the image build needs stays in: sources, package.json files, lockfile, tsconfigs", () => {
     const needed = [
       ...readdirSync(root).filter((f) => /^(package\.json|pnpm-lock\.yaml|pnpm-workspace\.yaml|tsconfig[\w.]*\.json)$/.test(f)),
@@ -264,85 +183,21 @@ describe("Dockerfile.dockerignore", () => {
 
 // ---- the same topology, natively ----
 
-const procs: ChildProcess[] = [];
-const run = (cmd: string, args: string[], env: NodeJS.ProcessEnv) => runIn(procs, cmd, args, env, root);
-const dirs: string[] = [];
-
-after(async () => {
-  killAll(procs);
-  await sleep(100);
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+const native = nativeRun();
+after(() => native.cleanup());
 
 test("the compose topology works: cluster forms, services join across nodes, the client's story succeeds", async () => {
-  const bin = natsServerBinary();
-  const ports = new Map<string, { client: number; cluster: number; http: number }>();
-  for (const n of nodeNames) ports.set(n, { client: await freePort(), cluster: await freePort(), http: await freePort() });
-  const dir = mkdtempSync(join(tmpdir(), "svcmesh-compose-"));
-  dirs.push(dir);
-
+  const run = native.start;
   // The compose flags, with container hosts and ports mapped to loopback.
-  const mapUrl = (u: string, kind: "client" | "cluster") => {
-    const url = new URL(u.trim());
-    const p = ports.get(url.hostname) ?? assert.fail(`${u} names no NATS node of the compose file`);
-    return `${url.protocol}//127.0.0.1:${p[kind]}`;
-  };
-  const nodes = natsNodes.map(([n, s]) => {
-    const args = [...commandOf(s)];
-    const p = ports.get(n)!;
-    const rewrite: Record<string, (v: string) => string> = {
-      port: () => String(p.client),
-      http_port: () => String(p.http),
-      cluster: (v) => `${new URL(v).protocol}//127.0.0.1:${p.cluster}`,
-      routes: (v) => v.split(",").map((r) => mapUrl(r, "cluster")).join(","),
-      store_dir: (v) => join(dir, n, v),
-    };
-    for (const f of parseFlags(args).values()) {
-      const fn = rewrite[f.name];
-      if (!fn || f.value === undefined) continue;
-      const value = fn(f.value);
-      args[f.at] = f.inline ? `${args[f.at]!.slice(0, args[f.at]!.indexOf("=") + 1)}${value}` : value;
-    }
-    return { name: n, started: run(bin, ["--addr", "127.0.0.1", ...args], process.env) };
-  });
-
-  for (const { name } of nodes) {
-    const { http } = ports.get(name)!;
-    await pollJson(`http://127.0.0.1:${http}/routez`, (b) => b.num_routes === 2, 20_000);
-  }
-  // JetStream forms one meta group over the three nodes.
-  const leader = await waitForJetStreamMeta(ports.get(nodeNames[0]!)!.http, 3, 30_000);
-  assert.ok(nodeNames.includes(leader), `meta leader ${leader}`);
-
-  const mapEnv = (s: ComposeService): NodeJS.ProcessEnv => {
-    const env = envOf(s);
-    const nats = env.NATS_URL!.split(",").map((u) => mapUrl(u, "client")).join(",");
-    return { ...process.env, ...env, NATS_URL: nats, SVCMESH_DEMO_WAIT_MS: "30000" };
-  };
-  const command = (s: ComposeService) => {
-    const [cmd, ...args] = commandOf(s);
-    assert.equal(cmd, "node");
-    return args;
-  };
-  const servers = appServices.filter(([, s]) => exampleOf(s) !== undefined);
-  const clients = appServices.filter(([, s]) => exampleOf(s) === undefined);
+  const cluster = await startNativeCluster(file, native.tempDir("svcmesh-compose-"), (cmd, args) => run(cmd, args, process.env));
+  const servers = file.appServices.filter(([, s]) => exampleOf(s) !== undefined);
+  const clients = file.appServices.filter(([, s]) => exampleOf(s) === undefined);
   assert.deepEqual(clients.map(([n]) => n), ["demo-client"]);
-  const running = servers.map(([n, s]) => ({ name: n, started: run(process.execPath, command(s), mapEnv(s)) }));
+  const running = servers.map(([n, s]) => ({ name: n, started: run(process.execPath, nodeArgs(s), serviceEnv(s, cluster)) }));
 
   const [clientName, clientSpec] = clients[0]!;
-  const client = run(process.execPath, command(clientSpec), mapEnv(clientSpec));
+  const client = run(process.execPath, nodeArgs(clientSpec), serviceEnv(clientSpec, cluster));
   const code = await within(60_000, clientName, client.exit);
-  const report = () => `${clientName} output:\n${client.output()}\n` + running.map((r) => `--- ${r.name}\n${r.started.output().slice(-2_000)}`).join("\n");
-  assert.equal(code, 0, report());
-  assert.match(client.output(), /^found 2 instance\(s\) of payments$/m, report());
-  const counts = [...client.output().matchAll(/instance \S+\s+served (\d+) claims?$/gm)].map((m) => Number(m[1]));
-  assert.equal(counts.length, 2, report());
-  assert.ok(counts.every((c) => c > 0), report());
-  assert.match(client.output(), /C-1003 .*FORBIDDEN/, report());
-
-  // Services stop gracefully, as `docker compose down` asks them to (SIGTERM).
-  for (const r of running) r.started.proc.kill("SIGTERM");
-  for (const r of running) assert.equal(await within(15_000, `${r.name} stopping`, r.started.exit), 0, `${r.name}:\n${r.started.output()}`);
-  for (const { started } of nodes) started.proc.kill("SIGTERM");
-  await within(15_000, "nats nodes stopping", Promise.all(nodes.map((n) => n.started.exit)));
+  assertStory(code, client.output(), () => `${clientName} output:\n${client.output()}\n${outputs(running)}`);
+  await stopAll(running, cluster);
 });
