@@ -14,7 +14,7 @@
 // The CLI makes the keys and the config; this script only puts the keys into the policy
 // and the seeds into the env files, which `nats-config` leaves to whoever holds them.
 import { execFileSync } from "node:child_process";
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -30,12 +30,17 @@ if (!(args.length === 0 || (args.length === 2 && args[0] === "--out" && args[1])
 }
 const out = resolve(args[1] ?? join(here, "deploy"));
 
+if (!existsSync(cliMain)) {
+  process.stderr.write(`setup: ${relative(process.cwd(), cliMain)} is missing: run pnpm build first\n`);
+  process.exit(1);
+}
+
+/** The CLI's stdout; its stderr (errors, warnings, notes) goes to the operator. */
 function cli(cliArgs) {
   try {
-    return execFileSync(process.execPath, [cliMain, ...cliArgs], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    return execFileSync(process.execPath, [cliMain, ...cliArgs], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
   } catch (e) {
-    const why = e.code === "ENOENT" || /Cannot find module/.test(String(e.stderr)) ? `${cliMain} missing: run pnpm build first` : String(e.stderr || e.message).trim();
-    process.stderr.write(`setup: svcmesh ${cliArgs[0]} failed: ${why}\n`);
+    process.stderr.write(`setup: svcmesh ${cliArgs[0]} failed (exit ${e.status ?? e.message}); nothing more written\n`);
     process.exit(1);
   }
 }
