@@ -24,8 +24,8 @@ export async function connectWithRetry(o: RetryOptions): Promise<Mesh> {
     } catch (e) {
       const code = (e as { code?: unknown }).code;
       // Settings and credentials do not get better by waiting: a bad option, a seed the
-      // policy does not register (policy.required).
-      if (code === "BAD_REQUEST" || code === "UNAUTHENTICATED") throw e;
+      // policy does not register or permissions that refuse the policy (policy.required).
+      if (code === "BAD_REQUEST" || code === "UNAUTHENTICATED" || code === "FORBIDDEN") throw e;
       if (o.cancelled?.() || Date.now() + interval >= until) throw e;
       if (attempt === 1 || attempt % 10 === 0) {
         // UNAVAILABLE is NATS not reachable yet, or (policy.required) no policy in force yet.

@@ -189,6 +189,8 @@ export class Mesh implements MeshCalls {
   private readonly breaker: BreakerInterceptor;
   private readonly policyWatcher: PolicyWatcher | undefined;
   private readonly firstPolicy: Promise<void>;
+  /** Settles when the server's permissions refuse this connection the policy bucket: waiting will not mend that. */
+  private readonly policyRefused: Promise<void>;
   /** Signs this process's tokens when it has a seed; its public key is the one checked against the policy. */
   private readonly signer: TokenSigner | undefined;
   private closing: Promise<void> | undefined;
@@ -239,12 +241,14 @@ export class Mesh implements MeshCalls {
     if (this.policy.required) logRequiredPolicy(this.policy, this.logger, () => this.policyWatcher?.problem);
     let heard!: () => void;
     this.firstPolicy = new Promise<void>((resolve) => (heard = resolve));
+    let refused!: () => void;
+    this.policyRefused = new Promise<void>((resolve) => (refused = resolve));
     if (options.policy?.watch === false) heard();
     else {
       this.policyWatcher = watchPolicy(nc, (p) => {
         this.policy.set(p?.policy, p?.revision);
         heard();
-      }, this.logger);
+      }, this.logger, { onProblem: (_problem, byPermissions) => byPermissions && refused() });
     }
     this.registry = new Registry(nc, { ...DISCOVERY_DEFAULTS, ...options.discovery }, this.logger);
     this.registry.start();
@@ -345,11 +349,16 @@ export class Mesh implements MeshCalls {
     const known = !this.policy.required || this.policy.inForce
       ? this.firstPolicy
       : new Promise<void>((resolve) => (stopListening = this.policy.onChange((p) => p && resolve())));
-    await Promise.race([known, late]);
+    // Required, a refusal by the server's permissions ends the wait: it lasts until the
+    // broker config changes (or, often, the process has another service's seed).
+    await Promise.race(this.policy.required ? [known, late, this.policyRefused] : [known, late]);
     clearTimeout(timer);
     stopListening?.();
     if (!this.policy.required) return;
     const p = this.policy.inForce;
+    if (!p && this.policyWatcher?.refused) {
+      throw new MeshError("FORBIDDEN", `connect(): policy.required is set and ${this.policyWatcher.problem ?? "the NATS server refuses this connection the policy bucket"}; does this process run with its own seed (name ${JSON.stringify(this.name)})?`);
+    }
     if (!p) {
       const why = this.policyWatcher?.problem ?? "none arrived";
       throw new MeshError("UNAVAILABLE", `connect(): policy.required is set and no policy is in force after ${waitMs} ms: ${why}`);

@@ -125,7 +125,7 @@ describe("connect() with policy.required and no policy to be had", () => {
     await waitFor("the failed connection to leave the server", async () => !(await clientNames(bare)).includes("req-no-js"), 3_000);
   });
 
-  test("a server whose permissions refuse the policy bucket: UNAVAILABLE saying the server refuses it", async () => {
+  test("a server whose permissions refuse the policy bucket: FORBIDDEN at once (waiting will not mend it), saying the server refuses it", async () => {
     const payments = createUser();
     const shut = await startNatsServer({
       jetstream: true,
@@ -133,10 +133,13 @@ describe("connect() with policy.required and no policy to be had", () => {
     });
     try {
       const seed = new TextDecoder().decode(payments.getSeed());
-      const e = await meshFailure(connect({ servers: shut.url, name: "payments", seed, logLevel: "silent", policy: { required: true, waitMs: 1_000 } }));
-      assert.equal(e.code, "UNAVAILABLE");
+      const started = Date.now();
+      const e = await meshFailure(connect({ servers: shut.url, name: "payments", seed, logLevel: "silent", policy: { required: true, waitMs: 20_000 } }));
+      assert.ok(Date.now() - started < 10_000, `failed after ${Date.now() - started} ms, not at the first refusal`);
+      assert.equal(e.code, "FORBIDDEN");
       assert.match(e.message, /the NATS server refuses this connection the policy bucket svcmesh_policies/);
       assert.match(e.message, /policy\.required is set/);
+      assert.match(e.message, /its own seed \(name "payments"\)/);
       await waitFor("the failed connection to leave the server", async () => !(await clientNames(shut)).includes("payments"), 3_000);
     } finally {
       await shut.stop();

@@ -92,9 +92,16 @@ export interface PolicyWatcher {
    * next problem. Words connect()'s failure under policy.required.
    */
   readonly problem: string | undefined;
+  /** Whether `problem` is the server's permissions refusing the bucket. */
+  readonly refused: boolean;
 }
 
 export type PolicyChangeHandler = (policy: StoredPolicy | undefined) => void;
+
+export interface PolicyWatchHooks {
+  /** Each failure to watch, worded as `problem`; `refused` when the server's permissions refused it. */
+  onProblem?(problem: string, refused: boolean): void;
+}
 
 export function policySha(text: string): string {
   return createHash("sha256").update(text, "utf8").digest("hex");
@@ -185,7 +192,7 @@ export async function getPolicy(nc: NatsConnection): Promise<StoredPolicy | unde
  * that do not parse are logged and ignored. Never throws; problems are logged and
  * retried with a bounded backoff. A throwing onChange is logged.
  */
-export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, logger: Logger): PolicyWatcher {
+export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, logger: Logger, hooks: PolicyWatchHooks = {}): PolicyWatcher {
   let stopped = false;
   let current: StoredPolicy | undefined;
   let delivered = false;
@@ -193,10 +200,12 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
   let sleeper: { timer: NodeJS.Timeout; resolve: () => void } | undefined;
   let restartNow = false;
   let problem: string | undefined;
+  let refusedNow = false;
 
   const deliver = (next: StoredPolicy | undefined): void => {
     if (stopped) return;
     problem = next ? undefined : (problem ?? NOTHING_APPLIED);
+    if (next) refusedNow = false;
     if (delivered && next?.revision === current?.revision) return;
     current = next;
     delivered = true;
@@ -221,6 +230,7 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
     while (!stopped && !nc.isClosed()) {
       try {
         const kv = await openBucket(nc, false);
+        refusedNow = false; // the bucket (or its absence) could be looked at
         if (stopped) break;
         if (kv === undefined) {
           // No bucket yet: nothing applied, the mesh is open. Look again later.
@@ -251,7 +261,13 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
           : noJetStream
             ? "no JetStream on this NATS server, so it holds no policy"
             : `cannot watch the policy bucket ${POLICY_BUCKET}: ${String((e as Error)?.message)}`;
+        refusedNow = refused;
         if (noJetStream && !delivered) deliver(undefined);
+        try {
+          hooks.onProblem?.(problem, refused);
+        } catch (hookError) {
+          logger.error({ err: hookError }, "policy watcher: onProblem threw");
+        }
         const logged = noJetStream && loggedNoJetStream ? undefined : failureLog.admit(String((e as Error)?.message));
         if (logged && refused) {
           // Revoked after a policy was read: that one stays in force, but changes go unheard.
@@ -349,6 +365,9 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
   return {
     get problem() {
       return problem;
+    },
+    get refused() {
+      return refusedNow;
     },
     stop: async () => {
       stopped = true;
