@@ -130,7 +130,7 @@ test("secure topology: setup, broker auth, policy applied by the operator, the s
   const impostor = run(process.execPath, nodeArgs(authSpec), { ...env(authSpec), SVCMESH_SEED: seedOf("claims") });
   assert.equal(await within(15_000, "auth with claims' seed", impostor.exit), 1, impostor.output());
   assert.match(impostor.output(), /Permissions Violation for Subscription to \\?"_INBOX_auth\./, impostor.output());
-  assert.match(impostor.output(), /auth could not start: .*policy\.required is set and the NATS server refuses this connection the policy bucket .*its own seed/, impostor.output());
+  assert.match(impostor.output(), /auth could not start: .*policy\.required is set and the NATS server's permissions do not let this connection read the policy bucket .*its own seed/, impostor.output());
   assert.doesNotMatch(impostor.output(), /cannot connect to the mesh yet; retrying/, "not retried");
 
   await stopAll(running, cluster);

@@ -357,7 +357,7 @@ export class Mesh implements MeshCalls {
     if (!this.policy.required) return;
     const p = this.policy.inForce;
     if (!p && this.policyWatcher?.refused) {
-      throw new MeshError("FORBIDDEN", `connect(): policy.required is set and ${this.policyWatcher.problem ?? "the NATS server refuses this connection the policy bucket"}; does this process run with its own seed (name ${JSON.stringify(this.name)})?`);
+      throw new MeshError("FORBIDDEN", `connect(): policy.required is set and ${this.policyWatcher.problem ?? "the NATS server's permissions do not let this connection read the policy bucket"}; does this process run with its own seed (name ${JSON.stringify(this.name)})?`);
     }
     if (!p) {
       const why = this.policyWatcher?.problem ?? "none arrived";

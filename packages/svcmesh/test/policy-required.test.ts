@@ -137,7 +137,7 @@ describe("connect() with policy.required and no policy to be had", () => {
       const e = await meshFailure(connect({ servers: shut.url, name: "payments", seed, logLevel: "silent", policy: { required: true, waitMs: 20_000 } }));
       assert.ok(Date.now() - started < 10_000, `failed after ${Date.now() - started} ms, not at the first refusal`);
       assert.equal(e.code, "FORBIDDEN");
-      assert.match(e.message, /the NATS server refuses this connection the policy bucket svcmesh_policies/);
+      assert.match(e.message, /the NATS server's permissions do not let this connection read the policy bucket svcmesh_policies/);
       assert.match(e.message, /policy\.required is set/);
       assert.match(e.message, /its own seed \(name "payments"\)/);
       await waitFor("the failed connection to leave the server", async () => !(await clientNames(shut)).includes("payments"), 3_000);

@@ -284,7 +284,7 @@ describe("policy store under the generated broker config (services read-only)", 
       await svc.close();
       const errors = lines.filter((l) => l.level >= 50);
       assert.equal(errors.length, 1, JSON.stringify(lines));
-      assert.match(errors[0]!.msg, /refuses this connection the policy bucket svcmesh_policies; no policy is enforced here/);
+      assert.match(errors[0]!.msg, /permissions do not let this connection read the policy bucket svcmesh_policies; no policy is enforced here/);
       assert.equal(lines.length, 1, "the repeats are held back");
     } finally {
       await shut.stop();

@@ -257,7 +257,7 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
         // runs open meanwhile. An error, said once a minute, not a warning per retry.
         const refused = /Permissions Violation/i.test(String((e as Error)?.message));
         problem = refused
-          ? `the NATS server refuses this connection the policy bucket ${POLICY_BUCKET} (grant it: svcmesh nats-config grants it by default)`
+          ? `the NATS server's permissions do not let this connection read the policy bucket ${POLICY_BUCKET} (grant it: svcmesh nats-config grants it by default)`
           : noJetStream
             ? "no JetStream on this NATS server, so it holds no policy"
             : `cannot watch the policy bucket ${POLICY_BUCKET}: ${String((e as Error)?.message)}`;
@@ -274,7 +274,7 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
           const enforced = current
             ? `the policy read before (revision ${current.revision}) stays in force and later changes are not followed`
             : "no policy is enforced here until it can read it";
-          logger.error({ err: e, bucket: POLICY_BUCKET, heldBack: logged.held }, `policy watcher: the NATS server refuses this connection the policy bucket ${POLICY_BUCKET}; ${enforced} (grant it: svcmesh nats-config grants it by default); retrying`);
+          logger.error({ err: e, bucket: POLICY_BUCKET, heldBack: logged.held }, `policy watcher: the NATS server's permissions do not let this connection read the policy bucket ${POLICY_BUCKET}; ${enforced} (grant it: svcmesh nats-config grants it by default); retrying`);
         } else if (logged && noJetStream && current) {
           // JetStream gone after a policy was read (a server replaced, say): it stays in force.
           logger.warn({ bucket: POLICY_BUCKET, revision: current.revision }, "no JetStream on this NATS server any more: the policy cannot be followed; the last one read stays in force");
