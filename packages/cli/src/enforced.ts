@@ -4,7 +4,7 @@
 // code's whole (a caller they do not name is not limited), and an endpoint's bulkhead
 // in the policy replaces the code's for that endpoint.
 import type { NatsConnection } from "nats";
-import { getPolicy, isMeshError, resolvedLimits, settingsFor, type StoredPolicy } from "svcmesh/internal";
+import { getPolicy, isMeshError, policyMaxConcurrent, policyRateLimits, resolvedLimits, settingsFor, type StoredPolicy } from "svcmesh/internal";
 import type { EndpointDetail, ServiceDetail, VersionDetail } from "./discovery.js";
 
 /** Longest wait for the policy: JetStream that does not answer (no permission, a hung server) must not hold the command. */
@@ -56,13 +56,14 @@ export interface EnforcedDetail extends ServiceDetail {
 export function withEnforcedLimits(detail: ServiceDetail, read: PolicyRead): EnforcedDetail {
   const stored = read.ok ? read.policy : undefined;
   const fromPolicy = stored ? settingsFor(stored.policy, detail.service) : undefined;
-  const policyLimits = fromPolicy && Object.keys(fromPolicy.rateLimits).length > 0 ? resolvedLimits(fromPolicy.rateLimits) : undefined;
+  const fromPolicyLimits = policyRateLimits(fromPolicy);
+  const policyLimits = fromPolicyLimits ? resolvedLimits(fromPolicyLimits) : undefined;
   const versions = detail.versions.map((v): EnforcedVersion => ({
     ...v,
     enforcedRateLimits: policyLimits ?? (v.rateLimits as EnforcedVersion["enforcedRateLimits"]),
     rateLimitsFrom: policyLimits ? "policy" : "code",
     endpoints: v.endpoints.map((e): EnforcedEndpoint => {
-      const policyMax = fromPolicy && Object.hasOwn(fromPolicy.endpoints, e.name) ? fromPolicy.endpoints[e.name]!.maxConcurrent : undefined;
+      const policyMax = policyMaxConcurrent(fromPolicy, e.name);
       const enforced = policyMax ?? e.maxConcurrent;
       return { ...e, ...(enforced !== undefined ? { enforcedMaxConcurrent: enforced } : {}), maxConcurrentFrom: policyMax !== undefined ? "policy" : "code" };
     }),

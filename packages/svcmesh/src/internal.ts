@@ -19,3 +19,4 @@ export { minAuditWindowMs } from "./audit/writer.js";
 export { ensureStream, type StreamOptions, type StreamSpec } from "./jetstream/stream.js";
 export { ackOutcome } from "./jetstream/pub-ack.js";
 export { resolvedLimits } from "./server/rate-limit.js";
+export { policyMaxConcurrent, policyRateLimits } from "./policy/authorize.js";

@@ -6,7 +6,7 @@ import { createPolicyInterceptor } from "./interceptors/policy.js";
 import { type PolicyInForce, PolicyState } from "./policy-state.js";
 import { type PolicyWatcher, watchPolicy } from "./policy/store.js";
 import { DEFAULT_POLICY_WAIT_MS, logRequiredPolicy, policyRequiredOf, REQUIRED_POLICY_WAIT_MS } from "./policy/required.js";
-import { type PolicyServiceSettings, rateLimitFor, settingsFor as policySettingsFor } from "./policy/authorize.js";
+import { type PolicyServiceSettings, policyRateLimits, rateLimitFor, settingsFor as policySettingsFor } from "./policy/authorize.js";
 import { Header } from "./subjects.js";
 import type { Logger } from "pino";
 import { bindClient, type MeshCalls, type MeshClient } from "./calls.js";
@@ -327,10 +327,9 @@ export class Mesh implements MeshCalls {
     let entry = this.policyByService.get(service);
     if (!entry) {
       const settings = policySettingsFor(p.document, service);
-      // As the callee decides (server/service.ts): limits in the policy replace the ones
-      // in code whole, so a caller they do not name is not limited (null), whatever
-      // discovery still publishes from code.
-      const rateLimit = Object.keys(settings.rateLimits).length > 0 ? (rateLimitFor(p.document, service, this.name) ?? null) : undefined;
+      // As the callee decides: limits in the policy replace the ones in code whole, so a
+      // caller they do not name is not limited (null), whatever discovery still publishes from code.
+      const rateLimit = policyRateLimits(settings) ? (rateLimitFor(p.document, service, this.name) ?? null) : undefined;
       entry = { settings, rateLimit };
       setBounded(this.policyByService, service, entry);
     }

@@ -221,6 +221,21 @@ export function settingsFor(policy: PolicyDocument, service: string): PolicyServ
   return out;
 }
 
+/**
+ * The per-caller limits the policy sets for a service, or undefined when it sets none.
+ * When it sets any they replace the code's whole, on the callee (server/service.ts), in
+ * the caller's mirror (mesh.ts) and in what `svcmesh info` shows: a caller they do not
+ * name is not limited.
+ */
+export function policyRateLimits(settings: PolicyServiceSettings | undefined): Record<string, RateLimit> | undefined {
+  return settings && Object.keys(settings.rateLimits).length > 0 ? settings.rateLimits : undefined;
+}
+
+/** The bulkhead the policy sets for an endpoint (it replaces the code's), or undefined. */
+export function policyMaxConcurrent(settings: PolicyServiceSettings | undefined, endpoint: string): number | undefined {
+  return settings && Object.hasOwn(settings.endpoints, endpoint) ? settings.endpoints[endpoint]!.maxConcurrent : undefined;
+}
+
 /** The limit on `caller`'s calls to `service`: its own entry, else the service's "*", else defaults.rateLimit. */
 export function rateLimitFor(policy: PolicyDocument, service: string, caller: string): RateLimit | undefined {
   const svc = Object.hasOwn(policy.services ?? {}, service) ? policy.services![service] : undefined;

@@ -7,7 +7,7 @@ import semver from "semver";
 import type { Logger } from "pino";
 import type { MeshCalls } from "../calls.js";
 import { type PolicyState, RequestGuard } from "../policy-state.js";
-import { settingsFor as policySettingsFor } from "../policy/authorize.js";
+import { policyMaxConcurrent, policyRateLimits, settingsFor as policySettingsFor } from "../policy/authorize.js";
 import { isMeshError, MeshError } from "../errors.js";
 import { INSTANCE_STARTED, INSTANCE_STOPPED, type InstanceAnnouncement, MESH_METADATA_KEY, type Registry } from "../registry.js";
 import { type Schema, isSchema, jsonSchemaText } from "../schema.js";
@@ -325,9 +325,9 @@ class Instance implements InstanceHandle {
     const fromPolicy = p ? policySettingsFor(p.document, this.name) : undefined;
     for (const [name, ep] of this.endpoints) {
       const own = (this.spec.endpoints as Record<string, EndpointSpec>)[name]!.maxConcurrent;
-      ep.maxConcurrent = fromPolicy?.endpoints[name]?.maxConcurrent ?? own ?? Infinity;
+      ep.maxConcurrent = policyMaxConcurrent(fromPolicy, name) ?? own ?? Infinity;
     }
-    const wanted = fromPolicy && Object.keys(fromPolicy.rateLimits).length > 0 ? fromPolicy.rateLimits : this.spec.rateLimits;
+    const wanted = policyRateLimits(fromPolicy) ?? this.spec.rateLimits;
     const key = JSON.stringify(wanted ?? null);
     if (key === this.limitsKey || this.stopping) return;
     this.limitsKey = key;
