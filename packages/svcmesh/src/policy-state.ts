@@ -88,10 +88,6 @@ export class RequestGuard {
   }
 
   /**
-   * The caller to act for, or throws BAD_REQUEST / UNAUTHENTICATED / FORBIDDEN (and
-   * UNAVAILABLE with no policy under policy.required). Open mesh: the header's name.
-   */
-  /**
    * The name to report a refused, unauthenticated request under: the claimed one when the
    * policy registers it (a misconfigured service), else "" (names a prober makes up would
    * each open an event window of their own).
@@ -100,6 +96,10 @@ export class RequestGuard {
     return this.state.inForce?.keys.has(claimed) ? claimed : "";
   }
 
+  /**
+   * The caller to act for, or throws BAD_REQUEST / UNAUTHENTICATED / FORBIDDEN (and
+   * UNAVAILABLE with no policy under policy.required). Open mesh: the header's name.
+   */
   admit(meta: RequestMeta, endpoint: string, now: number): string {
     checkMetaSizes(meta);
     const p = this.state.inForce;
