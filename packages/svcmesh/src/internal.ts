@@ -16,7 +16,7 @@ export * from "./policy/index.js";
 export * from "./trace/event.js";
 export * from "./audit/record.js";
 export { minAuditWindowMs } from "./audit/writer.js";
-export { ensureStream, type StreamOptions, type StreamSpec } from "./jetstream/stream.js";
+export { ensureStream, manager, storageGone, streamInfo, type StreamOptions, type StreamSpec } from "./jetstream/stream.js";
 export { ackOutcome } from "./jetstream/pub-ack.js";
 export { resolvedLimits } from "./server/rate-limit.js";
 export { policyMaxConcurrent, policyRateLimits } from "./policy/authorize.js";

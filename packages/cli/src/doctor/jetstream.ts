@@ -2,7 +2,7 @@
 // mesh's streams (SVC_EVENTS, SVC_AUDIT) as the library needs them, and no other stream
 // on the mesh's subjects.
 import type { JetStreamManager, NatsConnection, StreamInfo } from "nats";
-import { AUDIT_STREAM, AUDIT_STREAM_DEFAULTS, AUDIT_SUBJECTS, EVENTS_STREAM, EVENTS_SUBJECTS, minAuditWindowMs } from "svcmesh/internal";
+import { AUDIT_STREAM, AUDIT_STREAM_DEFAULTS, AUDIT_SUBJECTS, EVENTS_STREAM, EVENTS_SUBJECTS, isMeshError, manager, minAuditWindowMs, storageGone, streamInfo } from "svcmesh/internal";
 import { error, type Finding, ok, skipped, warn } from "./report.js";
 import { MESH_SUBJECTS, type MeshSubjects, meshSubjectsIn } from "./subjects.js";
 
@@ -36,10 +36,11 @@ export async function serverChecks(nc: NatsConnection): Promise<{ findings: Find
   const findings = [ok("server", `nats-server ${i?.version ?? "(version unknown)"}${i?.server_name && i.server_name !== i.server_id ? ` (${i.server_name})` : ""}, ${where}`)];
   let jsm: JetStreamManager;
   try {
-    jsm = await nc.jetstreamManager();
+    jsm = await manager(nc);
   } catch (e) {
-    const message = (e as Error)?.message ?? String(e);
-    const off = (e as { code?: string })?.code === "503" || /jetstream not enabled/i.test(message);
+    // The library's own reading of the failure: JetStream off, or not reachable.
+    const off = storageGone(e) === "no_jetstream";
+    const message = ((isMeshError(e) ? e.cause : e) as Error)?.message ?? String(e);
     const why = off ? "JetStream is not enabled" : `JetStream is not reachable (${message})`;
     findings.push(off
       ? error("jetstream", "not enabled on the server (or for this account): the policy, mesh events and audit records cannot be stored; the mesh still works, as an open one (no policy)", "enable JetStream in the server's config (jetstream { store_dir: ... }), and for the account if it has accounts")
@@ -60,10 +61,10 @@ export async function serverChecks(nc: NatsConnection): Promise<{ findings: Find
   for (const m of MESH_STREAMS) {
     if (streams.some((s) => s.config.name === m.name)) continue;
     try {
-      streams.push(await jsm.streams.info(m.name));
+      const info = await streamInfo(jsm, m.name);
+      if (info) streams.push(info);
     } catch (e) {
-      const message = (e as Error)?.message ?? String(e);
-      if (!/stream not found/i.test(message)) unreadable.set(m.name, message);
+      unreadable.set(m.name, (e as Error)?.message ?? String(e));
     }
   }
   const listed = streams.length;
