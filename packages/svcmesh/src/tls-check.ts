@@ -7,15 +7,10 @@ import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
 import { MeshError } from "./errors.js";
+import type { ConnectOptions } from "./mesh.js";
 
-export interface TlsFiles {
-  caFile?: string;
-  certFile?: string;
-  keyFile?: string;
-  ca?: string;
-  cert?: string;
-  key?: string;
-}
+/** connect()'s `tls` option (or what SVCMESH_TLS_* give). */
+type TlsFiles = NonNullable<ConnectOptions["tls"]>;
 
 type Part = "ca" | "cert" | "key";
 
