@@ -18,14 +18,31 @@ function cpuPerCall(ms, role) {
   return calls ? (us / calls).toFixed(1) : "–";
 }
 
+/** The caller's GC over a copy's slices: ms per 1,000 calls, and scavenges / mark-compacts per 1,000 calls. */
+function gcPerCall(ms) {
+  let calls = 0;
+  let gcMs = 0;
+  let minor = 0;
+  let major = 0;
+  for (const m of ms) {
+    const g = m.gcPer1kCalls;
+    if (!g) continue;
+    gcMs += g.ms * m.completed;
+    minor += g.minor * m.completed;
+    major += g.major * m.completed;
+    calls += m.completed;
+  }
+  return calls ? `${(gcMs / calls).toFixed(1)} (${(minor / calls).toFixed(2)} / ${(major / calls).toFixed(3)})` : "–";
+}
+
 /**
  * `copies`: the names of the copies in start order (index = measurement.copy);
  * `measurements`: every slice, with `copy`, `round` and `rps`.
  */
 export function formatCopies(copies, measurements) {
   const lines = ["Copies (each process pair as started; ratio to copy 0 within each cycle: median, quartiles, cycles ahead)",
-    "| copy | row | req/s median (quartiles) | CPU µs/call caller / service / nats | × copy 0 per cycle |",
-    "| ---: | --- | ---: | ---: | ---: |"];
+    "| copy | row | req/s median (quartiles) | CPU µs/call caller / service / nats | caller GC ms per 1k calls (scavenges / mark-compacts per 1k) | × copy 0 per cycle |",
+    "| ---: | --- | ---: | ---: | ---: | ---: |"];
   const firstByRound = new Map(measurements.filter((m) => m.copy === 0).map((m) => [m.round, m.rps]));
   for (const [copy, name] of copies.entries()) {
     const ms = measurements.filter((m) => m.copy === copy);
@@ -38,7 +55,7 @@ export function formatCopies(copies, measurements) {
       if (ratios.length) ratio = `${median(ratios).toFixed(3)} (${at(ratios, 0.25).toFixed(2)}–${at(ratios, 0.75).toFixed(2)}; ${ratios.filter((r) => r > 1).length}/${ratios.length})`;
     }
     const cpu = ["caller", "service", "server"].map((role) => cpuPerCall(ms, role)).join(" / ");
-    lines.push(`| ${copy} | ${name} | ${k(median(rps))} (${k(at(rps, 0.25))}–${k(at(rps, 0.75))}) | ${cpu} | ${ratio} |`);
+    lines.push(`| ${copy} | ${name} | ${k(median(rps))} (${k(at(rps, 0.25))}–${k(at(rps, 0.75))}) | ${cpu} | ${gcPerCall(ms)} | ${ratio} |`);
   }
   return lines.join("\n");
 }

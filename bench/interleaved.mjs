@@ -8,7 +8,7 @@
 //
 //   node bench/interleaved.mjs [--rows ceiling,svcmesh,...] [--cycles 20] [--inflight 256]
 //                              [--slice-ms 400] [--slice-warmup-ms 100] [--warmup-ms 2000]
-//                              [--copies 1] [--out FILE] [--prof DIR]
+//                              [--copies 1] [--out FILE] [--prof DIR] [--heap]
 //
 // A row named more than once runs as that many copies side by side (each measurement
 // records its `copy`; the table merges them): how much two processes of one row differ.
@@ -21,6 +21,7 @@
 // --prof DIR writes CPU profiles of every caller and service to DIR/<copy>-<row>/{caller,service}
 // and prints each copy's calls (warm-up included) for profile-summary.mjs --calls: profiles
 // taken while the rows take turns see the same slow spells, unlike run.mjs --prof's.
+// --heap prints every caller's V8 new and old space after the last cycle.
 //
 // Each cycle is a "round" in run.mjs's sense (summary.mjs pairs ratios by it), so the
 // table and the target check are run.mjs's own; after them, each target is judged cycle
@@ -55,6 +56,7 @@ const { values } = parseArgs({
     "warmup-ms": { type: "string", default: "2000" },
     out: { type: "string" },
     prof: { type: "string" },
+    heap: { type: "boolean", default: false },
   },
 });
 const int = (name, min, max) => {
@@ -116,6 +118,19 @@ async function runSlice(r, warmup, measure) {
   }
 }
 
+/** The caller's V8 heap spaces after the last cycle (slice-caller.mjs "heap"). */
+async function callerHeap(r) {
+  r.caller.send("heap");
+  return (await nextMessage(r.caller, "heap", 10_000)).heap;
+}
+
+/** Each copy's young and old generation: a caller whose new space stayed small promotes more and collects more often. */
+function formatHeaps(started) {
+  const mb = (heap, space, field) => heap.find((s) => s.space === space)?.[field] ?? "–";
+  const lines = started.map((r, copy) => `| ${copy} | ${r.row} | ${mb(r.heap, "new_space", "sizeMB")} | ${mb(r.heap, "old_space", "sizeMB")} | ${mb(r.heap, "old_space", "usedMB")} |`);
+  return ["Callers' heaps after the last cycle (MB)", "", "| copy | row | new space size | old space size | old space used |", "| ---: | --- | ---: | ---: | ---: |", ...lines].join("\n");
+}
+
 async function main() {
   const host = { ...machine(), svcmeshBuild: svcmeshBuild() };
   const started = [];
@@ -137,6 +152,7 @@ async function main() {
       const errors = measurements.filter((m) => m.round === cycle && m.errors > 0).map((m) => `${m.row} ${m.errors} (${m.firstError})`);
       console.error(`cycle ${cycle}/${cycles} done${errors.length ? `; errors: ${errors.join(", ")}` : ""}`);
     }
+    if (values.heap) for (const r of started) r.heap = await callerHeap(r);
   } finally {
     await Promise.race([Promise.all(started.map(stopRow)), sleep(STOP_GRACE_MS + 10_000)]);
     await killAll();
@@ -150,6 +166,7 @@ async function main() {
   console.log("\n" + formatTargets(checkTargets(table)));
   const perCycle = Array.from({ length: cycles }, (_, i) => measurements.filter((m) => m.round === i + 1));
   console.log(`\n${formatCopies(started.map((r) => r.row), measurements)}`);
+  if (values.heap) console.log(`\n${formatHeaps(started)}`);
   console.log(`\n${formatTargetsPerRun(perCycle, "Targets judged cycle by cycle (ratio within each cycle: median, quartiles, cycles met)")}`);
   if (svcmeshBuild() !== host.svcmeshBuild) {
     process.exitCode = 1;

@@ -4,7 +4,35 @@
 // runs when the first counted call finishes and `mark("end")` when the first worker
 // stops, so the parent can read CPU for exactly that span (cpu.mjs). Shared by
 // caller.mjs (one window per process) and slice-caller.mjs (one per slice).
+import { PerformanceObserver } from "node:perf_hooks";
+import { setImmediate as tick } from "node:timers/promises";
 import { LatencyHistogram } from "./histogram.mjs";
+
+/**
+ * Garbage collections in this process from now until `stop()`: count and ms, young
+ * ("minor": scavenges) and old ("major": mark-compacts) apart. Entries are delivered
+ * asynchronously, so stop() waits a turn for the last ones.
+ */
+function watchGc() {
+  const entries = [];
+  const observer = new PerformanceObserver((list) => entries.push(...list.getEntries()));
+  observer.observe({ entryTypes: ["gc"] });
+  return async (from, to) => {
+    await tick();
+    observer.disconnect();
+    const gc = { minor: 0, minorMs: 0, major: 0, majorMs: 0 };
+    for (const e of entries) {
+      if (e.startTime < from || e.startTime >= to) continue;
+      // Node's kinds: 1 minor (scavenge), 4 major (mark-compact), 8 incremental marking
+      // (old generation work too), 16 weak callbacks.
+      const k = e.detail?.kind;
+      const kind = k === 4 || k === 8 ? "major" : "minor";
+      gc[kind]++;
+      gc[`${kind}Ms`] += e.duration;
+    }
+    return gc;
+  };
+}
 
 export async function runWindow(call, { inFlight, warmupMs, durationMs, mark }) {
   const latencies = new LatencyHistogram();
@@ -19,6 +47,7 @@ export async function runWindow(call, { inFlight, warmupMs, durationMs, mark }) 
   let totalCalls = 0; // warm-up included: what a CPU profile of the process saw
   let firstError;
   const marked = new Set();
+  const stopGc = watchGc();
   const once = (name) => {
     if (marked.has(name)) return;
     marked.add(name);
@@ -46,6 +75,7 @@ export async function runWindow(call, { inFlight, warmupMs, durationMs, mark }) 
     }
   };
   await Promise.all(Array.from({ length: inFlight }, worker));
+  const gc = await stopGc(start, end);
   const quantileUs = (q) => (completed ? Math.round(latencies.quantile(q)) : null);
   return {
     completed,
@@ -56,5 +86,7 @@ export async function runWindow(call, { inFlight, warmupMs, durationMs, mark }) 
     rps: completed / (durationMs / 1000),
     p50us: quantileUs(0.5),
     p99us: quantileUs(0.99),
+    // The measured part's collections in the calling process, per 1,000 calls completed.
+    gcPer1kCalls: completed ? { minor: (gc.minor * 1000) / completed, major: (gc.major * 1000) / completed, ms: ((gc.minorMs + gc.majorMs) * 1000) / completed } : null,
   };
 }
