@@ -19,6 +19,18 @@ export interface Frame {
   readonly bodyEnd: number;
 }
 
+/** A class, not an object literal: a request's frame lives as long as its call (see Pending in client/transport.ts). */
+class HpubFrame implements Frame {
+  constructor(
+    readonly bytes: Uint8Array,
+    readonly subject: string,
+    readonly reply: string,
+    readonly headerStart: number,
+    readonly bodyStart: number,
+    readonly bodyEnd: number,
+  ) {}
+}
+
 const NON_ASCII = /[^\x00-\x7f]/;
 
 /**
@@ -42,7 +54,7 @@ export function hpubFrame(subject: string, reply: string, head: Uint8Array, tail
   bytes.set(body, bodyStart);
   bytes[bodyEnd] = 13;
   bytes[bodyEnd + 1] = 10;
-  return { bytes, subject, reply, headerStart, bodyStart, bodyEnd };
+  return new HpubFrame(bytes, subject, reply, headerStart, bodyStart, bodyEnd);
 }
 
 /** What of nats.js's protocol handler a frame needs (nats.js 2.x). */

@@ -127,6 +127,21 @@ export interface RequestMeta {
   tracestate: string;
 }
 
+/**
+ * A class, not an object literal: a request's meta lives as long as its handler, and V8
+ * may move a literal's every later object to old space once most of them outlive a minor
+ * GC (see Pending in client/transport.ts).
+ */
+class Meta implements RequestMeta {
+  caller = "";
+  deadline = 0;
+  requestId = "";
+  token = "";
+  policy = "";
+  traceparent = "";
+  tracestate = "";
+}
+
 const textDecoder = new TextDecoder();
 const CALLER_PREFIX = `${Header.caller}:`;
 const DEADLINE_PREFIX = `${Header.deadline}:`;
@@ -283,7 +298,7 @@ function readMetaLines(text: string, meta: RequestMeta): string {
 
 /** Reads request metadata; missing values get safe defaults so raw NATS clients can call too. */
 export function readRequestMeta(msg: Msg, now: number, defaultTimeoutMs: number): RequestMeta {
-  const meta: RequestMeta = { caller: "", deadline: 0, requestId: "", token: "", policy: "", traceparent: "", tracestate: "" };
+  const meta = new Meta();
   let deadlineText = "";
   const raw = rawHeaders(msg);
   if (raw === null) {

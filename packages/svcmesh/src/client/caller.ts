@@ -1,6 +1,7 @@
 // The caller side of a call: target → context → pipeline (pipeline.ts) → transport.
 // The terminal step resolves the route per attempt (so a retry can find an instance
 // that appeared during backoff), encodes once, and sends.
+import type { Msg } from "nats";
 import { z } from "zod";
 import { type ErrorCode, isErrorCode } from "../codes.js";
 import { MeshError, isMeshError, showValue } from "../errors.js";
@@ -153,28 +154,22 @@ export class Caller {
     notFound?: MeshError,
   ): Promise<unknown> {
     notFound ??= cached && !cached.route.endpoints.has(endpoint) ? unknownEndpoint(target, endpoint, cached.route) : undefined;
-    const ctx: CallContext = {
-      caller: this.options.callerName,
+    const ctx = new Call(
+      this.options.callerName,
       target,
       endpoint,
       payload,
       deadline,
-      signal: opts?.signal,
-      key: cached?.key ?? target.service,
+      opts?.signal,
+      cached?.key ?? target.service,
       // The policy in force overrides what instances publish in discovery.
-      idempotent: fromPolicy?.idempotent ?? cached?.route.idempotent.has(endpoint) ?? false,
+      fromPolicy?.idempotent ?? cached?.route.idempotent.has(endpoint) ?? false,
       // null: the policy's limits replace discovery's and name none for this caller.
-      rateLimit: policyOr(this.options.policyRateLimit?.(target.service), cached?.rateLimit),
-      attempt: 0,
-      attemptDeadline: deadline,
-      requestId: this.transport.nextRequestId(),
+      policyOr(this.options.policyRateLimit?.(target.service), cached?.rateLimit),
+      this.transport.nextRequestId(),
       startedAt,
-      parentTrace: opts?.trace,
-      traceId: "",
-      spanId: "",
-      traceLines: "",
-      reply: undefined,
-    };
+      opts?.trace,
+    );
     if (notFound) {
       // Nothing to send: traced and measured like any failure, but kept away from policy,
       // limits, breakers (a breaker would count it as an answer) and retries.
@@ -241,6 +236,36 @@ export class Caller {
     if (this.routes.size >= MAX_CACHED_TARGETS) this.routes.clear();
     this.routes.set(target.text, cached);
     return cached;
+  }
+}
+
+/**
+ * One call's context. A class, not an object literal: it lives as long as its call
+ * (see Pending in transport.ts for why that matters to V8).
+ */
+class Call implements CallContext {
+  attempt = 0;
+  attemptDeadline: number;
+  traceId = "";
+  spanId = "";
+  traceLines = "";
+  reply: Msg | undefined = undefined;
+
+  constructor(
+    readonly caller: string,
+    readonly target: Target,
+    readonly endpoint: string,
+    readonly payload: unknown,
+    readonly deadline: number,
+    readonly signal: AbortSignal | undefined,
+    readonly key: string,
+    readonly idempotent: boolean,
+    readonly rateLimit: RateLimit | undefined,
+    readonly requestId: string,
+    readonly startedAt: number,
+    readonly parentTrace: TraceContext | undefined,
+  ) {
+    this.attemptDeadline = deadline;
   }
 }
 

@@ -56,25 +56,37 @@ export interface Attempt {
   reply: Msg | undefined;
 }
 
-interface Pending {
-  /** The reply token: the number after the inbox prefix. */
-  readonly token: number;
-  /** The fields below are emptied once the call settles (see release()). */
-  attempt: Attempt;
-  resolve(value: unknown): void;
-  reject(e: MeshError): void;
-  deadline: number;
-  subject: string;
-  signal: AbortSignal | undefined;
-  onAbort: (() => void) | undefined;
-  /** What was (or will be) published, kept for a send after a reconnect. */
-  frame: Frame;
-  /** Made while the connection was down: not published yet. */
-  held: boolean;
+/**
+ * A call waiting for its reply. A class, not an object literal: entries live as long as
+ * their call, so under load most survive a minor GC, and V8 may then pretenure a
+ * literal's allocation site: every later entry is made in old space, where only full GCs
+ * free it. Caller processes that drew that decision stayed ~1.4x dearer per call for
+ * their whole life (bench/RESULTS.md, 2026-12-06). Instances of a class have no
+ * allocation site, so they are always made young. The same holds for CallContext
+ * (caller.ts) and Frame (frames.ts). Its fields are emptied once the call settles
+ * (see release()).
+ */
+class Pending {
+  onAbort: (() => void) | undefined = undefined;
   /** Published more than once (again after a reconnect): more than one answer may come. */
-  resent: boolean;
-  /** The token was used by an earlier call. */
-  readonly reused: boolean;
+  resent = false;
+
+  constructor(
+    /** The reply token: the number after the inbox prefix. */
+    readonly token: number,
+    public attempt: Attempt,
+    public resolve: (value: unknown) => void,
+    public reject: (e: MeshError) => void,
+    public deadline: number,
+    public subject: string,
+    public signal: AbortSignal | undefined,
+    /** What was (or will be) published, kept for a send after a reconnect. */
+    public frame: Frame,
+    /** Made while the connection was down: not published yet. */
+    public held: boolean,
+    /** The token was used by an earlier call. */
+    readonly reused: boolean,
+  ) {}
 }
 
 export interface TransportOptions {
@@ -139,7 +151,7 @@ export class RequestTransport {
       const tail = this.headers.tail(deadline, attempt.requestId, headerLines, attempt.traceLines);
       // A fresh buffer per call, so keeping it for a later send is safe.
       const frame = hpubFrame(subject, this.prefix + token, this.headers.head, tail, body);
-      const p: Pending = { token, attempt, resolve, reject, deadline, subject, signal, onAbort: undefined, frame, held: this.offline, resent: false, reused };
+      const p = new Pending(token, attempt, resolve, reject, deadline, subject, signal, frame, this.offline, reused);
       if (!p.held) {
         try {
           this.frames.publish(frame);

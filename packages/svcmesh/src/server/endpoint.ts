@@ -60,7 +60,7 @@ export async function handleRequest(scope: InstanceScope, ep: EndpointRuntime, m
     span.setAttributes(serverSpanTemplate(scope, ep, msg.subject).attributes);
     span.setAttribute("svcmesh.request_id", meta.requestId);
   }
-  const outcome: Outcome = { status: "ok", message: undefined, handlerRan: false };
+  const outcome = new Outcome();
   // One async function per request (not one per stage): each costs a promise and a frame.
   let slot: HandlerSlot | undefined; // set once admitted: holds a bulkhead slot until the end
   try {
@@ -200,12 +200,13 @@ function serverSpanTemplate(scope: InstanceScope, ep: EndpointRuntime, subject: 
   return ep.spanTemplate;
 }
 
-interface Outcome {
+/** A class, not an object literal, for the reason RequestMeta is one (wire.ts). */
+class Outcome {
   /** "ok" or the error code replied. */
-  status: string;
-  message: string | undefined;
+  status = "ok";
+  message: string | undefined = undefined;
   /** The handler was called (the request passed every check): it gets an audit record. */
-  handlerRan: boolean;
+  handlerRan = false;
 }
 
 /** Records the failure and replies with it. */
