@@ -346,12 +346,12 @@ describe("failures carry their codes", () => {
     const got = [];
     for await (const m of sub) got.push(m);
     assert.ok(rawHeaderBlock(got[0]!) instanceof Uint8Array, "nats.js internals changed: update rawHeaderBlock");
-    assert.deepEqual(readRequestMeta(got[0]!, 0, 1000), {
+    assert.deepEqual({ ...readRequestMeta(got[0]!, 0, 1000) }, {
       caller: "raw-client", deadline: 4102444800000, requestId: "", token: "v1.raw-client.x.1.2.U.sig", policy: "7",
       traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", tracestate: "vendor=abc",
     });
     assert.equal(rawHeaderBlock(got[1]!), undefined);
-    assert.deepEqual(readRequestMeta(got[1]!, 5, 1000), { caller: "", deadline: 1005, requestId: "", token: "", policy: "", traceparent: "", tracestate: "" });
+    assert.deepEqual({ ...readRequestMeta(got[1]!, 5, 1000) }, { caller: "", deadline: 1005, requestId: "", token: "", policy: "", traceparent: "", tracestate: "" });
   });
 
   test("an unknown endpoint on the exact-version lane is NOT_FOUND", async () => {
