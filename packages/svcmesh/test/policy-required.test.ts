@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { after, afterEach, before, describe, test } from "node:test";
-import { connect as natsConnect, type NatsConnection } from "nats";
+import { connect as natsConnect, type NatsConnection, nkeyAuthenticator } from "nats";
 import { createUser } from "nkeys.js";
 import { pino, type Logger } from "pino";
 import { applyPolicy, connect, type ConnectOptions, type Mesh, natsAuthorizationConfig, newIdentity, POLICY_BUCKET } from "svcmesh";
@@ -328,6 +328,38 @@ describe("a watch failure after a policy was read", () => {
       await Promise.allSettled(meshes.map((m) => m.close()));
       await withJs.stop();
       await noJs?.stop();
+    }
+  });
+});
+
+describe("a grant to the policy bucket taken away after a policy was read", () => {
+  test("keeps that policy in force and says so (not that no policy is enforced)", async () => {
+    const port = await freePort();
+    const ops = newIdentity();
+    const plan = { services: { claims: { key: ids.claims.publicKey } }, operators: { ops: { key: ops.publicKey } } };
+    const granting = await startNatsServer({ jetstream: true, port, extraConfig: natsAuthorizationConfig(plan) });
+    let refusing: NatsServer | undefined;
+    let claims: Mesh | undefined;
+    try {
+      const operator = await natsConnect({ servers: granting.url, authenticator: nkeyAuthenticator(new TextEncoder().encode(ops.seed)) });
+      const applied = await applyPolicy(operator, policy(), { by: "test" });
+      await operator.close();
+      const log = capture();
+      claims = await connect({ servers: granting.url, name: "claims", seed: ids.claims.seed, logger: log.logger });
+      await waitFor("the policy to be read", () => claims!.policy.inForce?.revision === applied.revision);
+
+      // The same address, now with a config that no longer grants the bucket.
+      await granting.stop();
+      refusing = await startNatsServer({ jetstream: true, port, extraConfig: natsAuthorizationConfig({ ...plan, policyBucket: null }) });
+      const refusal = () => log.lines.find((l) => l.level === ERROR && /permissions do not let this connection read the policy bucket/.test(l.msg));
+      await waitFor("the watcher to be refused the bucket", () => refusal() !== undefined, 15_000);
+      assert.match(refusal()!.msg, new RegExp(`the policy read before \\(revision ${applied.revision}\\) stays in force and later changes are not followed`));
+      assert.doesNotMatch(refusal()!.msg, /no policy is enforced/);
+      assert.equal(claims.policy.inForce?.revision, applied.revision);
+    } finally {
+      await claims?.close();
+      await granting.stop();
+      await refusing?.stop();
     }
   });
 });
