@@ -161,17 +161,19 @@ describe("svcmesh doctor", () => {
 
   test("another stream on svc.payments.> is an error; one on svc.trace.> a warning; one elsewhere is fine", async () => {
     await jsm.streams.add({ name: "ORDERS", subjects: ["orders.>", "svc.payments.>"] });
+    await jsm.streams.add({ name: "REPLIES", subjects: ["_INBOX_claims.>"] });
     await jsm.streams.add({ name: "TRACES", subjects: ["svc.trace.payments.*"] });
     await jsm.streams.add({ name: "OTHER", subjects: ["other.>"] });
     try {
       const { code, findings } = await doctor(server.url);
       assert.equal(code, 1);
-      assert.deepEqual(notOk(findings), ["error stream ORDERS", "warn stream TRACES"]);
+      assert.deepEqual(notOk(findings), ["error stream ORDERS", "error stream REPLIES", "warn stream TRACES"]);
+      assert.match(find(findings, "stream REPLIES").message, /^captures _INBOX_claims\.>: it stores replies .*every call's result/);
       assert.match(find(findings, "stream ORDERS").message, /^captures svc\.payments\.>: it captures request subjects .*answers each caller with a JetStream ack/);
       assert.match(find(findings, "stream ORDERS").hint!, /nats stream rm ORDERS/);
       assert.equal(find(findings, "stream TRACES").message, "captures svc.trace.payments.*: it stores trace records (svc.trace.>), one per call");
     } finally {
-      for (const s of ["ORDERS", "TRACES", "OTHER"]) await jsm.streams.delete(s);
+      for (const s of ["ORDERS", "REPLIES", "TRACES", "OTHER"]) await jsm.streams.delete(s);
     }
     const { findings } = await doctor(server.url);
     assert.equal(find(findings, "other streams").message, "none of the 1 other stream captures mesh subjects"); // the policy bucket's
@@ -359,7 +361,14 @@ describe("which mesh subjects a stream's filter captures", () => {
     assert.deepEqual(meshSubjectsIn("svc.trace.>"), ["traces"]);
     assert.deepEqual(meshSubjectsIn("*.events.>"), ["events"]);
     assert.deepEqual(meshSubjectsIn("$SRV.INFO.payments"), ["discovery"]);
-    assert.deepEqual(meshSubjectsIn(">"), ["requests", "discovery", "traces", "events", "audit"]);
+    assert.deepEqual(meshSubjectsIn(">"), ["requests", "discovery", "traces", "events", "audit", "replies"]);
+    assert.deepEqual(meshSubjectsIn("_INBOX.>"), ["replies"]);
+    assert.deepEqual(meshSubjectsIn("_INBOX.*.*"), ["replies"]); // _INBOX.<nuid>.<token>: a caller's replies
+    assert.ok(meshSubjectsIn("*.*.*").includes("replies"));
+    assert.deepEqual(meshSubjectsIn("*.events.>"), ["events"]); // a literal second token is no nuid
+    assert.deepEqual(meshSubjectsIn("_INBOX_claims.>"), ["replies"]);
+    assert.deepEqual(meshSubjectsIn("_INBOX_claims"), []);
+    assert.deepEqual(meshSubjectsIn("_INBOXES.>"), []);
     assert.deepEqual(meshSubjectsIn("orders.>"), []);
     assert.deepEqual(meshSubjectsIn("svc.payments"), []);
   });

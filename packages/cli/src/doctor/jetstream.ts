@@ -127,6 +127,7 @@ function effectOf(kind: MeshSubjects): string {
     case "traces": return `it stores ${MESH_SUBJECTS.traces}, one per call`;
     case "events": return `it stores ${MESH_SUBJECTS.events}, which belong in ${EVENTS_STREAM} (the server refuses a stream overlapping another, so ${EVENTS_STREAM} cannot be created while it does)`;
     case "audit": return `it stores ${MESH_SUBJECTS.audit}, which belong in ${AUDIT_STREAM} (the server refuses a stream overlapping another, so ${AUDIT_STREAM} cannot be created while it does)`;
+    case "replies": return `it stores ${MESH_SUBJECTS.replies}: every call's result (personal data included) and every JetStream API answer, kept where the services' own permissions do not reach`;
   }
 }
 

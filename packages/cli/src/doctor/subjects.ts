@@ -1,6 +1,6 @@
 // Which of the mesh's subjects a JetStream stream's subject filter captures. A stream
 // on request subjects answers every call it stores with a JetStream ack: the caller
-// gets the ack as its reply, not the service's.
+// gets the ack as its reply, not the service's. One on reply subjects keeps every result.
 import { AUDIT_SUBJECTS, EVENTS_SUBJECTS, RESERVED_NAMES, SUBJECT_ROOT, TRACE_ALL } from "svcmesh/internal";
 
 /** The NATS services protocol's subjects (discovery), not the library's. */
@@ -8,7 +8,10 @@ export const SRV_SUBJECTS = "$SRV.>";
 /** Its verbs, bare or followed by a service name and id: what instances answer. */
 const SRV_FILTERS = ["PING", "INFO", "STATS"].flatMap((verb) => [`$SRV.${verb}`, `$SRV.${verb}.>`]);
 
-export type MeshSubjects = "requests" | "discovery" | "traces" | "events" | "audit";
+export type MeshSubjects = "requests" | "discovery" | "traces" | "events" | "audit" | "replies";
+
+/** nats.js's default inbox prefix; services with a seed use `_INBOX_<name>` (one token). */
+const INBOX = "_INBOX";
 
 /** What each kind is, for messages. */
 export const MESH_SUBJECTS: Readonly<Record<MeshSubjects, string>> = {
@@ -17,6 +20,7 @@ export const MESH_SUBJECTS: Readonly<Record<MeshSubjects, string>> = {
   traces: `trace records (${TRACE_ALL})`,
   events: `mesh events (${EVENTS_SUBJECTS})`,
   audit: `audit records (${AUDIT_SUBJECTS})`,
+  replies: `replies (${INBOX}.> and ${INBOX}_<service>.>)`,
 };
 
 /** Whether some subject matches both filters (`*` one token, `>` one or more). */
@@ -41,5 +45,18 @@ export function meshSubjectsIn(filter: string): MeshSubjects[] {
   if (filtersOverlap(filter, TRACE_ALL)) out.push("traces");
   if (filtersOverlap(filter, EVENTS_SUBJECTS)) out.push("events");
   if (filtersOverlap(filter, AUDIT_SUBJECTS)) out.push("audit");
+  if (capturesReplies(filter)) out.push("replies");
   return out;
+}
+
+/**
+ * Reply subjects are `<prefix>.<nuid>.<token>`: `_INBOX` or `_INBOX_<name>`, then 22
+ * letters and digits. Wildcards are whole tokens, so a filter reaches them through its
+ * first two tokens only.
+ */
+function capturesReplies(filter: string): boolean {
+  const [first = "", second] = filter.split(".");
+  const prefix = first === ">" || first === "*" || first === INBOX || first.startsWith(`${INBOX}_`);
+  const nuid = second === undefined ? first === ">" : second === "*" || second === ">" || /^[A-Za-z0-9]{22}$/.test(second);
+  return prefix && nuid;
 }
