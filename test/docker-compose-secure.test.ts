@@ -3,7 +3,8 @@
 // the operator's setup (docker/secure/setup.mjs) runs into a temp dir and the same
 // topology runs natively with what it made: nodes with the generated users, the
 // policy-apply job, the services with their env files, the demo client; and what a
-// client without credentials, or a service with another one's seed, gets.
+// client without credentials, a service with another one's seed, or a server without
+// the route password (one that would join the cluster and read every message) gets.
 // Needs `pnpm build` (setup.mjs and the commands run the packages' dist).
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -12,13 +13,17 @@ import { join, posix } from "node:path";
 import { after, describe, test } from "node:test";
 import { connect as natsConnect } from "nats";
 import { within } from "./helpers/child.ts";
+import { pollJson } from "./helpers/cluster.ts";
+import { freePort, natsServerBinary, sleep } from "./helpers/nats-server.ts";
 import {
   assertStory, bindMounts, commandOf, type ComposeService, envFilesOf, envOf, exampleOf, nativeRun, nodeArgs, outputs, parseEnvFile, readCompose,
   root, type Running, serviceEnv, startNativeCluster, stopAll,
 } from "./helpers/compose.ts";
 
 const FILE = "docker-compose.secure.yml";
-const file = readCompose(FILE);
+/** What compose gets from setup.mjs's cluster.env, for the static checks. */
+const STATIC_VARS = { NATS_ROUTE_PASSWORD: "static-check" };
+const file = readCompose(FILE, STATIC_VARS);
 const composeText = readFileSync(join(root, "docker", FILE), "utf8");
 const DEPLOY = "./secure/deploy/";
 
@@ -58,6 +63,15 @@ describe(`${FILE}: secured`, () => {
     }
   });
 
+  test("routes between the nodes present the password from setup.mjs's cluster.env; without it compose refuses the file", () => {
+    for (const n of file.nodeNames) {
+      const urls = [file.flag(n, "cluster")!, ...(file.flag(n, "routes") ?? "").split(",")].map((u) => new URL(u));
+      assert.equal(urls.length, 3, `${n}: its listen URL and two routes`);
+      for (const u of urls) assert.deepEqual([u.username, u.password], ["route", STATIC_VARS.NATS_ROUTE_PASSWORD], `${n}: ${u.host}`);
+    }
+    assert.throws(() => readCompose(FILE), /NATS_ROUTE_PASSWORD is missing a value: run docker\/secure\/setup\.mjs and pass --env-file docker\/secure\/deploy\/cluster\.env/);
+  });
+
   test("a one-shot policy-apply job applies the generated policy with the operator's seed", () => {
     assert.ok(policyApply, "a service running svcmesh apply");
     const [, s] = policyApply;
@@ -92,10 +106,34 @@ test("secure topology: setup, broker auth, policy applied by the operator, the s
     assert.equal(statSync(join(deploy, `${f}.env`)).mode & 0o777, 0o600, `${f}.env is private`);
     assert.match(seedOf(f) ?? "", /^SU[A-Z2-7]{56}$/, `${f}.env has a seed`);
   }
+  assert.equal(statSync(join(deploy, "cluster.env")).mode & 0o777, 0o600, "cluster.env is private");
+  const vars = parseEnvFile(readFileSync(join(deploy, "cluster.env"), "utf8"));
+  assert.match(vars.NATS_ROUTE_PASSWORD ?? "", /^[A-Za-z0-9_-]{32}$/, "cluster.env has a route password");
+  const live = readCompose(FILE, vars); // as `docker compose --env-file <deploy>/cluster.env` reads it
   const hostPath = (source: string) => (source.startsWith(DEPLOY) ? join(deploy, source.slice(DEPLOY.length)) : join(root, "docker", source));
   for (const [n, s] of file.services) for (const f of envFilesOf(s)) assert.ok(existsSync(hostPath(f)), `${n}: setup made ${f}`);
 
-  const cluster = await startNativeCluster(file, dir, (cmd, args) => run(cmd, args, process.env), hostPath);
+  const cluster = await startNativeCluster(live, dir, (cmd, args) => run(cmd, args, process.env), hostPath);
+
+  // A server that reaches the nodes' cluster ports without the route password (or with
+  // another) does not join: it would receive every message, whatever the users may see.
+  for (const [label, auth] of [["no password", ""], ["a wrong password", "route:wrong@"]] as const) {
+    const [rogueCluster, rogueHttp] = [await freePort(), await freePort()];
+    const routes = file.nodeNames.map((n) => cluster.mapUrl(`nats://${n}:${file.clusterPort(n)}`, "cluster").replace("//", `//${auth}`)).join(",");
+    const rogue = run(natsServerBinary(), ["--addr", "127.0.0.1", "-p", String(await freePort()), "-m", String(rogueHttp), "--cluster_name", "svcmesh",
+      "--cluster", `nats://127.0.0.1:${rogueCluster}`, "--routes", routes], process.env);
+    await pollJson(`http://127.0.0.1:${rogueHttp}/varz`, () => true, 10_000);
+    await sleep(1_500); // time for it to try every route (it retries each second)
+    const { num_routes } = await pollJson(`http://127.0.0.1:${rogueHttp}/routez`, () => true, 5_000);
+    assert.equal(num_routes, 0, `a server with ${label} joined: ${rogue.output()}`);
+    for (const n of file.nodeNames) {
+      const body = await pollJson(`http://127.0.0.1:${cluster.monitorPort(n)}/routez`, () => true, 5_000);
+      assert.equal(body.num_routes, 2, `${n} routes to its two peers only`);
+    }
+    assert.match(rogue.output(), /Authorization Violation/, label);
+    rogue.proc.kill("SIGKILL");
+    await rogue.exit;
+  }
   const env = (s: ComposeService) => serviceEnv(s, cluster, hostPath);
 
   // No credentials: every node refuses the connection.

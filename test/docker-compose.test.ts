@@ -17,7 +17,8 @@ const file = readCompose("docker-compose.yml");
 
 // The plain demo and its secure variant share the topology.
 for (const fileName of ["docker-compose.yml", "docker-compose.secure.yml"]) describe(fileName, () => {
-  const { compose, services, natsNodes, nodeNames, nodeFlags, flag, clientPort, clusterPort, appServices } = readCompose(fileName);
+  // The secure file's route password comes from setup.mjs's cluster.env; any value does for the shape.
+  const { compose, services, natsNodes, nodeNames, nodeFlags, flag, clientPort, clusterPort, appServices } = readCompose(fileName, { NATS_ROUTE_PASSWORD: "shape-check" });
 
   test("has three NATS 2.9 nodes, each named, clustered and with JetStream on its own volume", () => {
     assert.equal(natsNodes.length, 3, `nats services: ${nodeNames.join(", ")}`);

@@ -10,10 +10,13 @@
 //   authorization.conf   the nats-server users and permissions (`svcmesh nats-config`)
 //   <identity>.env       SVCMESH_SEED and connect settings of each identity (env_file)
 //   operator.env         SVCMESH_SEED of the operator user that runs `svcmesh apply`
+//   cluster.env          NATS_ROUTE_PASSWORD, which the nodes' routes must present
+//                        (compose reads it: docker compose --env-file <DIR>/cluster.env ...)
 // Running it again makes new keys: restart the whole deployment after it.
 // The CLI makes the keys and the config; this script only puts the keys into the policy
 // and the seeds into the env files, which `nats-config` leaves to whoever holds them.
 import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -76,11 +79,14 @@ for (const [name, id] of ids) {
   writeSecret(file, text.replace(placeholder, `SVCMESH_SEED=${id.seed}`));
 }
 writeSecret(join(out, "operator.env"), `# the operator user (unrestricted at the broker): svcmesh apply\nSVCMESH_SEED=${operator.seed}\n`);
+// Without it, anything that reaches a node's cluster port could join as a route and
+// receive every message, whatever the users' permissions say.
+writeSecret(join(out, "cluster.env"), `# compose --env-file: the password every route between the NATS nodes presents\nNATS_ROUTE_PASSWORD=${randomBytes(24).toString("base64url")}\n`);
 
 const shown = relative(process.cwd(), out) || ".";
 process.stdout.write(
   [
-    `wrote ${shown}/: policies.yaml, authorization.conf, ${names.map((n) => `${n}.env`).join(", ")}, operator.env`,
+    `wrote ${shown}/: policies.yaml, authorization.conf, ${names.map((n) => `${n}.env`).join(", ")}, operator.env, cluster.env`,
     ...names.map((n) => `  ${n}: ${ids.get(n).publicKey}`),
     `  ${OPERATOR} (nats-config --operator): ${operator.publicKey}`,
     "",

@@ -122,9 +122,27 @@ export interface ComposeFile {
   appServices: [string, ComposeService][];
 }
 
-/** `docker/<file>`, parsed with YAML merge keys as compose reads it. */
-export function readCompose(file: string): ComposeFile {
-  const compose = parse(readFileSync(join(root, "docker", file), "utf8"), { merge: true }) as Compose;
+/**
+ * Compose's variable interpolation: `${NAME}`, `${NAME:-default}`, `${NAME:?error}` (an
+ * unset or empty NAME fails, as compose does) and `$$` for a literal `$`.
+ */
+export function interpolate(text: string, vars: Readonly<Record<string, string | undefined>>, what: string): string {
+  return text.replace(/\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}/g, (match, name: string | undefined, op: string | undefined, arg: string | undefined) => {
+    if (match === "$$") return "$";
+    const value = vars[name!];
+    const unset = op?.startsWith(":") ? !value : value === undefined;
+    if (!unset) return value!;
+    if (op?.endsWith("?")) throw new Error(`${what}: required variable ${name} is missing a value: ${arg}`);
+    return op?.endsWith("-") ? arg! : "";
+  });
+}
+
+/**
+ * `docker/<file>`, parsed with YAML merge keys as compose reads it, its `${...}` variables
+ * taken from `vars` (compose's --env-file).
+ */
+export function readCompose(file: string, vars: Readonly<Record<string, string | undefined>> = {}): ComposeFile {
+  const compose = parse(interpolate(readFileSync(join(root, "docker", file), "utf8"), vars, file), { merge: true }) as Compose;
   const services = Object.entries(compose.services ?? {});
   const natsNodes = services.filter(([, s]) => /^nats:2\.9(\b|$|-)/.test(s.image ?? ""));
   const nodeFlags = new Map(natsNodes.map(([n, s]) => [n, parseFlags(commandOf(s))]));
@@ -169,7 +187,7 @@ export async function startNativeCluster(
   const mapUrl = (u: string, kind: "client" | "cluster") => {
     const url = new URL(u.trim());
     const p = ports.get(url.hostname) ?? assert.fail(`${u} names no NATS node of the compose file`);
-    return `${url.protocol}//127.0.0.1:${p[kind]}`;
+    return `${url.protocol}//${userInfo(url)}127.0.0.1:${p[kind]}`;
   };
   const nodes = file.natsNodes.map(([n, s]) => {
     const args = [...commandOf(s)];
@@ -182,7 +200,7 @@ export async function startNativeCluster(
     const rewrite: Record<string, (v: string) => string> = {
       port: () => String(p.client),
       http_port: () => String(p.http),
-      cluster: (v) => `${new URL(v).protocol}//127.0.0.1:${p.cluster}`,
+      cluster: (v) => `${new URL(v).protocol}//${userInfo(new URL(v))}127.0.0.1:${p.cluster}`,
       routes: (v) => v.split(",").map((r) => mapUrl(r, "cluster")).join(","),
       store_dir: (v) => join(dir, n, v),
       config: (v) => join(fsRoot, v),
@@ -213,6 +231,11 @@ export async function startNativeCluster(
     mapServers: (list) => list.split(",").map((u) => mapUrl(u, "client")).join(","),
     monitorPort: (node) => ports.get(node)!.http,
   };
+}
+
+/** A URL's `user:password@` (route credentials), or "". */
+function userInfo(url: URL): string {
+  return url.username ? `${url.username}${url.password ? `:${url.password}` : ""}@` : "";
 }
 
 /** The arguments of a `node ...` compose command. */
