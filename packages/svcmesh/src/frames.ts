@@ -7,24 +7,18 @@
 import { ErrorCode, NatsError, type NatsConnection } from "nats";
 import { asNatsHeaders } from "./wire.js";
 
-/** One message as it goes on the wire: `HPUB <subject> [<reply>] <hlen> <total>\r\n<headers><body>\r\n`. */
-export interface Frame {
-  readonly bytes: Uint8Array;
-  readonly subject: string;
-  /** "" for none. */
-  readonly reply: string;
-  /** Where the header block starts and the body starts and ends in `bytes`. */
-  readonly headerStart: number;
-  readonly bodyStart: number;
-  readonly bodyEnd: number;
-}
-
-/** A class, not an object literal: a request's frame lives as long as its call (see Pending in client/transport.ts). */
-class HpubFrame implements Frame {
+/**
+ * One message as it goes on the wire: `HPUB <subject> [<reply>] <hlen> <total>\r\n<headers><body>\r\n`.
+ * A class, not an object literal: a request's frame lives as long as its call (see
+ * Pending in client/transport.ts).
+ */
+export class Frame {
   constructor(
     readonly bytes: Uint8Array,
     readonly subject: string,
+    /** "" for none. */
     readonly reply: string,
+    /** Where the header block starts and the body starts and ends in `bytes`. */
     readonly headerStart: number,
     readonly bodyStart: number,
     readonly bodyEnd: number,
@@ -54,7 +48,7 @@ export function hpubFrame(subject: string, reply: string, head: Uint8Array, tail
   bytes.set(body, bodyStart);
   bytes[bodyEnd] = 13;
   bytes[bodyEnd + 1] = 10;
-  return new HpubFrame(bytes, subject, reply, headerStart, bodyStart, bodyEnd);
+  return new Frame(bytes, subject, reply, headerStart, bodyStart, bodyEnd);
 }
 
 /** What of nats.js's protocol handler a frame needs (nats.js 2.x). */

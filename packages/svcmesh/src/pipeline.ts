@@ -17,42 +17,51 @@ import type { RateLimit } from "./settings.js";
 import type { Target } from "./target.js";
 import type { TraceContext } from "./trace/context.js";
 
-/** One call as it travels through the interceptors. Interceptors never add fields. */
-export interface CallContext {
-  /** This process's identity as a caller. */
-  readonly caller: string;
-  readonly target: Target;
-  readonly endpoint: string;
-  readonly payload: unknown;
-  /** Absolute deadline of the whole call (ms since the epoch). */
-  readonly deadline: number;
-  readonly signal: AbortSignal | undefined;
-  /**
-   * Breaker and rate-limit key: `<service>.v<major>` once the target's major is known
-   * from discovery, else `<service>`.
-   */
-  readonly key: string;
-  /** Whether the callee declared the endpoint idempotent (from discovery), if known. */
-  readonly idempotent: boolean;
-  /** The limit the callee publishes for this caller (its name, else "*"), if any. */
-  readonly rateLimit: RateLimit | undefined;
+/**
+ * One call as it travels through the interceptors. Interceptors never add fields. A
+ * class, not an object literal: it lives as long as its call (see Pending in
+ * client/transport.ts for why that matters to V8).
+ */
+export class CallContext {
   /** 1-based; set by the retry interceptor before each attempt. */
-  attempt: number;
+  attempt = 0;
   /** Deadline of the current attempt (≤ deadline); set by the retry interceptor. */
   attemptDeadline: number;
-  /** Mesh-Request-Id: one per logical call, the same on every attempt. */
-  readonly requestId: string;
-  /** When the call started (ms since the epoch). */
-  readonly startedAt: number;
-  /** The trace this call continues (a handler's nested call), if given explicitly. */
-  readonly parentTrace: TraceContext | undefined;
   /** This call's trace and span ids; set by the trace interceptor ("" without one). */
-  traceId: string;
-  spanId: string;
+  traceId = "";
+  spanId = "";
   /** traceparent/tracestate header lines for every attempt; set by the trace interceptor. */
-  traceLines: string;
+  traceLines = "";
   /** The last reply received (kept so the trace record can say who answered). */
-  reply: Msg | undefined;
+  reply: Msg | undefined = undefined;
+
+  constructor(
+    /** This process's identity as a caller. */
+    readonly caller: string,
+    readonly target: Target,
+    readonly endpoint: string,
+    readonly payload: unknown,
+    /** Absolute deadline of the whole call (ms since the epoch). */
+    readonly deadline: number,
+    readonly signal: AbortSignal | undefined,
+    /**
+     * Breaker and rate-limit key: `<service>.v<major>` once the target's major is known
+     * from discovery, else `<service>`.
+     */
+    readonly key: string,
+    /** Whether the callee declared the endpoint idempotent (from discovery), if known. */
+    readonly idempotent: boolean,
+    /** The limit the callee publishes for this caller (its name, else "*"), if any. */
+    readonly rateLimit: RateLimit | undefined,
+    /** Mesh-Request-Id: one per logical call, the same on every attempt. */
+    readonly requestId: string,
+    /** When the call started (ms since the epoch). */
+    readonly startedAt: number,
+    /** The trace this call continues (a handler's nested call), if given explicitly. */
+    readonly parentTrace: TraceContext | undefined,
+  ) {
+    this.attemptDeadline = deadline;
+  }
 }
 
 export type Next = (ctx: CallContext) => Promise<unknown>;

@@ -112,33 +112,23 @@ export class RequestHeaders {
   }
 }
 
-export interface RequestMeta {
-  /** As the caller wrote it; the verified identity replaces it where a policy requires tokens. */
-  caller: string;
-  deadline: number;
-  requestId: string;
-  /** Mesh-Token, or "". */
-  token: string;
-  /** Mesh-Policy, or "". */
-  policy: string;
-  /** W3C traceparent, or "". */
-  traceparent: string;
-  /** W3C tracestate, or "". */
-  tracestate: string;
-}
-
 /**
- * A class, not an object literal: a request's meta lives as long as its handler, and V8
- * may move a literal's every later object to old space once most of them outlive a minor
- * GC (see Pending in client/transport.ts).
+ * What a request's headers say. A class, not an object literal: it lives as long as its
+ * handler, and V8 may move a literal's every later object to old space once most of them
+ * outlive a minor GC (see Pending in client/transport.ts).
  */
-class Meta implements RequestMeta {
+export class RequestMeta {
+  /** As the caller wrote it; the verified identity replaces it where a policy requires tokens. */
   caller = "";
   deadline = 0;
   requestId = "";
+  /** Mesh-Token, or "". */
   token = "";
+  /** Mesh-Policy, or "". */
   policy = "";
+  /** W3C traceparent, or "". */
   traceparent = "";
+  /** W3C tracestate, or "". */
   tracestate = "";
 }
 
@@ -298,7 +288,7 @@ function readMetaLines(text: string, meta: RequestMeta): string {
 
 /** Reads request metadata; missing values get safe defaults so raw NATS clients can call too. */
 export function readRequestMeta(msg: Msg, now: number, defaultTimeoutMs: number): RequestMeta {
-  const meta = new Meta();
+  const meta = new RequestMeta();
   let deadlineText = "";
   const raw = rawHeaders(msg);
   if (raw === null) {

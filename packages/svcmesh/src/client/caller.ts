@@ -1,11 +1,10 @@
 // The caller side of a call: target → context → pipeline (pipeline.ts) → transport.
 // The terminal step resolves the route per attempt (so a retry can find an instance
 // that appeared during backoff), encodes once, and sends.
-import type { Msg } from "nats";
 import { z } from "zod";
 import { type ErrorCode, isErrorCode } from "../codes.js";
 import { MeshError, isMeshError, showValue } from "../errors.js";
-import { type CallContext, type Interceptor, type Next, compose } from "../pipeline.js";
+import { CallContext, type Interceptor, type Next, compose } from "../pipeline.js";
 import type { Registry } from "../registry.js";
 import { type CallSettings, type RateLimit, type RetrySettings, RetrySettingsInput, mergeCallSettings } from "../settings.js";
 import { describeIssues, summarizeIssues } from "../schema.js";
@@ -154,7 +153,7 @@ export class Caller {
     notFound?: MeshError,
   ): Promise<unknown> {
     notFound ??= cached && !cached.route.endpoints.has(endpoint) ? unknownEndpoint(target, endpoint, cached.route) : undefined;
-    const ctx = new Call(
+    const ctx = new CallContext(
       this.options.callerName,
       target,
       endpoint,
@@ -236,36 +235,6 @@ export class Caller {
     if (this.routes.size >= MAX_CACHED_TARGETS) this.routes.clear();
     this.routes.set(target.text, cached);
     return cached;
-  }
-}
-
-/**
- * One call's context. A class, not an object literal: it lives as long as its call
- * (see Pending in transport.ts for why that matters to V8).
- */
-class Call implements CallContext {
-  attempt = 0;
-  attemptDeadline: number;
-  traceId = "";
-  spanId = "";
-  traceLines = "";
-  reply: Msg | undefined = undefined;
-
-  constructor(
-    readonly caller: string,
-    readonly target: Target,
-    readonly endpoint: string,
-    readonly payload: unknown,
-    readonly deadline: number,
-    readonly signal: AbortSignal | undefined,
-    readonly key: string,
-    readonly idempotent: boolean,
-    readonly rateLimit: RateLimit | undefined,
-    readonly requestId: string,
-    readonly startedAt: number,
-    readonly parentTrace: TraceContext | undefined,
-  ) {
-    this.attemptDeadline = deadline;
   }
 }
 

@@ -36,7 +36,7 @@
 // only-answer is taken: anything else may be a late second answer to an earlier call.
 import { ErrorCode, Events, type Msg, type NatsConnection, type NatsError, nuid, type Subscription } from "nats";
 import { MeshError, isMeshError } from "../errors.js";
-import { type Frame, FramePublisher, hpubFrame } from "../frames.js";
+import { Frame, FramePublisher, hpubFrame } from "../frames.js";
 import { RequestHeaders, decodeReply, onlyAnswer, subjectNumber } from "../wire.js";
 import { PendingTable } from "./pending-table.js";
 
@@ -63,7 +63,7 @@ export interface Attempt {
  * free it. Caller processes that drew that decision stayed ~1.4x dearer per call for
  * their whole life (bench/RESULTS.md, 2026-12-06). Instances of a class have no
  * allocation site, so they are always made young. The same holds for CallContext
- * (caller.ts) and Frame (frames.ts). Its fields are emptied once the call settles
+ * (pipeline.ts) and Frame (frames.ts). Its fields are emptied once the call settles
  * (see release()).
  */
 class Pending {
@@ -288,7 +288,7 @@ export class RequestTransport {
 }
 
 const SETTLED_ATTEMPT: Attempt = { attemptDeadline: 0, signal: undefined, requestId: "", idempotent: false, traceLines: "", reply: undefined };
-const SETTLED_FRAME: Frame = { bytes: new Uint8Array(0), subject: "", reply: "", headerStart: 0, bodyStart: 0, bodyEnd: 0 };
+const SETTLED_FRAME = new Frame(new Uint8Array(0), "", "", 0, 0, 0);
 const settled = (): void => {};
 
 /**
