@@ -7,7 +7,7 @@ import { type PolicyInForce, PolicyState } from "./policy-state.js";
 import { type PolicyWatcher, watchPolicy } from "./policy/store.js";
 import { DEFAULT_POLICY_WAIT_MS, logRequiredPolicy, policyRequiredOf, REQUIRED_POLICY_WAIT_MS } from "./policy/required.js";
 import { type PolicyServiceSettings, policyRateLimits, rateLimitFor, settingsFor as policySettingsFor } from "./policy/authorize.js";
-import { Header } from "./subjects.js";
+import { DEFAULT_INBOX_PREFIX, Header } from "./subjects.js";
 import type { Logger } from "pino";
 import { bindClient, type MeshCalls, type MeshClient } from "./calls.js";
 import { Caller, type CallOptions } from "./client/caller.js";
@@ -499,7 +499,7 @@ function seedOf(options: ConnectOptions): string | undefined {
 
 /** A service with an identity replies to its private inbox, the one its broker permissions allow. */
 function inboxPrefixOf(options: ConnectOptions): string {
-  return options.nats?.inboxPrefix ?? (seedOf(options) ? inboxPrefixFor(options.name) : "_INBOX");
+  return options.nats?.inboxPrefix ?? (seedOf(options) ? inboxPrefixFor(options.name) : DEFAULT_INBOX_PREFIX);
 }
 
 const CIRCUIT_EVENT = { open: "circuit_open", half_open: "circuit_half_open", closed: "circuit_close" } as const satisfies Record<BreakerState, string>;

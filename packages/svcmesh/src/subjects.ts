@@ -51,3 +51,6 @@ export function exactLane(service: string, version: string): string {
 export function queueGroup(lane: string): string {
   return lane.replace(/\./g, "-");
 }
+
+/** nats.js's inbox prefix: what a connection without a seed (or an inboxPrefix) uses. */
+export const DEFAULT_INBOX_PREFIX = "_INBOX";

@@ -1,7 +1,8 @@
 // Which of the mesh's subjects a JetStream stream's subject filter captures. A stream
 // on request subjects answers every call it stores with a JetStream ack: the caller
 // gets the ack as its reply, not the service's. One on reply subjects keeps every result.
-import { AUDIT_SUBJECTS, EVENTS_SUBJECTS, RESERVED_NAMES, SUBJECT_ROOT, TRACE_ALL } from "svcmesh/internal";
+import { inboxPrefixFor } from "svcmesh";
+import { AUDIT_SUBJECTS, DEFAULT_INBOX_PREFIX, EVENTS_SUBJECTS, RESERVED_NAMES, SUBJECT_ROOT, TRACE_ALL } from "svcmesh/internal";
 
 /** The NATS services protocol's subjects (discovery), not the library's. */
 export const SRV_SUBJECTS = "$SRV.>";
@@ -10,8 +11,6 @@ const SRV_FILTERS = ["PING", "INFO", "STATS"].flatMap((verb) => [`$SRV.${verb}`,
 
 export type MeshSubjects = "requests" | "discovery" | "traces" | "events" | "audit" | "replies";
 
-/** nats.js's default inbox prefix; services with a seed use `_INBOX_<name>` (one token). */
-const INBOX = "_INBOX";
 
 /** What each kind is, for messages. */
 export const MESH_SUBJECTS: Readonly<Record<MeshSubjects, string>> = {
@@ -20,7 +19,7 @@ export const MESH_SUBJECTS: Readonly<Record<MeshSubjects, string>> = {
   traces: `trace records (${TRACE_ALL})`,
   events: `mesh events (${EVENTS_SUBJECTS})`,
   audit: `audit records (${AUDIT_SUBJECTS})`,
-  replies: `replies (${INBOX}.> and ${INBOX}_<service>.>)`,
+  replies: `replies (${DEFAULT_INBOX_PREFIX}.> and ${inboxPrefixFor("<service>")}.>)`,
 };
 
 /** Whether some subject matches both filters (`*` one token, `>` one or more). */
@@ -56,7 +55,8 @@ export function meshSubjectsIn(filter: string): MeshSubjects[] {
  */
 function capturesReplies(filter: string): boolean {
   const [first = "", second] = filter.split(".");
-  const prefix = first === ">" || first === "*" || first === INBOX || first.startsWith(`${INBOX}_`);
+  // A service's private prefix is one token: `_INBOX_<name>`.
+  const prefix = first === ">" || first === "*" || first === DEFAULT_INBOX_PREFIX || first.startsWith(inboxPrefixFor(""));
   const nuid = second === undefined ? first === ">" : second === "*" || second === ">" || /^[A-Za-z0-9]{22}$/.test(second);
   return prefix && nuid;
 }

@@ -30,7 +30,7 @@ import { EVENT_TYPES } from "../events/schemas.js";
 import { EVENTS_STREAM } from "../events/stream.js";
 import { AUDIT_STREAM } from "../audit/record.js";
 import { POLICY_BUCKET } from "../policy/store.js";
-import { AUDIT_ROOT, EVENTS_ROOT, SUBJECT_ROOT, TRACE_ROOT, validEndpointName, validServiceName } from "../subjects.js";
+import { AUDIT_ROOT, DEFAULT_INBOX_PREFIX, EVENTS_ROOT, SUBJECT_ROOT, TRACE_ROOT, validEndpointName, validServiceName } from "../subjects.js";
 
 /** What the broker should allow; a policy document is mapped onto this. */
 export interface BrokerPlan {
@@ -106,7 +106,7 @@ export const DEFAULT_RESPONSES = { max: 1, expires: "1m" } as const;
 
 /** The private inbox prefix of a service: `_INBOX_<name>`. */
 export function inboxPrefixFor(service: string): string {
-  return `_INBOX_${service}`;
+  return `${DEFAULT_INBOX_PREFIX}_${service}`;
 }
 
 /**

@@ -16,6 +16,7 @@
 import { type Msg, type NatsConnection, nuid, type Subscription } from "nats";
 import type { Logger } from "pino";
 import { PendingTable } from "../client/pending-table.js";
+import { DEFAULT_INBOX_PREFIX } from "../subjects.js";
 import { FramePublisher, hpubFrame } from "../frames.js";
 import { ackOutcome } from "./pub-ack.js";
 import { asNatsHeaders, headerBlock, headerValue, subjectNumber } from "../wire.js";
@@ -358,5 +359,5 @@ export class AckedPublisher {
  * keeps its options public; the NatsConnection interface does not declare them.
  */
 export function connectionInboxPrefix(nc: NatsConnection): string {
-  return (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix || "_INBOX";
+  return (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix || DEFAULT_INBOX_PREFIX;
 }
