@@ -5,34 +5,28 @@
 // or two processes of one build are compared.
 import { atFraction as at, median } from "./summary.mjs";
 
-/** CPU µs per call of one role over all of a copy's slices, weighted by their calls. */
-function cpuPerCall(ms, role) {
-  let us = 0;
+/** The mean of `value(m)` over a copy's slices, weighted by their calls; undefined if none has one. */
+function perCall(ms, value) {
+  let sum = 0;
   let calls = 0;
   for (const m of ms) {
-    const v = m.cpu?.perCallUs?.[role];
+    const v = value(m);
     if (v === null || v === undefined) continue;
-    us += v * m.completed;
+    sum += v * m.completed;
     calls += m.completed;
   }
-  return calls ? (us / calls).toFixed(1) : "–";
+  return calls ? sum / calls : undefined;
+}
+
+/** CPU µs per call of one role over all of a copy's slices. */
+function cpuPerCall(ms, role) {
+  return perCall(ms, (m) => m.cpu?.perCallUs?.[role])?.toFixed(1) ?? "–";
 }
 
 /** The caller's GC over a copy's slices: ms per 1,000 calls, and scavenges / mark-compacts per 1,000 calls. */
 function gcPerCall(ms) {
-  let calls = 0;
-  let gcMs = 0;
-  let minor = 0;
-  let major = 0;
-  for (const m of ms) {
-    const g = m.gcPer1kCalls;
-    if (!g) continue;
-    gcMs += g.ms * m.completed;
-    minor += g.minor * m.completed;
-    major += g.major * m.completed;
-    calls += m.completed;
-  }
-  return calls ? `${(gcMs / calls).toFixed(1)} (${(minor / calls).toFixed(2)} / ${(major / calls).toFixed(3)})` : "–";
+  const [gcMs, minor, major] = ["ms", "minor", "major"].map((k) => perCall(ms, (m) => m.gcPer1kCalls?.[k]));
+  return gcMs === undefined ? "–" : `${gcMs.toFixed(1)} (${minor.toFixed(2)} / ${major.toFixed(3)})`;
 }
 
 /**
