@@ -3,7 +3,7 @@
 // the services the policy names running, running services covered by its rules, and
 // registered under their names.
 import type { ServiceInfo } from "nats";
-import { ANY, instanceFromInfo, type PolicyDocument, settingsFor } from "svcmesh/internal";
+import { ANY, instanceFromInfo, type PolicyDocument, policyMaxConcurrent, policyRateLimits, settingsFor } from "svcmesh/internal";
 import type { PolicyView } from "./policy.js";
 import { error, type Finding, info, ok, skipped, warn } from "./report.js";
 
@@ -64,15 +64,14 @@ export function limitsFindings(instances: readonly ServiceInfo[], policy: Policy
   const out: Finding[] = [];
   const settings = (service: string) => (policy ? settingsFor(policy, service) : undefined);
   let compared = 0;
-  for (const [, list] of groupBy(instances, (i) => `${i.name} v${i.version.split(".")[0]}`)) {
+  for (const [lane, list] of groupBy(instances, (i) => `${i.name} v${i.version.split(".")[0]}`)) {
     if (list.length < 2) continue;
     compared++;
     const service = list[0]!.name;
-    const lane = `${service} v${list[0]!.version.split(".")[0]}`;
     const limits = new Map(list.map((i) => [i.id, limitsKey(i)]));
     if (new Set(limits.values()).size <= 1) continue;
     const versions = [...new Set(list.map((i) => i.version))].sort().join(", ");
-    if (Object.keys(settings(service)?.rateLimits ?? {}).length > 0) {
+    if (policyRateLimits(settings(service)) !== undefined) {
       out.push(info(`rate limits ${lane}`, `its instances (${versions}) differ in code (${byValue(limits)}), but the policy's rate limits for ${service} hold in all of them`));
     } else {
       out.push(warn(`rate limits ${lane}`, `its ${list.length} instances (${versions}) publish different rate limits (${byValue(limits)}): each enforces its share (1/${list.length}) of its own, so ${service} as a whole enforces none of them`,
@@ -83,13 +82,14 @@ export function limitsFindings(instances: readonly ServiceInfo[], policy: Policy
     if (list.length < 2) continue;
     compared++;
     const service = list[0]!.name;
+    const fromPolicy = settings(service);
     const perInstance = list.map((i) => [i.id, bulkheads(i)] as const);
     const differ: string[] = [];
     const covered: string[] = [];
     for (const e of [...new Set(perInstance.flatMap(([, m]) => [...m.keys()]))].sort()) {
       const values = new Map(perInstance.map(([id, m]) => [id, m.get(e) ?? "not served"]));
       if (new Set(values.values()).size <= 1) continue;
-      (settings(service)?.endpoints[e]?.maxConcurrent !== undefined ? covered : differ).push(`${e} (${byValue(values)})`);
+      (policyMaxConcurrent(fromPolicy, e) !== undefined ? covered : differ).push(`${e} (${byValue(values)})`);
     }
     if (differ.length > 0) {
       out.push(warn(`bulkheads ${key}`, `its ${list.length} instances cap concurrent calls differently: ${differ.join("; ")}`,
