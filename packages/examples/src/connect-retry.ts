@@ -1,6 +1,6 @@
 // The first connection, retried for a bounded time: in Docker the services may start
 // before the NATS cluster accepts clients. (Once connected, nats.js reconnects by itself.)
-import { connect, type Mesh } from "svcmesh";
+import { connect, isMeshError, type Mesh, retryableCodes } from "svcmesh";
 import type { Logger } from "pino";
 import { sleep } from "./bounded.js";
 
@@ -25,7 +25,7 @@ export async function connectWithRetry(o: RetryOptions): Promise<Mesh> {
       const code = (e as { code?: unknown }).code;
       // Settings and credentials do not get better by waiting: a bad option, a seed the
       // policy does not register or permissions that refuse the policy (policy.required).
-      if (code === "BAD_REQUEST" || code === "UNAUTHENTICATED" || code === "FORBIDDEN") throw e;
+      if (isMeshError(e) && !retryableCodes[e.code]) throw e;
       if (o.cancelled?.() || Date.now() + interval >= until) throw e;
       if (attempt === 1 || attempt % 10 === 0) {
         // UNAVAILABLE is NATS not reachable yet, or (policy.required) no policy in force yet.
