@@ -3,7 +3,7 @@
 // so it never moves a workflow's durable position.
 import { type Command, InvalidArgumentError } from "commander";
 import type { ConsumerMessages, JsMsg, NatsConnection } from "nats";
-import { decodeEvent, EVENT_TYPES, eventMatches, EVENTS_STREAM, eventsFilterSubject, ensureEventsStream } from "svcmesh/internal";
+import { COALESCED_TYPES, decodeEvent, EVENT_TYPES, eventMatches, EVENTS_STREAM, eventsFilterSubject, ensureEventsStream } from "svcmesh/internal";
 import { DEFAULT_CLIENT_NAME, withMesh } from "../connection.js";
 import { CliError } from "../errors.js";
 import { globalOptions } from "../options.js";
@@ -30,8 +30,7 @@ export function registerEvents(program: Command): void {
     .addHelpText("after", `
 Events come from the JetStream stream ${EVENTS_STREAM} (subjects svc.events.<type>.<service>),
 which this command creates when it is missing (file storage, kept 7 days). Without
---since, every stored event is listed. Per-call events (timeout, rate_limited,
-no_responders, bulkhead_full, forbidden, unauthenticated, retry_exhausted) are
+--since, every stored event is listed. Per-call events (${COALESCED_TYPES.join(", ")}) are
 coalesced: one line stands for "count" calls of one caller to one target endpoint
 within a window.
 
