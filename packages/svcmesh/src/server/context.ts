@@ -63,7 +63,6 @@ export interface InstanceScope {
   handlers: HandlerWatch;
 }
 
-/** The second argument of every handler. Logger and nested-call surface are made on first use. */
 /** A context's `signal`, once asked for (kept off the class: it is not API). */
 interface DeadlineSignal {
   controller: AbortController;
@@ -101,6 +100,7 @@ export function releaseSignal(ctx: HandlerContext): void {
   if (!d.controller.signal.aborted) d.controller.abort(new DOMException("the request has ended", "AbortError"));
 }
 
+/** The second argument of every handler. Logger and nested-call surface are made on first use. */
 export class HandlerContext {
   readonly caller: string;
   readonly deadline: number;
