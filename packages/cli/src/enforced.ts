@@ -8,7 +8,7 @@ import { getPolicy, isMeshError, policyMaxConcurrent, policyRateLimits, resolved
 import type { EndpointDetail, ServiceDetail, VersionDetail } from "./discovery.js";
 
 /** Longest wait for the policy: JetStream that does not answer (no permission, a hung server) must not hold the command. */
-export const POLICY_READ_TIMEOUT_MS = 3_000;
+const POLICY_READ_TIMEOUT_MS = 3_000;
 
 export type PolicyRead = { ok: true; policy: StoredPolicy | undefined } | { ok: false; error: string };
 

@@ -174,7 +174,7 @@ export function otherStreamChecks(js: JetStreamView): Finding[] {
 }
 
 /** 20m, 10m5s, 55s, 1h30m, 250ms. */
-export function duration(ms: number): string {
+function duration(ms: number): string {
   if (ms < 1000) return `${ms}ms`;
   const parts: string[] = [];
   let s = Math.floor(ms / 1000);

@@ -29,7 +29,7 @@ export function formatFinding(f: Finding): string {
   return printable(`${COLUMN[f.status].padEnd(WIDTH)}  ${f.check}: ${message}${f.hint ? ` → ${f.hint}` : ""}`);
 }
 
-export function countBy(findings: readonly Finding[], status: Status): number {
+function countBy(findings: readonly Finding[], status: Status): number {
   return findings.filter((f) => f.status === status).length;
 }
 

@@ -5,7 +5,7 @@ import { inboxPrefixFor } from "svcmesh";
 import { AUDIT_SUBJECTS, DEFAULT_INBOX_PREFIX, EVENTS_SUBJECTS, RESERVED_NAMES, SUBJECT_ROOT, TRACE_ALL } from "svcmesh/internal";
 
 /** The NATS services protocol's subjects (discovery), not the library's. */
-export const SRV_SUBJECTS = "$SRV.>";
+const SRV_SUBJECTS = "$SRV.>";
 /** Its verbs, bare or followed by a service name and id: what instances answer. */
 const SRV_FILTERS = ["PING", "INFO", "STATS"].flatMap((verb) => [`$SRV.${verb}`, `$SRV.${verb}.>`]);
 

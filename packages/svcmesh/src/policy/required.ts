@@ -7,7 +7,7 @@ import { MeshError } from "../errors.js";
 import type { Disposer } from "../pipeline.js";
 import type { PolicyState } from "../policy-state.js";
 
-export const REQUIRED_ENV = "SVCMESH_POLICY_REQUIRED";
+const REQUIRED_ENV = "SVCMESH_POLICY_REQUIRED";
 /** How long connect() waits for the policy by default. */
 export const DEFAULT_POLICY_WAIT_MS = 2_000;
 /**

@@ -24,7 +24,7 @@ export interface OverdueTiming {
   logEveryMs: number;
 }
 
-export const OVERDUE_TIMING: OverdueTiming = { graceMs: 5_000, sweepMs: 1_000, logEveryMs: 5_000 };
+const OVERDUE_TIMING: OverdueTiming = { graceMs: 5_000, sweepMs: 1_000, logEveryMs: 5_000 };
 
 /** One admitted request, from its admission to its reply. Reused once it is given back. */
 export interface HandlerSlot {
