@@ -54,7 +54,9 @@ function writeSecret(path, text) {
 }
 
 const template = readFileSync(join(here, "policies.yaml"), "utf8");
-const names = [...new Set([...template.matchAll(/\bKEY_([A-Za-z0-9_-]+)/g)].map((m) => m[1]))];
+/** KEY_<name>: where the policy template wants an identity's public key. */
+const KEY_PLACEHOLDER = /\bKEY_([A-Za-z0-9_-]+)/g;
+const names = [...new Set([...template.matchAll(KEY_PLACEHOLDER)].map((m) => m[1]))];
 if (names.length === 0) {
   process.stderr.write("setup: docker/secure/policies.yaml has no KEY_<name> placeholder: nothing to make keys for\n");
   process.exit(1);
@@ -65,7 +67,7 @@ const operator = identity(OPERATOR);
 
 mkdirSync(out, { recursive: true });
 const policyFile = join(out, "policies.yaml");
-writeFileSync(policyFile, template.replace(/\bKEY_([A-Za-z0-9_-]+)/g, (_, n) => ids.get(n).publicKey));
+writeFileSync(policyFile, template.replace(KEY_PLACEHOLDER, (_, n) => ids.get(n).publicKey));
 // --discovery all: the demo client waits until every service answers discovery.
 cli(["nats-config", policyFile, "--out-dir", out, "--operator", `${OPERATOR}=${operator.publicKey}`, "--discovery", "all"]);
 for (const [name, id] of ids) {
