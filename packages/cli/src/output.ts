@@ -45,3 +45,8 @@ export function formatTable(header: readonly string[], rows: readonly (readonly 
 export function printLine(text: string): void {
   process.stdout.write(text + "\n");
 }
+
+/** `1 service`, `3 services` (`many` for irregular plurals). */
+export function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
+}

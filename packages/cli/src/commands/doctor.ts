@@ -11,7 +11,7 @@ import { error, type Finding, formatFinding, formatSummary, skipped } from "../d
 import { coverageFindings, identityFindings, limitsFindings, meshInstances, servicesFinding } from "../doctor/services.js";
 import { CliError } from "../errors.js";
 import { globalOptions, positiveInteger } from "../options.js";
-import { printJson, printLine } from "../output.js";
+import { plural, printJson, printLine } from "../output.js";
 
 interface DoctorOptions {
   wait: number;
@@ -69,7 +69,7 @@ Examples:
       }
       const failed = findings.filter((f) => f.status === "error" || (opts.failOn === "warn" && f.status === "warn"));
       if (failed.length > 0) {
-        throw new CliError(`doctor: ${failed.length} check${failed.length === 1 ? "" : "s"} failed: ${failed.map((f) => `${f.check} (${f.status})`).join(", ")}`);
+        throw new CliError(`doctor: ${plural(failed.length, "check")} failed: ${failed.map((f) => `${f.check} (${f.status})`).join(", ")}`);
       }
     });
 }

@@ -3,6 +3,7 @@
 // on the mesh's subjects.
 import type { JetStreamManager, NatsConnection, StreamInfo } from "nats";
 import { AUDIT_STREAM, AUDIT_STREAM_DEFAULTS, AUDIT_SUBJECTS, EVENTS_STREAM, EVENTS_SUBJECTS, isMeshError, manager, minAuditWindowMs, storageGone, streamInfo } from "svcmesh/internal";
+import { plural } from "../output.js";
 import { error, type Finding, ok, skipped, warn } from "./report.js";
 import { MESH_SUBJECTS, type MeshSubjects, meshSubjectsIn } from "./subjects.js";
 
@@ -32,7 +33,7 @@ function clusterSize(nc: NatsConnection): number | undefined {
 export async function serverChecks(nc: NatsConnection): Promise<{ findings: Finding[]; js: JetStreamView }> {
   const i = nc.info;
   const size = clusterSize(nc);
-  const where = !i?.cluster ? "not clustered" : `cluster ${i.cluster}${size === undefined ? "" : ` of ${size} server${size === 1 ? "" : "s"}`}`;
+  const where = !i?.cluster ? "not clustered" : `cluster ${i.cluster}${size === undefined ? "" : ` of ${plural(size, "server")}`}`;
   const findings = [ok("server", `nats-server ${i?.version ?? "(version unknown)"}${i?.server_name && i.server_name !== i.server_id ? ` (${i.server_name})` : ""}, ${where}`)];
   let jsm: JetStreamManager;
   try {
@@ -68,7 +69,7 @@ export async function serverChecks(nc: NatsConnection): Promise<{ findings: Find
     }
   }
   const listed = streams.length;
-  findings.push(ok("jetstream", `enabled, ${listed} stream${listed === 1 ? "" : "s"} in this account`));
+  findings.push(ok("jetstream", `enabled, ${plural(listed, "stream")} in this account`));
   return { findings, js: { jsm, streams, unreadable } };
 }
 
@@ -142,7 +143,7 @@ function auditWindowFinding(check: string, stream: StreamInfo): Finding {
 function replicasFinding(check: string, nc: NatsConnection, stream: StreamInfo): Finding {
   const replicas = stream.config.num_replicas || 1;
   const size = clusterSize(nc);
-  const copies = `${replicas} replica${replicas === 1 ? "" : "s"}`;
+  const copies = plural(replicas, "replica");
   if (size === 1) return ok(check, `${copies} (the server is not clustered)`);
   const cluster = size === undefined ? "a cluster" : `a cluster of ${size}`;
   if (replicas === 1) {
@@ -169,7 +170,7 @@ export function otherStreamChecks(js: JetStreamView): Finding[] {
     // A stream of trace records only answers nothing (traces are plain publishes): storing them may be meant.
     out.push(kinds.size === 1 && kinds.has("traces") ? warn(`stream ${name}`, text, `${hint}, unless storing every trace record is meant`) : error(`stream ${name}`, text, hint));
   }
-  if (out.length === 0) out.push(ok(check, others.length === 0 ? "there are none" : `none of the ${others.length} other stream${others.length === 1 ? "" : "s"} captures mesh subjects`));
+  if (out.length === 0) out.push(ok(check, others.length === 0 ? "there are none" : `none of the ${plural(others.length, "other stream")} captures mesh subjects`));
   return out;
 }
 

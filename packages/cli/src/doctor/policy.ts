@@ -3,6 +3,7 @@
 // `svcmesh apply` that does not parse is ignored by every instance: the one before stays).
 import type { NatsConnection } from "nats";
 import { getPolicy, parsePolicy, POLICY_BUCKET, POLICY_KEY, policySha, type StoredPolicy } from "svcmesh/internal";
+import { plural } from "../output.js";
 import type { JetStreamView } from "./jetstream.js";
 import { error, type Finding, ok, skipped, warn } from "./report.js";
 
@@ -42,9 +43,8 @@ export async function policyChecks(nc: NatsConnection, js: JetStreamView): Promi
   }
   if (stored) {
     const p = stored.policy;
-    const count = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
     if (findings.length === 0) {
-      findings.push(ok("policy", `revision ${stored.revision}, sha256 ${policySha(stored.text)}: ${count(Object.keys(p.identities ?? {}).length, "identity", "identities")}, rules for ${count(Object.keys(p.services ?? {}).length, "service")}`));
+      findings.push(ok("policy", `revision ${stored.revision}, sha256 ${policySha(stored.text)}: ${plural(Object.keys(p.identities ?? {}).length, "identity", "identities")}, rules for ${plural(Object.keys(p.services ?? {}).length, "service")}`));
     }
     const parsed = parsePolicy(stored.text);
     const warnings = parsed.ok ? parsed.warnings : [];

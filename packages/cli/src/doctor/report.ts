@@ -1,5 +1,5 @@
 // What `svcmesh doctor` reports: one finding per check, printed as one line each.
-import { printable } from "../output.js";
+import { plural, printable } from "../output.js";
 
 /** ok: as it should be; info: worth knowing; warn: probably wrong; error: breaks something; skipped: could not run. */
 export type Status = "ok" | "info" | "warn" | "error" | "skipped";
@@ -35,12 +35,8 @@ function countBy(findings: readonly Finding[], status: Status): number {
 
 /** `12 checks: 9 ok, 1 warning, 1 error, 1 skipped` (the info and skipped parts only when there are any). */
 export function formatSummary(findings: readonly Finding[]): string {
-  const n = (status: Status, one: string, many = `${one}s`) => {
-    const c = countBy(findings, status);
-    return `${c} ${c === 1 ? one : many}`;
-  };
-  const parts = [`${countBy(findings, "ok")} ok`, n("warn", "warning"), n("error", "error")];
+  const parts = [`${countBy(findings, "ok")} ok`, plural(countBy(findings, "warn"), "warning"), plural(countBy(findings, "error"), "error")];
   if (countBy(findings, "info") > 0) parts.push(`${countBy(findings, "info")} info`);
   if (countBy(findings, "skipped") > 0) parts.push(`${countBy(findings, "skipped")} skipped`);
-  return `${findings.length} check${findings.length === 1 ? "" : "s"}: ${parts.join(", ")}`;
+  return `${plural(findings.length, "check")}: ${parts.join(", ")}`;
 }

@@ -4,10 +4,10 @@
 // registered under their names.
 import type { ServiceInfo } from "nats";
 import { ANY, instanceFromInfo, type PolicyDocument, policyMaxConcurrent, policyRateLimits, settingsFor } from "svcmesh/internal";
+import { plural } from "../output.js";
 import type { PolicyView } from "./policy.js";
 import { error, type Finding, info, ok, skipped, warn } from "./report.js";
 
-const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
 /** The svcmesh instances among `infos`, by id. */
 export function meshInstances(infos: readonly ServiceInfo[]): ServiceInfo[] {
