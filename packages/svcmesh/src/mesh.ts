@@ -248,7 +248,7 @@ export class Mesh implements MeshCalls {
       this.policyWatcher = watchPolicy(nc, (p) => {
         this.policy.set(p?.policy, p?.revision);
         heard();
-      }, this.logger, { onProblem: (_problem, byPermissions) => byPermissions && refused() });
+      }, this.logger, { onRefused: refused });
     }
     this.registry = new Registry(nc, { ...DISCOVERY_DEFAULTS, ...options.discovery }, this.logger);
     this.registry.start();

@@ -99,8 +99,8 @@ export interface PolicyWatcher {
 export type PolicyChangeHandler = (policy: StoredPolicy | undefined) => void;
 
 export interface PolicyWatchHooks {
-  /** Each failure to watch, worded as `problem`; `refused` when the server's permissions refused it. */
-  onProblem?(problem: string, refused: boolean): void;
+  /** Each time the server's permissions refuse the bucket (`problem` then says so). */
+  onRefused?(): void;
 }
 
 export function policySha(text: string): string {
@@ -204,7 +204,8 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
 
   const deliver = (next: StoredPolicy | undefined): void => {
     if (stopped) return;
-    problem = next ? undefined : (problem ?? NOTHING_APPLIED);
+    // Whoever delivers "none" has set `problem` to why.
+    if (next) problem = undefined;
     if (next) refusedNow = false;
     if (delivered && next?.revision === current?.revision) return;
     current = next;
@@ -263,10 +264,12 @@ export function watchPolicy(nc: NatsConnection, onChange: PolicyChangeHandler, l
             : `cannot watch the policy bucket ${POLICY_BUCKET}: ${String((e as Error)?.message)}`;
         refusedNow = refused;
         if (noJetStream && !delivered) deliver(undefined);
-        try {
-          hooks.onProblem?.(problem, refused);
-        } catch (hookError) {
-          logger.error({ err: hookError }, "policy watcher: onProblem threw");
+        if (refused) {
+          try {
+            hooks.onRefused?.();
+          } catch (hookError) {
+            logger.error({ err: hookError }, "policy watcher: onRefused threw");
+          }
         }
         const logged = noJetStream && loggedNoJetStream ? undefined : failureLog.admit(String((e as Error)?.message));
         if (logged && refused) {
