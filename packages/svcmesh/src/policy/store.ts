@@ -27,6 +27,7 @@ import { type KV, type KvEntry, type KvWatchOptions, KvWatchInclude, type NatsCo
 import type { Logger } from "pino";
 import { MeshError, isMeshError } from "../errors.js";
 import { eventSchemas } from "../events/schemas.js";
+import { streamInfo } from "../jetstream/stream.js";
 import { RepeatedLog } from "../logger.js";
 import { EVENTS_ROOT } from "../subjects.js";
 import { encodeBody } from "../wire.js";
@@ -409,13 +410,7 @@ async function openBucket(nc: NatsConnection, create: boolean): Promise<KV | und
   const js = nc.jetstream();
   try {
     if (create) return await js.views.kv(POLICY_BUCKET, { history: POLICY_HISTORY });
-    const jsm = await nc.jetstreamManager();
-    try {
-      await jsm.streams.info(STREAM);
-    } catch (e) {
-      if (/stream not found/i.test(String((e as Error).message))) return undefined;
-      throw e;
-    }
+    if ((await streamInfo(await nc.jetstreamManager(), STREAM)) === undefined) return undefined;
     return await js.views.kv(POLICY_BUCKET, { bindOnly: true });
   } catch (e) {
     throw storeError(e, create ? "opening or creating the policy bucket" : "opening the policy bucket");
