@@ -81,22 +81,22 @@ export function meshStreamChecks(nc: NatsConnection, js: JetStreamView): Finding
     const windowCheck = `${spec.name} duplicate window`;
     const replicasCheck = `${spec.name} replicas`;
     const audit = spec.name === AUDIT_STREAM;
+    /** The checks that need the stream's config, skipped for `why`. */
+    const skipRest = (why: string): Finding[] => [...(audit ? [skipped(windowCheck, why)] : []), skipped(replicasCheck, why)];
     if ("why" in js) {
-      out.push(skipped(check, js.why), ...(audit ? [skipped(windowCheck, js.why)] : []), skipped(replicasCheck, js.why));
+      out.push(skipped(check, js.why), ...skipRest(js.why));
       continue;
     }
     const stream = js.streams.find((s) => s.config.name === spec.name);
     const unreadable = js.unreadable.get(spec.name);
     if (unreadable !== undefined) {
       out.push(error(check, `cannot be looked at: ${unreadable}`, "run doctor again; if it persists, look at the JetStream cluster (nats server report jetstream)"));
-      const why = `${spec.name} cannot be looked at`;
-      out.push(...(audit ? [skipped(windowCheck, why)] : []), skipped(replicasCheck, why));
+      out.push(...skipRest(`${spec.name} cannot be looked at`));
       continue;
     }
     if (!stream) {
       out.push(warn(check, `missing: ${spec.what} are not stored`, `\`svcmesh apply <policy file>\` creates it (with ${spec.subjects}); under a broker config from nats-config, services may not create it themselves`));
-      const why = `${spec.name} does not exist`;
-      out.push(...(audit ? [skipped(windowCheck, why)] : []), skipped(replicasCheck, why));
+      out.push(...skipRest(`${spec.name} does not exist`));
       continue;
     }
     out.push(subjectsFinding(check, spec, stream.config.subjects ?? []));
