@@ -25,30 +25,101 @@ export class Frame {
   ) {}
 }
 
-const NON_ASCII = /[^\x00-\x7f]/;
-
 /**
  * A frame of `head` (the constant start of the header block, "NATS/1.0\r\n..."),
  * `tail` (its per-message ASCII end, closing with the blank line) and `body`, which is
  * copied: it may be a shared encoder buffer.
+ *
+ * The HPUB line and the tail are written by a JavaScript loop, not by Buffer#write: two
+ * native calls and a regular expression per message cost little when warm but several
+ * microseconds on the first message after the process slept (1 request in flight), where
+ * each call's latency is mostly such cold code (bench/RESULTS.md, 2026-12-06, stop 19).
  */
 export function hpubFrame(subject: string, reply: string, head: Uint8Array, tail: string, body: Uint8Array): Frame {
   const hlen = head.length + tail.length;
   const total = hlen + body.length;
-  const line = reply ? `HPUB ${subject} ${reply} ${hlen} ${total}\r\n` : `HPUB ${subject} ${hlen} ${total}\r\n`;
-  // Subjects are UTF-8 on the wire; ours are ASCII, but an inbox prefix is the user's.
-  const headerStart = NON_ASCII.test(line) ? Buffer.byteLength(line) : line.length;
+  // The line's length if subject and reply are ASCII (ours are; an inbox prefix is the user's).
+  const headerStart = 5 + subject.length + (reply ? reply.length + 1 : 0) + 1 + digits(hlen) + 1 + digits(total) + 2;
   const bodyStart = headerStart + hlen;
   const bodyEnd = bodyStart + body.length;
   // allocUnsafe: every byte is written below.
   const bytes = Buffer.allocUnsafe(bodyEnd + 2);
-  bytes.write(line, 0, "utf8");
+  bytes[0] = 72; // H
+  bytes[1] = 80; // P
+  bytes[2] = 85; // U
+  bytes[3] = 66; // B
+  bytes[4] = 32;
+  let p = writeAscii(bytes, 5, subject);
+  if (p >= 0 && reply) {
+    bytes[p++] = 32;
+    p = writeAscii(bytes, p, reply);
+  }
+  if (p < 0) return utf8Frame(subject, reply, head, tail, body);
+  bytes[p++] = 32;
+  p = writeDecimal(bytes, p, hlen);
+  bytes[p++] = 32;
+  p = writeDecimal(bytes, p, total);
+  bytes[p++] = 13;
+  bytes[p] = 10;
   bytes.set(head, headerStart);
-  bytes.write(tail, headerStart + head.length, "latin1");
+  writeLatin1(bytes, headerStart + head.length, tail);
   bytes.set(body, bodyStart);
   bytes[bodyEnd] = 13;
   bytes[bodyEnd + 1] = 10;
   return new Frame(bytes, subject, reply, headerStart, bodyStart, bodyEnd);
+}
+
+/** The same frame with a subject or reply outside ASCII: the line is written as UTF-8. */
+function utf8Frame(subject: string, reply: string, head: Uint8Array, tail: string, body: Uint8Array): Frame {
+  const hlen = head.length + tail.length;
+  const total = hlen + body.length;
+  const line = reply ? `HPUB ${subject} ${reply} ${hlen} ${total}\r\n` : `HPUB ${subject} ${hlen} ${total}\r\n`;
+  const headerStart = Buffer.byteLength(line);
+  const bodyStart = headerStart + hlen;
+  const bodyEnd = bodyStart + body.length;
+  const bytes = Buffer.allocUnsafe(bodyEnd + 2);
+  bytes.write(line, 0, "utf8");
+  bytes.set(head, headerStart);
+  writeLatin1(bytes, headerStart + head.length, tail);
+  bytes.set(body, bodyStart);
+  bytes[bodyEnd] = 13;
+  bytes[bodyEnd + 1] = 10;
+  return new Frame(bytes, subject, reply, headerStart, bodyStart, bodyEnd);
+}
+
+/** Writes ASCII `text` at `pos`; the position after it, or -1 at the first other character. */
+function writeAscii(bytes: Uint8Array, pos: number, text: string): number {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c > 0x7f) return -1;
+    bytes[pos++] = c;
+  }
+  return pos;
+}
+
+/** Writes `text` one byte per character (the low byte, as Buffer#write's "latin1"). */
+function writeLatin1(bytes: Uint8Array, pos: number, text: string): void {
+  for (let i = 0; i < text.length; i++) bytes[pos + i] = text.charCodeAt(i);
+}
+
+/** How many decimal digits a whole number >= 0 has. */
+function digits(n: number): number {
+  let d = 1;
+  while (n >= 10) {
+    n = Math.floor(n / 10);
+    d++;
+  }
+  return d;
+}
+
+/** Writes a whole number >= 0 in decimal at `pos`; the position after it. */
+function writeDecimal(bytes: Uint8Array, pos: number, n: number): number {
+  const end = pos + digits(n);
+  for (let i = end - 1; i >= pos; i--) {
+    bytes[i] = 48 + (n % 10);
+    n = Math.floor(n / 10);
+  }
+  return end;
 }
 
 /** What of nats.js's protocol handler a frame needs (nats.js 2.x). */

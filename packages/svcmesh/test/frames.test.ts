@@ -59,3 +59,44 @@ test("a closed connection refuses frames", async () => {
   await other.close();
   assert.throws(() => publisher.publish(hpubFrame("frames.closed", "", head, "1\r\n\r\n", new Uint8Array(0))), (e: { code?: string }) => e.code === "CONNECTION_CLOSED");
 });
+
+/** The bytes nc.publish() sends for the same message: the HPUB line as UTF-8, the header tail one byte per character. */
+function expectedBytes(subject: string, reply: string, tail: string, body: Uint8Array): Buffer {
+  const hlen = head.length + tail.length;
+  const total = hlen + body.length;
+  const line = reply ? `HPUB ${subject} ${reply} ${hlen} ${total}\r\n` : `HPUB ${subject} ${hlen} ${total}\r\n`;
+  return Buffer.concat([Buffer.from(line, "utf8"), head, Buffer.from(tail, "latin1"), body, Buffer.from("\r\n")]);
+}
+
+test("a frame's bytes are the HPUB message, with and without a reply, at sizes across digit boundaries, and with subjects outside ASCII", () => {
+  const cases: [string, string, string, Uint8Array][] = [
+    ["svc.payments.v2.reimburse", "_INBOX.abc.123", "99\r\nMesh-Request-Id: r1\r\n\r\n", encodeBody({ claimId: "C-1" })],
+    ["svc.payments.v2.reimburse", "", "1\r\n\r\n", new Uint8Array(0)],
+    ["a", "b", "", new Uint8Array(9)],
+    ["a", "", "", new Uint8Array(10_000 - head.length)], // total 10,000: five digits
+    ["svc.paiements.é", "_INBOX.ü.7", "5\r\n\r\n", new Uint8Array([1, 2, 3])],
+    ["svc.x", "_INBOX.日本.1", "5\r\n\r\n", new Uint8Array([4])],
+  ];
+  for (const [subject, reply, tail, body] of cases) {
+    const frame = hpubFrame(subject, reply, head, tail, body);
+    const expected = expectedBytes(subject, reply, tail, body);
+    assert.deepEqual(Buffer.from(frame.bytes), expected, `${subject} ${reply}`);
+    assert.equal(frame.bodyEnd, expected.length - 2);
+    assert.equal(frame.bodyStart - frame.headerStart, head.length + tail.length);
+  }
+});
+
+test("a frame to a subject outside ASCII, with a reply outside ASCII, arrives intact", async () => {
+  const subject = "frames.paiements.é";
+  const sub = nc.subscribe(subject, { max: 1 });
+  const got = (async () => {
+    for await (const m of sub) return m;
+    throw new Error("subscription ended without a message");
+  })();
+  new FramePublisher(nc).publish(hpubFrame(subject, "_INBOX.ü.1", head, "99\r\n\r\n", encodeBody({ ok: true })));
+  const m = await got;
+  assert.equal(m.subject, subject);
+  assert.equal(m.reply, "_INBOX.ü.1");
+  assert.equal(m.headers?.get("Mesh-Caller"), "clerk");
+  assert.deepEqual(decodeBody(m.data), { ok: true });
+});
