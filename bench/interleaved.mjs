@@ -8,7 +8,7 @@
 //
 //   node bench/interleaved.mjs [--rows ceiling,svcmesh,...] [--cycles 20] [--inflight 256]
 //                              [--slice-ms 400] [--slice-warmup-ms 100] [--warmup-ms 2000]
-//                              [--copies 1] [--out FILE] [--prof DIR] [--heap]
+//                              [--copies 1] [--out FILE] [--prof DIR] [--heap] [--turnaround]
 //
 // A row named more than once runs as that many copies side by side (each measurement
 // records its `copy`; the table merges them): how much two processes of one row differ.
@@ -22,6 +22,9 @@
 // and prints each copy's calls (warm-up included) for profile-summary.mjs --calls: profiles
 // taken while the rows take turns see the same slow spells, unlike run.mjs --prof's.
 // --heap prints every caller's V8 new and old space after the last cycle.
+// --turnaround prints each caller's and service's time from a socket read to its next
+// write (turnaround.mjs): at --inflight 1, where each call's way through a process runs
+// cold, it says which side of a row its latency comes from.
 //
 // Each cycle is a "round" in run.mjs's sense (summary.mjs pairs ratios by it), so the
 // table and the target check are run.mjs's own; after them, each target is judged cycle
@@ -29,7 +32,8 @@
 // met). CPU per call comes from /proc ticks (10 ms) over each slice: a slice's figure is
 // rough, the median over cycles is not. Measured here (RESULTS.md): even slices half a
 // second apart can differ 2x, so read the quartiles, not one cycle.
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
@@ -41,6 +45,7 @@ import { startNatsServer } from "./nats-server.mjs";
 import { ROWS } from "./rows/index.mjs";
 import { formatCopies } from "./copies.mjs";
 import { formatTables, summarize } from "./summary.mjs";
+import { readTurnaround } from "./turnaround.mjs";
 import { TARGET_ROWS, checkTargets, formatTargets, formatTargetsPerRun } from "./targets.mjs";
 
 const START_TIMEOUT_MS = 60_000;
@@ -57,6 +62,7 @@ const { values } = parseArgs({
     out: { type: "string" },
     prof: { type: "string" },
     heap: { type: "boolean", default: false },
+    turnaround: { type: "boolean", default: false },
   },
 });
 const int = (name, min, max) => {
@@ -81,13 +87,21 @@ for (const { row, benchDir } of specs) {
 }
 const rows = specs.map((s) => s.spec);
 
-const profArgs = (copy, row, role) => (values.prof ? ["--cpu-prof", `--cpu-prof-dir=${join(values.prof, `${copy}-${row}`, role)}`] : []);
+// Children inherit the directory through the environment (children.mjs passes it on).
+const turnaroundDir = values.turnaround ? mkdtempSync(join(tmpdir(), "svcmesh-turnaround-")) : undefined;
+if (turnaroundDir) process.env.BENCH_TURNAROUND_DIR = turnaroundDir;
+const turnaroundArgs = turnaroundDir ? ["--import", new URL("./turnaround.mjs", import.meta.url).href] : [];
+
+const childArgs = (copy, row, role) => [
+  ...(values.prof ? ["--cpu-prof", `--cpu-prof-dir=${join(values.prof, `${copy}-${row}`, role)}`] : []),
+  ...turnaroundArgs,
+];
 
 /** One row's server, service processes and caller, all kept up. */
 async function startRow({ spec, row, benchDir }, copy) {
   const server = await startNatsServer();
-  const services = await startServices(row, server.url, ROWS[row].instances, profArgs(copy, row, "service"), START_TIMEOUT_MS, benchDir);
-  const caller = forkChild(benchScript("slice-caller.mjs", benchDir), [row, server.url, String(inFlight)], profArgs(copy, row, "caller"));
+  const services = await startServices(row, server.url, ROWS[row].instances, childArgs(copy, row, "service"), START_TIMEOUT_MS, benchDir);
+  const caller = forkChild(benchScript("slice-caller.mjs", benchDir), [row, server.url, String(inFlight)], childArgs(copy, row, "caller"));
   await nextMessage(caller, "ready", START_TIMEOUT_MS);
   // A row from another checkout keeps its spec as its name, so the table shows it apart.
   return { row: spec, server, services, caller, pids: { caller: caller.pid, service: services.map((s) => s.pid), server: server.pid } };
@@ -124,6 +138,13 @@ async function callerHeap(r) {
   return (await nextMessage(r.caller, "heap", 10_000)).heap;
 }
 
+/** Each copy's caller and service turnaround (µs, from a socket read to the next write). */
+function formatTurnaround(started, figures) {
+  const cell = (f) => (f ? `${f.p50} (${f.p25}–${f.p75})` : "–");
+  const lines = started.map((r, copy) => `| ${copy} | ${r.row} | ${cell(figures[r.pids.caller])} | ${r.pids.service.map((pid) => cell(figures[pid])).join(", ")} |`);
+  return ["Turnaround: µs from a socket read to the next write, median (quartiles) of each process's last 20,000", "", "| copy | row | caller | service |", "| ---: | --- | ---: | ---: |", ...lines].join("\n");
+}
+
 /** Each copy's young and old generation: a caller whose new space stayed small promotes more and collects more often. */
 function formatHeaps(started) {
   const mb = (heap, space, field) => heap.find((s) => s.space === space)?.[field] ?? "–";
@@ -136,6 +157,7 @@ async function main() {
   const started = [];
   stopAllOnSignal(started);
   const measurements = [];
+  let turnaround;
   try {
     for (const [copy, spec] of specs.entries()) started.push(await startRow(spec, copy));
     console.error(`${rows.length} rows up (a nats-server, service and caller each); svcmesh build ${host.svcmeshBuild} (commit ${host.commit}); ` +
@@ -153,7 +175,12 @@ async function main() {
       console.error(`cycle ${cycle}/${cycles} done${errors.length ? `; errors: ${errors.join(", ")}` : ""}`);
     }
     if (values.heap) for (const r of started) r.heap = await callerHeap(r);
+    if (turnaroundDir) {
+      await sleep(1_100); // each process writes its figures once a second
+      turnaround = readTurnaround(turnaroundDir, started.flatMap((r) => [r.pids.caller, ...r.pids.service]));
+    }
   } finally {
+    if (turnaroundDir) rmSync(turnaroundDir, { recursive: true, force: true });
     await Promise.race([Promise.all(started.map(stopRow)), sleep(STOP_GRACE_MS + 10_000)]);
     await killAll();
   }
@@ -167,6 +194,7 @@ async function main() {
   const perCycle = Array.from({ length: cycles }, (_, i) => measurements.filter((m) => m.round === i + 1));
   console.log(`\n${formatCopies(started.map((r) => r.row), measurements)}`);
   if (values.heap) console.log(`\n${formatHeaps(started)}`);
+  if (turnaround) console.log(`\n${formatTurnaround(started, turnaround)}`);
   console.log(`\n${formatTargetsPerRun(perCycle, "Targets judged cycle by cycle (ratio within each cycle: median, quartiles, cycles met)")}`);
   if (svcmeshBuild() !== host.svcmeshBuild) {
     process.exitCode = 1;
