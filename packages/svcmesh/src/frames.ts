@@ -40,10 +40,8 @@ export function hpubFrame(subject: string, reply: string, head: Uint8Array, tail
   const total = hlen + body.length;
   // The line's length if subject and reply are ASCII (ours are; an inbox prefix is the user's).
   const headerStart = 5 + subject.length + (reply ? reply.length + 1 : 0) + 1 + digits(hlen) + 1 + digits(total) + 2;
-  const bodyStart = headerStart + hlen;
-  const bodyEnd = bodyStart + body.length;
-  // allocUnsafe: every byte is written below.
-  const bytes = Buffer.allocUnsafe(bodyEnd + 2);
+  // allocUnsafe: every byte is written, here and in withBlockAndBody().
+  const bytes = Buffer.allocUnsafe(headerStart + total + 2);
   bytes[0] = 72; // H
   bytes[1] = 80; // P
   bytes[2] = 85; // U
@@ -61,12 +59,7 @@ export function hpubFrame(subject: string, reply: string, head: Uint8Array, tail
   p = writeDecimal(bytes, p, total);
   bytes[p++] = 13;
   bytes[p] = 10;
-  bytes.set(head, headerStart);
-  writeLatin1(bytes, headerStart + head.length, tail);
-  bytes.set(body, bodyStart);
-  bytes[bodyEnd] = 13;
-  bytes[bodyEnd + 1] = 10;
-  return new Frame(bytes, subject, reply, headerStart, bodyStart, bodyEnd);
+  return withBlockAndBody(bytes, headerStart, subject, reply, head, tail, body);
 }
 
 /** The same frame with a subject or reply outside ASCII: the line is written as UTF-8. */
@@ -75,10 +68,15 @@ function utf8Frame(subject: string, reply: string, head: Uint8Array, tail: strin
   const total = hlen + body.length;
   const line = reply ? `HPUB ${subject} ${reply} ${hlen} ${total}\r\n` : `HPUB ${subject} ${hlen} ${total}\r\n`;
   const headerStart = Buffer.byteLength(line);
-  const bodyStart = headerStart + hlen;
-  const bodyEnd = bodyStart + body.length;
-  const bytes = Buffer.allocUnsafe(bodyEnd + 2);
+  const bytes = Buffer.allocUnsafe(headerStart + total + 2);
   bytes.write(line, 0, "utf8");
+  return withBlockAndBody(bytes, headerStart, subject, reply, head, tail, body);
+}
+
+/** Writes the header block, the body and the closing CRLF after a line of `headerStart` bytes. */
+function withBlockAndBody(bytes: Buffer, headerStart: number, subject: string, reply: string, head: Uint8Array, tail: string, body: Uint8Array): Frame {
+  const bodyStart = headerStart + head.length + tail.length;
+  const bodyEnd = bodyStart + body.length;
   bytes.set(head, headerStart);
   writeLatin1(bytes, headerStart + head.length, tail);
   bytes.set(body, bodyStart);
