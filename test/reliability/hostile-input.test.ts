@@ -462,6 +462,21 @@ test("distinct huge Mesh-Caller values are refused, not kept as rate-limit bucke
   assert.ok(after.heapUsed - before.heapUsed < 10 * 1024 * 1024, `heap after GC grew ${mb(after.heapUsed - before.heapUsed)} MB`);
 });
 
+test("short Mesh-Caller values from huge header blocks do not keep the blocks alive as rate-limit buckets", async () => {
+  // A caller name read from a header block must not hold on to the block: the service
+  // keeps a rate-limit bucket per caller name, up to 10,000 of them.
+  const before = await serviceMemory();
+  const subject = subjectOf("major");
+  for (let i = 0; i < 150; i++) {
+    const block = headerBlock([`${Header.caller}: padded-caller-${i}`, `X-Padding: ${"p".repeat(200_000)}`]);
+    const reply = await raw.request(subject, encodeBody(validClaim), { timeout: REPLY_TIMEOUT_MS, headers: asNatsHeaders({ encode: () => block }) });
+    assert.ok(decodeReply(reply, subject) !== undefined, "a valid claim is answered");
+  }
+  const after = await serviceMemory();
+  // Kept, 150 × 200 KB would be 30 MB.
+  assert.ok(after.heapUsed - before.heapUsed < 10 * 1024 * 1024, `heap after GC grew ${mb(after.heapUsed - before.heapUsed)} MB`);
+});
+
 test("invalid input whose issues name huge record keys still gets its BAD_REQUEST reply", async () => {
   const keys = 30;
   const keyChars = Math.floor((maxPayload - 8_000) / keys);

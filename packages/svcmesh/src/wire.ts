@@ -6,6 +6,7 @@ import { BodyDecoder } from "./msgpack-decoder.js";
 import { BodyEncoder } from "./msgpack-encoder.js";
 import { ExtensionCodec } from "@msgpack/msgpack";
 import { Header } from "./subjects.js";
+import { unsharedCopy } from "./unshared.js";
 
 /**
  * Values msgpack would change without a word: a Map or Set becomes `{}` (their entries
@@ -286,6 +287,23 @@ function readMetaLines(text: string, meta: RequestMeta): string {
   return deadlineText;
 }
 
+/**
+ * Header blocks longer than this have their values copied out of the block's text
+ * (unshared.ts): a value kept past its request would keep the whole block, a megabyte of
+ * it for each of up to 10,000 rate-limit buckets. The caches that keep values copy them
+ * anyway when they add one; this covers any that does not.
+ */
+const MAX_SHARED_BLOCK = 2048;
+
+function unshare(meta: RequestMeta): void {
+  meta.caller = unsharedCopy(meta.caller);
+  meta.requestId = unsharedCopy(meta.requestId);
+  meta.token = unsharedCopy(meta.token);
+  meta.policy = unsharedCopy(meta.policy);
+  meta.traceparent = unsharedCopy(meta.traceparent);
+  meta.tracestate = unsharedCopy(meta.tracestate);
+}
+
 /** Reads request metadata; missing values get safe defaults so raw NATS clients can call too. */
 export function readRequestMeta(msg: Msg, now: number, defaultTimeoutMs: number): RequestMeta {
   const meta = new RequestMeta();
@@ -302,8 +320,10 @@ export function readRequestMeta(msg: Msg, now: number, defaultTimeoutMs: number)
       meta.traceparent = h.get(Header.traceparent);
       meta.tracestate = h.get(Header.tracestate);
     }
+    unshare(meta); // nats.js's values are slices of its decoded block too
   } else if (raw !== undefined) {
     deadlineText = readMetaLines(headerText(raw.bytes, raw.end), meta);
+    if (raw.end > MAX_SHARED_BLOCK) unshare(meta);
   }
   const deadline = Number(deadlineText);
   meta.deadline = deadlineText !== "" && Number.isFinite(deadline) && deadline > 0 ? deadline : now + defaultTimeoutMs;

@@ -26,6 +26,7 @@ import { type KeyObject, sign as edSign, verify as edVerify } from "node:crypto"
 import { MeshError } from "../errors.js";
 import { validServiceName } from "../subjects.js";
 import { identityFromSeed, publicKeyObject } from "./keys.js";
+import { unsharedCopy } from "../unshared.js";
 
 /** The request header that carries the token. */
 export const TOKEN_HEADER = "Mesh-Token";
@@ -362,8 +363,10 @@ class Verifier implements TokenVerifier {
         this.cache.delete(oldest.value);
       }
     }
-    this.cache.set(token, verified);
-    this.recent[recentSlot(token)] = { token, verified };
+    // Copied: the token read from a request would keep its whole header block.
+    const kept = unsharedCopy(token);
+    this.cache.set(kept, verified);
+    this.recent[recentSlot(kept)] = { token: kept, verified };
   }
 }
 

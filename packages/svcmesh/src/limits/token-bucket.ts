@@ -7,6 +7,7 @@
 // changing that object's fields re-limits every bucket that shares it, lazily, at
 // their next use (a bucket holding more tokens than the new burst is clamped then).
 // The callee uses this to move all its callers to a new per-instance share at once.
+import { unsharedCopy } from "../unshared.js";
 
 /** A resolved limit: `rps` tokens per second, at most `burst` banked. Mutable on purpose (see above). */
 export interface BucketLimit {
@@ -137,7 +138,8 @@ export class TokenBucketMap {
       if (now < this.nextSweep || this.sweep(now) === 0) return this.overflow(limit, now);
     }
     const b = new TokenBucket(limit, now);
-    this.buckets.set(key, b);
+    // Copied: a key read from a request (a caller name) would keep its whole header block.
+    this.buckets.set(unsharedCopy(key), b);
     return b;
   }
 
