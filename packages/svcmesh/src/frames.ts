@@ -30,10 +30,13 @@ export class Frame {
  * `tail` (its per-message ASCII end, closing with the blank line) and `body`, which is
  * copied: it may be a shared encoder buffer.
  *
- * The HPUB line and the tail are written by a JavaScript loop, not by Buffer#write: two
- * native calls and a regular expression per message cost little when warm but several
- * microseconds on the first message after the process slept (1 request in flight), where
- * each call's latency is mostly such cold code (bench/RESULTS.md, 2026-12-06, stop 19).
+ * The HPUB line (a subject, a reply subject and two numbers) is written by a JavaScript
+ * loop and the tail by Buffer's own latin1Write, not through Buffer#write: its argument
+ * checks, two native calls and a regular expression per message cost little when warm
+ * but several microseconds on the first message after the process slept (1 request in
+ * flight), where a call's latency is mostly such cold code; and a loop over a long tail
+ * (a token, a traceparent) is slower than the one native copy even warm
+ * (bench/RESULTS.md, 2026-12-06, stop 19).
  */
 export function hpubFrame(subject: string, reply: string, head: Uint8Array, tail: string, body: Uint8Array): Frame {
   const hlen = head.length + tail.length;
@@ -78,7 +81,7 @@ function withBlockAndBody(bytes: Buffer, headerStart: number, subject: string, r
   const bodyStart = headerStart + head.length + tail.length;
   const bodyEnd = bodyStart + body.length;
   bytes.set(head, headerStart);
-  writeLatin1(bytes, headerStart + head.length, tail);
+  if (tail.length > 0) latin1Write.call(bytes, tail, headerStart + head.length);
   bytes.set(body, bodyStart);
   bytes[bodyEnd] = 13;
   bytes[bodyEnd + 1] = 10;
@@ -95,10 +98,11 @@ function writeAscii(bytes: Uint8Array, pos: number, text: string): number {
   return pos;
 }
 
-/** Writes `text` one byte per character (the low byte, as Buffer#write's "latin1"). */
-function writeLatin1(bytes: Uint8Array, pos: number, text: string): void {
-  for (let i = 0; i < text.length; i++) bytes[pos + i] = text.charCodeAt(i);
-}
+type Latin1Write = (this: Buffer, text: string, offset: number) => number;
+/** Buffer's native writer behind Buffer#write(text, offset, "latin1"), without its checks: one byte per character. */
+const latin1Write: Latin1Write = (Buffer.prototype as unknown as { latin1Write?: Latin1Write }).latin1Write ?? function (this: Buffer, text: string, offset: number) {
+  return this.write(text, offset, "latin1"); // should a Node version lack it
+};
 
 /** How many decimal digits a whole number >= 0 has. */
 function digits(n: number): number {
