@@ -9,6 +9,20 @@ export { serve } from "./responder.mjs";
 
 const SWEEP_MS = 50;
 
+/**
+ * A pending call. A class, not an object literal: an entry lives as long as its call, and
+ * V8 may pretenure a literal's allocation site when many survive a minor GC, after which
+ * every entry is made in old space; a caller that drew that ran slower for its whole life
+ * (svcmesh's own entries are classes for the same reason: RESULTS.md, 2026-12-06).
+ */
+class Pending {
+  constructor(resolve, reject, deadline) {
+    this.resolve = resolve;
+    this.reject = reject;
+    this.deadline = deadline;
+  }
+}
+
 export async function caller(url) {
   const nc = await connect({ servers: url, name: "bench-ceiling", noAsyncTraces: true });
   const prefix = createInbox() + ".";
@@ -41,7 +55,7 @@ export async function caller(url) {
     call: () =>
       new Promise((resolve, reject) => {
         const token = (seq++).toString(36);
-        pending.set(token, { resolve, reject, deadline: Date.now() + TIMEOUT_MS });
+        pending.set(token, new Pending(resolve, reject, Date.now() + TIMEOUT_MS));
         nc.publish(SUBJECT, pack(claim), { reply: prefix + token });
       }),
     close: () => {
