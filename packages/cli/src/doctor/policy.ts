@@ -21,7 +21,7 @@ export async function policyChecks(nc: NatsConnection, js: JetStreamView): Promi
     return { findings: [warn("policy", `none applied (no ${POLICY_BUCKET} bucket): the mesh is open, every caller may call every service`, APPLY_HINT)], policy: { stored: undefined } };
   }
   let stored: StoredPolicy | undefined;
-  let latest: { revision: number; operation: string; text: string } | null;
+  let latest: LatestValue | null;
   try {
     stored = await getPolicy(nc);
     const entry = await (await nc.jetstream().views.kv(POLICY_BUCKET, { bindOnly: true })).get(POLICY_KEY);
@@ -30,13 +30,33 @@ export async function policyChecks(nc: NatsConnection, js: JetStreamView): Promi
     const message = (e as Error)?.message ?? String(e);
     return { findings: [error("policy", `cannot be read from ${POLICY_BUCKET}: ${message}`, "run doctor with operator credentials (it reads the bucket as services do)")], policy: { why: "the policy cannot be read" } };
   }
+  return policyFindings(stored, latest);
+}
+
+/** The bucket's latest value for the policy key, as read. */
+export interface LatestValue {
+  revision: number;
+  operation: string;
+  text: string;
+}
+
+/**
+ * Findings from the policy in force (`stored`, what getPolicy() found) and the bucket's
+ * latest value, read just after it. A latest value newer than `stored` that parses was
+ * applied between the two reads: it is the one in force, not an invalid one.
+ */
+export function policyFindings(stored: StoredPolicy | undefined, latest: LatestValue | null): { findings: Finding[]; policy: PolicyView } {
   const findings: Finding[] = [];
   if (latest && latest.operation === "PUT" && latest.revision !== stored?.revision) {
     const parsed = parsePolicy(latest.text);
-    const first = parsed.ok ? undefined : parsed.errors[0];
-    const why = first ? `line ${first.line}:${first.column}: ${first.path ? `${first.path}: ` : ""}${first.message}` : "it does not parse";
-    findings.push(error("policy", `the latest value in ${POLICY_BUCKET} (revision ${latest.revision}) is not a valid policy (${why}), so every instance ignores it: ${stored ? `revision ${stored.revision} stays in force` : "no policy is in force, the mesh is open"}`,
-      "fix the document and `svcmesh apply` it (apply validates first; this value was written some other way)"));
+    if (parsed.ok && latest.revision > (stored?.revision ?? 0)) {
+      stored = { revision: latest.revision, text: latest.text, policy: parsed.policy };
+    } else if (!parsed.ok) {
+      const first = parsed.errors[0];
+      const why = first ? `line ${first.line}:${first.column}: ${first.path ? `${first.path}: ` : ""}${first.message}` : "it does not parse";
+      findings.push(error("policy", `the latest value in ${POLICY_BUCKET} (revision ${latest.revision}) is not a valid policy (${why}), so every instance ignores it: ${stored ? `revision ${stored.revision} stays in force` : "no policy is in force, the mesh is open"}`,
+        "fix the document and `svcmesh apply` it (apply validates first; this value was written some other way)"));
+    }
   } else if (!stored) {
     const removed = latest && latest.operation !== "PUT" ? ` (removed at revision ${latest.revision})` : "";
     findings.push(warn("policy", `none applied${removed}: the mesh is open, every caller may call every service`, APPLY_HINT));
