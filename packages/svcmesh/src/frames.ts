@@ -41,8 +41,10 @@ export class Frame {
 export function hpubFrame(subject: string, reply: string, head: Uint8Array, tail: string, body: Uint8Array): Frame {
   const hlen = head.length + tail.length;
   const total = hlen + body.length;
+  const hlenDigits = digits(hlen);
+  const totalDigits = digits(total);
   // The line's length if subject and reply are ASCII (ours are; an inbox prefix is the user's).
-  const headerStart = 5 + subject.length + (reply ? reply.length + 1 : 0) + 1 + digits(hlen) + 1 + digits(total) + 2;
+  const headerStart = 5 + subject.length + (reply ? reply.length + 1 : 0) + 1 + hlenDigits + 1 + totalDigits + 2;
   // allocUnsafe: every byte is written, here and in withBlockAndBody().
   const bytes = Buffer.allocUnsafe(headerStart + total + 2);
   bytes[0] = 72; // H
@@ -57,9 +59,9 @@ export function hpubFrame(subject: string, reply: string, head: Uint8Array, tail
   }
   if (p < 0) return utf8Frame(subject, reply, head, tail, body);
   bytes[p++] = 32;
-  p = writeDecimal(bytes, p, hlen);
+  p = writeDecimal(bytes, p, hlen, hlenDigits);
   bytes[p++] = 32;
-  p = writeDecimal(bytes, p, total);
+  p = writeDecimal(bytes, p, total, totalDigits);
   bytes[p++] = 13;
   bytes[p] = 10;
   return withBlockAndBody(bytes, headerStart, subject, reply, head, tail, body);
@@ -114,9 +116,9 @@ function digits(n: number): number {
   return d;
 }
 
-/** Writes a whole number >= 0 in decimal at `pos`; the position after it. */
-function writeDecimal(bytes: Uint8Array, pos: number, n: number): number {
-  const end = pos + digits(n);
+/** Writes a whole number >= 0 of `width` digits in decimal at `pos`; the position after it. */
+function writeDecimal(bytes: Uint8Array, pos: number, n: number, width: number): number {
+  const end = pos + width;
   for (let i = end - 1; i >= pos; i--) {
     bytes[i] = 48 + (n % 10);
     n = Math.floor(n / 10);
