@@ -58,6 +58,11 @@ export const ROWS = Object.fromEntries([
   ...scaleGroup("instances", [1, 2, 4, 8], (n) => ({ label: SVCMESH_CORE, scale: plural(n, "instance"), module: "svcmesh", instances: n })),
   // One service process serving N distinct services; the caller spreads its calls over all N.
   ...scaleGroup("registered", [1, 50, 200], (n) => ({ label: `${SVCMESH_CORE}, calls spread over all services`, scale: `${plural(n, "service")} registered`, module: "svcmesh", args: { services: n } })),
+  // The same process serving N services, all discovered by the caller, which then calls
+  // only one: what knowing N services costs a call (the issue's "discovery and target
+  // resolution"), without the spreading above. Its base is registered-1, the same setup.
+  ...scaleGroup("registeredOne", [50, 200], (n) => ({ label: `${SVCMESH_CORE}, calls to one of them`, scale: `${plural(n, "service")} registered`, module: "svcmesh", args: { services: n, callOne: true } }))
+    .map(([id, row]) => [id, { ...row, base: "registered-1" }]),
   // The policy row with a document of N endpoint rules in force in both processes.
   ...scaleGroup("rules", [10, 1000, 10000], (n) => ({ label: SVCMESH_POLICY, scale: plural(n, "policy rule"), module: "policy", args: { rules: n } })),
   // Requests of a given size (reply: the usual decision), bare and svcmesh core side by side.
