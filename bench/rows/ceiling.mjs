@@ -23,8 +23,11 @@ class Pending {
   }
 }
 
-export async function caller(url) {
+/** `subjects`: request subjects to spread the calls over (the services rows' scale steps); default the responder's. */
+export async function caller(url, { subjects } = {}) {
   const nc = await connect({ servers: url, name: "bench-ceiling", noAsyncTraces: true });
+  let next = 0;
+  const subjectOf = subjects === undefined ? () => SUBJECT : () => subjects[next++ % subjects.length];
   const prefix = createInbox() + ".";
   const pending = new Map();
   let seq = 0;
@@ -56,7 +59,7 @@ export async function caller(url) {
       new Promise((resolve, reject) => {
         const token = (seq++).toString(36);
         pending.set(token, new Pending(resolve, reject, Date.now() + TIMEOUT_MS));
-        nc.publish(SUBJECT, pack(claim), { reply: prefix + token });
+        nc.publish(subjectOf(), pack(claim), { reply: prefix + token });
       }),
     close: () => {
       clearInterval(sweep);

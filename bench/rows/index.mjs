@@ -63,6 +63,11 @@ export const ROWS = Object.fromEntries([
   // resolution"), without the spreading above. Its base is registered-1, the same setup.
   ...scaleGroup("registeredOne", [50, 200], (n) => ({ label: `${SVCMESH_CORE}, calls to one of them`, scale: `${plural(n, "service")} registered`, module: "svcmesh", args: { services: n, callOne: true } }))
     .map(([id, row]) => [id, { ...row, base: "registered-1" }]),
+  // The same two scales for the NATS services framework alone (rows/services.mjs, with the
+  // ceiling's caller): what N registered services cost without svcmesh.
+  ...scaleGroup("frameworkRegistered", [1, 200], (n) => ({ label: "NATS services framework + ceiling caller, calls spread over all services", scale: `${plural(n, "service")} registered`, module: "services", args: { services: n } })),
+  ...scaleGroup("frameworkRegisteredOne", [200], (n) => ({ label: "NATS services framework + ceiling caller, calls to one of them", scale: `${plural(n, "service")} registered`, module: "services", args: { services: n, callOne: true } }))
+    .map(([id, row]) => [id, { ...row, base: "frameworkRegistered-1" }]),
   // The policy row with a document of N endpoint rules in force in both processes.
   ...scaleGroup("rules", [10, 1000, 10000], (n) => ({ label: SVCMESH_POLICY, scale: plural(n, "policy rule"), module: "policy", args: { rules: n } })),
   // Requests of a given size (reply: the usual decision), bare and svcmesh core side by side.
