@@ -86,6 +86,13 @@ export class Caller {
   /** Per-call settings reach interceptors through this map, never as fields on ctx. */
   private readonly callOverrides = new WeakMap<CallContext, CallSettings>();
   private readonly random: () => number;
+  /**
+   * The route call() has just checked, for the first attempt of that call: its send()
+   * runs in the same turn (unless an interceptor defers it), so it need not look the
+   * route up again. Matched by the call's context, so anything else looks it up.
+   */
+  private handedRoute: CachedRoute | undefined;
+  private handedTo: CallContext | undefined;
 
   constructor(
     private readonly registry: Registry,
@@ -176,12 +183,24 @@ export class Caller {
       return observe ? observe(ctx, () => Promise.reject(notFound)) : Promise.reject(notFound);
     }
     if (opts?.retry) this.callOverrides.set(ctx, mergeCallSettings(base, { retry: opts.retry }));
-    return this.pipeline(ctx);
+    this.handedRoute = cached;
+    this.handedTo = ctx;
+    try {
+      return this.pipeline(ctx);
+    } finally {
+      this.handedRoute = undefined;
+      this.handedTo = undefined;
+    }
   }
 
   /** The terminal step, once per attempt. */
   private send(ctx: CallContext): Promise<unknown> {
-    const cached = this.cachedRoute(ctx.target, Date.now());
+    let cached: CachedRoute | undefined;
+    if (ctx === this.handedTo && ctx.attempt <= 1) {
+      cached = this.handedRoute;
+      this.handedRoute = undefined;
+      this.handedTo = undefined;
+    } else cached = this.cachedRoute(ctx.target, Date.now());
     if (cached) return this.sendOn(cached, ctx);
     return this.resolve(ctx.target).then((fresh) => this.sendOn(fresh, ctx));
   }
