@@ -206,9 +206,12 @@ export class Mesh implements MeshCalls {
     this.defaultTimeoutMs = defaults.timeoutMs;
     // Code defaults ← per-service code settings ← the policy in force (which wins).
     const settingsFor = (service: string): CallSettings => {
+      const p = this.policy.inForce;
+      // Nothing per service and no policy: the defaults, without a per-service lookup (a
+      // cache miss per call for callers that spread their calls over many services).
+      if (p === undefined && options.services === undefined) return defaults;
       let s = this.settingsByService.get(service);
       if (!s) {
-        const p = this.policy.inForce;
         s = mergeCallSettings(defaults, options.services?.[service], p ? policySettingsFor(p.document, service).call : undefined);
         setBounded(this.settingsByService, service, s);
       }
@@ -267,8 +270,11 @@ export class Mesh implements MeshCalls {
     // policy changes: the hot path reuses one string.
     const linesByService = new Map<string, { token: string | undefined; policy: PolicyInForce | undefined; line: string }>();
     const headerLines = (service: string): string => {
-      const token = signer?.tokenFor(service);
       const policy = this.policy.inForce;
+      // No seed and no policy: no lines, and no per-service lookup (a cache miss per call
+      // for callers that spread their calls over many services).
+      if (signer === undefined && policy === undefined) return "";
+      const token = signer?.tokenFor(service);
       const cached = linesByService.get(service);
       if (cached && cached.token === token && cached.policy === policy) return cached.line;
       const line = (token ? `${Header.token}: ${token}\r\n` : "") + (policy?.headerLine ?? "");

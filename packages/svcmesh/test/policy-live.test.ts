@@ -76,3 +76,23 @@ test("apply → a running service and a running caller follow it; an invalid doc
   console.log(`a policy change reached a service and a caller in ${change} ms`);
   assert.equal(await auditor.call("payments", "pay"), "paid for auditor");
 });
+
+test("calls carry the revision of the policy in force (Mesh-Policy), from callers with and without a seed", async () => {
+  const host = await as("payments");
+  await host.serve({ name: "payments", version: "1.0.0", endpoints: { pay: { handler: (_r, ctx) => `paid for ${ctx.caller}` } } });
+  const claims = await as("claims");
+  // No seed: its calls carry no token, but the revision all the same.
+  const visitor = await connect({ servers: server.url, name: "visitor", logLevel: "silent" });
+  open.push(visitor);
+  const seen: string[] = [];
+  const spy = operator.subscribe("svc.payments.v1.pay", { callback: (_e, m) => seen.push(`${m.headers?.get("Mesh-Caller")} ${m.headers?.get("Mesh-Policy")}`) });
+  await operator.flush();
+  const applied = await applyPolicy(operator, policy(["\"*\""]), { by: "test" });
+  await until(() => rev(host) === applied.revision && rev(claims) === applied.revision && rev(visitor) === applied.revision, 5000);
+  assert.equal(await claims.call("payments", "pay"), "paid for claims");
+  // Refused by the callee (a policy with identities wants a token), but sent.
+  assert.equal((await meshFailure(visitor.call("payments", "pay"))).code, "UNAUTHENTICATED");
+  await until(() => seen.length >= 2, 5000);
+  spy.unsubscribe();
+  assert.deepEqual(seen.sort(), [`claims ${applied.revision}`, `visitor ${applied.revision}`]);
+});
