@@ -8,13 +8,10 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { type Msg, connect as natsConnect, type NatsConnection } from "nats";
-import pino from "pino";
-import { type CallContext, DEFAULT_CALL_SETTINGS, hpubFrame, readRequestMeta } from "svcmesh/internal";
-import { Caller } from "../src/client/caller.ts";
-import { Registry } from "../src/registry.ts";
-import { RequestTransport } from "../src/client/transport.ts";
+import { type CallContext, hpubFrame, readRequestMeta } from "svcmesh/internal";
 import { type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
 import { meshPool } from "../../../test/helpers/mesh.ts";
+import { standaloneCaller } from "./fixtures/standalone-caller.ts";
 
 let server: NatsServer;
 let nc: NatsConnection;
@@ -44,16 +41,8 @@ test("a call's context, its request frame and the callee's request metadata are 
   nc.subscribe("svc.lifetime.v1.echo", { callback: (_e, m) => requests.push(m) });
   await nc.flush();
 
-  const logger = pino({ level: "silent" });
-  const registry = new Registry(nc, { ttlMs: 10_000, jitterMs: 50, maxWaitMs: 1_000 }, logger);
-  registry.start();
-  const transport = new RequestTransport(nc, { inboxPrefix: "_INBOX", callerName: "lifetime-caller" });
   const seen: CallContext[] = [];
-  const caller = new Caller(registry, transport, {
-    callerName: "lifetime-caller",
-    settingsFor: () => DEFAULT_CALL_SETTINGS,
-    interceptors: [(ctx, next) => (seen.push(ctx), next(ctx))],
-  });
+  const { caller, close } = standaloneCaller(nc, "lifetime-caller", [(ctx, next) => (seen.push(ctx), next(ctx))]);
   try {
     assert.deepEqual(await caller.call("lifetime", "echo", { n: 1 }, { timeoutMs: 5_000 }), { n: 1 });
     assert.equal(seen.length, 1);
@@ -66,7 +55,6 @@ test("a call's context, its request frame and the callee's request metadata are 
     assert.equal(meta.caller, "lifetime-caller");
     assertClassInstance(hpubFrame("svc.lifetime.v1.echo", "_INBOX.x.1", new Uint8Array(0), "\r\n", new Uint8Array(1)), "a frame");
   } finally {
-    transport.close("test over");
-    registry.close();
+    close();
   }
 });

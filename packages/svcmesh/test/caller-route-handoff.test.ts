@@ -5,13 +5,11 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { connect as natsConnect, type NatsConnection } from "nats";
-import pino from "pino";
-import { type Interceptor, DEFAULT_CALL_SETTINGS } from "svcmesh/internal";
-import { Caller } from "../src/client/caller.ts";
-import { Registry } from "../src/registry.ts";
-import { RequestTransport } from "../src/client/transport.ts";
+import type { Interceptor } from "svcmesh/internal";
+import type { Caller } from "../src/client/caller.ts";
 import { type NatsServer, startNatsServer } from "../../../test/helpers/nats-server.ts";
 import { meshPool } from "../../../test/helpers/mesh.ts";
+import { standaloneCaller } from "./fixtures/standalone-caller.ts";
 
 let server: NatsServer;
 let nc: NatsConnection;
@@ -34,24 +32,13 @@ after(async () => {
   await server?.stop();
 });
 
-/** A Caller on its own registry and transport; `peeks` counts the registry lookups of a route. */
+/** A standalone Caller whose registry counts its lookups of a route (`peeks`). */
 function callerWith(interceptors: Interceptor[]): { caller: Caller; peeks: () => number; close(): void } {
-  const logger = pino({ level: "silent" });
-  const registry = new Registry(nc, { ttlMs: 10_000, jitterMs: 50, maxWaitMs: 1_000 }, logger);
-  registry.start();
+  const { caller, registry, close } = standaloneCaller(nc, "handoff-caller", interceptors);
   let peeks = 0;
   const peek = registry.peek.bind(registry);
   registry.peek = (service, now) => (peeks++, peek(service, now));
-  const transport = new RequestTransport(nc, { inboxPrefix: "_INBOX", callerName: "handoff-caller" });
-  const caller = new Caller(registry, transport, { callerName: "handoff-caller", settingsFor: () => DEFAULT_CALL_SETTINGS, interceptors });
-  return {
-    caller,
-    peeks: () => peeks,
-    close() {
-      transport.close("test over");
-      registry.close();
-    },
-  };
+  return { caller, peeks: () => peeks, close };
 }
 
 test("a call with a known route looks it up once, not again to send it", async () => {
