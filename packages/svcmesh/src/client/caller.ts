@@ -195,12 +195,8 @@ export class Caller {
 
   /** The terminal step, once per attempt. */
   private send(ctx: CallContext): Promise<unknown> {
-    let cached: CachedRoute | undefined;
-    if (ctx === this.handedTo && ctx.attempt <= 1) {
-      cached = this.handedRoute;
-      this.handedRoute = undefined;
-      this.handedTo = undefined;
-    } else cached = this.cachedRoute(ctx.target, Date.now());
+    // start() clears the hand-off once the pipeline returns: later attempts look it up.
+    const cached = ctx === this.handedTo && ctx.attempt <= 1 ? this.handedRoute : this.cachedRoute(ctx.target, Date.now());
     if (cached) return this.sendOn(cached, ctx);
     return this.resolve(ctx.target).then((fresh) => this.sendOn(fresh, ctx));
   }

@@ -81,10 +81,11 @@ export class EventSender {
         // sends them plain: live subscribers (discovery) must keep hearing them.
         const now = Date.now();
         this.failingSince ||= now;
-        if (this.stored && storageGone(e) === undefined && now - this.failingSince < OUTAGE_WAIT_MS) return "retry";
+        const gone = storageGone(e);
+        if (this.stored && gone === undefined && now - this.failingSince < OUTAGE_WAIT_MS) return "retry";
         if (this.plainUntil === 0) {
           // No JetStream is a setup (a development server), not a fault: its reason, no stack trace.
-          if (storageGone(e) === "no_jetstream") this.logger.warn({ reason: (e as Error).message }, "mesh events are not stored durably (sent as plain NATS messages): this NATS server has no JetStream");
+          if (gone === "no_jetstream") this.logger.warn({ reason: (e as Error).message }, "mesh events are not stored durably (sent as plain NATS messages): this NATS server has no JetStream");
           else this.logger.warn({ err: e }, "mesh events are not stored durably (sent as plain NATS messages)");
         }
         this.plainUntil = Date.now() + recheckMs;
